@@ -1,0 +1,75 @@
+"""Typed records that readers stream and the store consumes.
+
+Arrays are numpy. Intensities are float32 in [0, 1] with 1 = dense/bright (MONOCHROME2
+convention, after any MONOCHROME1 inversion); masks are bool. Coordinates are (x, y) in
+pixels of the record's own array unless stated.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from mammosynth.data.birads import Label
+
+Laterality = Literal["L", "R"]
+View = Literal["CC", "MLO", "other"]
+Split = Literal["train", "val", "test"]
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+
+
+@dataclass
+class LesionRecord:
+    """One lesion: a context-padded crop around it, its exact mask and its labels.
+
+    ``patch`` and ``mask`` are (H, W) at the source's pixel spacing (the store resizes).
+    ``bbox`` is the lesion's (x, y, w, h) in the *full image* (pixels), when known.
+    ``lesion_size`` is the lesion's (h, w) in full-image pixels, used by ``insert`` to fit
+    the size distribution.
+    """
+
+    source: str
+    source_id: str
+    patient_id: str
+    patch: np.ndarray
+    mask: np.ndarray
+    shape: Label
+    margin: Label
+    pathology: Label
+    laterality: Laterality | None = None
+    view: View | None = None
+    bbox: tuple[int, int, int, int] | None = None
+    lesion_size: tuple[int, int] | None = None
+    pixel_spacing_mm: float | None = None
+    density: str | None = None
+    split_hint: Split | None = None
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class MammogramRecord:
+    """A normal (lesion-free) mammogram with its breast mask, at full or reduced size."""
+
+    source: str
+    source_id: str
+    patient_id: str
+    image: np.ndarray
+    breast_mask: np.ndarray
+    laterality: Laterality | None = None
+    view: View | None = None
+    density: str | None = None
+    pixel_spacing_mm: float | None = None
+    split_hint: Split | None = None
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SkipRecord:
+    """A record a reader could not use, with the file and the reason (for the skip report)."""
+
+    source: str
+    source_id: str
+    path: str
+    reason: str

@@ -1,0 +1,1 @@
+"""Synthesis: sampling, latent operations, insertion into mammograms, annotation export."""

@@ -1,0 +1,179 @@
+"""The contract between the generic trainer and a method (one file per method under ``models/``).
+
+A method supplies its networks, its optimizers and one training step. The trainer owns
+everything else: device, autocast + GradScaler, channels_last, optional ``torch.compile``,
+EMA copies, data-parallel gradient averaging under ``torchrun``, seeding, run folders,
+progress, sample grids, the metrics log, checkpoints (safetensors + JSON) and ``--resume``.
+
+A minimal method::
+
+    @dataclass
+    class MyConfig(TrainConfig):
+        nz: int = 100
+
+    class MyGAN(Method):
+        name = "my-gan"
+        Config = MyConfig
+
+        def build(self):                        # networks, on CPU; trainer moves them
+            self.nets["generator"] = G(...)
+            self.nets["discriminator"] = D(...)
+
+        def build_optimizers(self):
+            return {"G": Adam(self.nets["generator"].parameters(), ...),
+                    "D": Adam(self.nets["discriminator"].parameters(), ...)}
+
+        def make_dataset(self, store_path, split):
+            return LesionDataset(store_path, split=split, ...)
+
+        def train_step(self, batch, ctx):
+            G, D = ctx.nets["generator"], ctx.nets["discriminator"]
+            with ctx.autocast():
+                loss_d = ...
+            ctx.backward_step(loss_d, "D")      # zero_grad, (scaled) backward, grad all-reduce, step
+            with ctx.autocast():
+                loss_g = ...
+            ctx.backward_step(loss_g, "G")
+            return {"loss_d": loss_d.detach(), "loss_g": loss_g.detach()}
+
+        @torch.no_grad()
+        def sample_grid(self, nets, n, seed):   # nets = EMA copies where they exist
+            return nets["generator"](torch.randn(n, ..., generator=...))  # (n,C,H,W) in [-1,1]
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+from dataclasses import dataclass
+from typing import Any, ClassVar, ContextManager, Literal
+
+import torch
+from torch import nn
+
+from mammosynth.errors import ConfigError
+
+
+@dataclass
+class TrainConfig:
+    """Options every method shares. Method configs subclass this and add their own fields.
+
+    Units: ``steps`` are optimiser iterations of the whole method (one ``train_step``);
+    ``batch_size`` is per process; ``*_every`` are in steps (0 = never).
+    """
+
+    steps: int = 1000
+    batch_size: int = 16
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    amp: Literal["auto", "bf16", "fp16", "off"] = "auto"  # auto: bf16 on CUDA that supports it, off on CPU
+    channels_last: bool = True
+    compile: bool = False
+    ema_decay: float = 0.999  # per step; 0 disables EMA
+    num_workers: int = 0  # DataLoader worker processes
+    log_every: int = 10
+    sample_every: int = 200
+    ckpt_every: int = 500
+    n_samples: int = 16  # images in each sample grid
+
+    def validate(self) -> None:
+        if self.steps < 1:
+            raise ConfigError(f"steps must be >= 1, got {self.steps}")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ConfigError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+
+
+class StepContext(abc.ABC):
+    """What the trainer hands to ``Method.train_step`` (implemented in ``train/trainer.py``)."""
+
+    nets: dict[str, nn.Module]  # the training copies, on the device
+    device: torch.device
+    step: int  # 0-based index of the step being taken
+    world_size: int
+    rank: int
+
+    @abc.abstractmethod
+    def autocast(self) -> ContextManager[Any]:
+        """Autocast context for forward passes (a no-op when AMP is off)."""
+
+    @abc.abstractmethod
+    def backward_step(self, loss: torch.Tensor, optimizer: str, retain_graph: bool = False) -> None:
+        """Zero that optimizer's grads, backward ``loss`` (scaled for fp16), average grads
+        across processes, unscale, step, update the scaler."""
+
+    @abc.abstractmethod
+    def generator(self) -> torch.Generator:
+        """A per-process torch.Generator on the device, seeded from (seed, rank); part of the
+        checkpointed RNG state so ``--resume`` reproduces the same draws."""
+
+
+class Method(abc.ABC):
+    """Base class for every trainable method. Subclasses set ``name`` and ``Config``."""
+
+    name: ClassVar[str]
+    Config: ClassVar[type[TrainConfig]]
+    #: Bump when the state-dict layout changes; a checkpoint from another version is refused.
+    version: ClassVar[int] = 1
+    #: Names of networks that get an EMA copy (used for sampling and saved as inference weights).
+    ema_networks: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, cfg: TrainConfig, data_info: dict[str, Any] | None = None) -> None:
+        self.cfg = cfg
+        self.data_info = dict(data_info or {})
+        self.nets: nn.ModuleDict = nn.ModuleDict()
+        self.build()
+
+    # -- what a method must supply ------------------------------------------------------
+    @abc.abstractmethod
+    def build(self) -> None:
+        """Create the networks in ``self.nets`` (on CPU). Read sizes from cfg / data_info."""
+
+    @abc.abstractmethod
+    def build_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        """Optimizers over ``self.nets`` parameters, keyed by a short name ("G", "D")."""
+
+    @abc.abstractmethod
+    def make_dataset(self, store_path: str, split: str = "train") -> torch.utils.data.Dataset:
+        """The torch Dataset this method trains on."""
+
+    @abc.abstractmethod
+    def train_step(self, batch: Any, ctx: StepContext) -> dict[str, torch.Tensor | float]:
+        """One optimisation step; returns scalar losses/metrics to log."""
+
+    def sample_grid(self, nets: dict[str, nn.Module], n: int, seed: int) -> torch.Tensor | None:
+        """(n, C, H, W) images in [-1, 1] for the sample grid, or None for no grid."""
+        return None
+
+    # -- optional hooks -----------------------------------------------------------------
+    def data_info_from_store(self, store_path: str) -> dict[str, Any]:
+        """Facts from the dataset the networks' shapes depend on (saved in config.json)."""
+        from mammosynth.data.store import Store
+
+        with Store(store_path) as s:
+            return {"patch_size": s.patch_size, "normal_size": s.manifest.get("normal_size")}
+
+    def extra_state(self) -> dict[str, Any]:
+        """JSON-able state beyond nets/optimizers to checkpoint (e.g. a progressive phase)."""
+        return {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        pass
+
+    def on_load(self) -> None:
+        """Called after weights are loaded for inference (e.g. to set eval mode)."""
+        self.nets.eval()
+
+
+@contextlib.contextmanager
+def requires_grad(module: nn.Module, flag: bool):
+    """Temporarily switch ``requires_grad`` of all parameters (e.g. freeze D during G's step)."""
+    prev = [p.requires_grad for p in module.parameters()]
+    for p in module.parameters():
+        p.requires_grad_(flag)
+    try:
+        yield module
+    finally:
+        for p, r in zip(module.parameters(), prev):
+            p.requires_grad_(r)
