@@ -265,18 +265,22 @@ class StoreWriter:
 
     # -- finishing ---------------------------------------------------------------
     def _assign_splits(self) -> dict[str, int]:
+        """Patient -> split index. Lesion patients and normal-only patients are split as two
+        pools so that each group gets train/val/test; hinted patients keep their hint."""
         rng = np.random.default_rng(self.split_seed)
-        free = sorted(p for p, h in self._split_hints.items() if not h)
-        rng.shuffle(free)
-        n = len(free)
-        n_train = int(round(self.split_fractions[0] * n))
-        n_val = int(round(self.split_fractions[1] * n))
-        if n >= 3:  # every split gets at least one patient when there are enough
-            n_val = max(n_val, 1)
-            n_train = min(n_train, n - n_val - 1)
         mapping = {p: SPLITS.index(h) for p, h in self._split_hints.items() if h}
-        for i, p in enumerate(free):
-            mapping[p] = 0 if i < n_train else (1 if i < n_train + n_val else 2)
+        lesion_patients = set(self._h5["lesions/patient_id"].asstr()[...])
+        free = sorted(p for p, h in self._split_hints.items() if not h)
+        for pool in ([p for p in free if p in lesion_patients], [p for p in free if p not in lesion_patients]):
+            rng.shuffle(pool)
+            n = len(pool)
+            n_train = int(round(self.split_fractions[0] * n))
+            n_val = int(round(self.split_fractions[1] * n))
+            if n >= 3:  # every split gets at least one patient when there are enough
+                n_val = max(n_val, 1)
+                n_train = min(n_train, n - n_val - 1)
+            for i, p in enumerate(pool):
+                mapping[p] = 0 if i < n_train else (1 if i < n_train + n_val else 2)
         return mapping
 
     def close(self) -> dict[str, Any]:
