@@ -26,7 +26,10 @@ def _lesion(i: int, patient: str, rng: np.random.Generator) -> LesionRecord:
 
 def _normal(i: int, patient: str, lat: str) -> MammogramRecord:
     img = np.zeros((100, 60), np.float32)
-    img[:, :40] = 0.5
+    if lat == "R":  # displayed with the chest wall on the right
+        img[:, 20:] = 0.5
+    else:
+        img[:, :40] = 0.5
     m = img > 0
     return MammogramRecord(source="test", source_id=f"N{i}", patient_id=patient, image=img, breast_mask=m, laterality=lat)
 
@@ -53,7 +56,7 @@ def test_round_trip_and_splits(tmp_path, rng):
         n1 = s.normal(1)
         assert n1["flipped"] and n1["image"].shape == (64, 48)
         # right breast flipped: tissue (value 0.5) now near x = 0
-        assert n1["image"][:, :5].mean() > n1["image"][:, -5:].mean()
+        assert n1["image"][:, :5].mean() > 0.4 and n1["valid_hw"] == (64, 38)
         info = s.info()
         assert info["n_skipped"] == 1 and info["margin"]["spiculated"] == 20
         assert s.skips()[0].reason == "corrupt"
