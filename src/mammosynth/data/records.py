@@ -18,6 +18,10 @@ Laterality = Literal["L", "R"]
 View = Literal["CC", "MLO", "other"]
 Split = Literal["train", "val", "test"]
 SPLITS: tuple[str, ...] = ("train", "val", "test")
+#: Context padding on each side of a lesion crop, as a fraction of the lesion's larger side:
+#: the lesion then spans about 1 / (1 + 2 * 0.3) = 62% of the patch, leaving room for the
+#: seed-001 margin ring (mask enlarged by 296/256) and surrounding tissue.
+DEFAULT_CONTEXT = 0.3
 
 
 @dataclass

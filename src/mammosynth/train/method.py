@@ -46,12 +46,15 @@ from __future__ import annotations
 import abc
 import contextlib
 from dataclasses import dataclass
-from typing import Any, ClassVar, ContextManager, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, ContextManager, Iterator, Literal
 
 import torch
 from torch import nn
 
 from mammosynth.errors import ConfigError
+
+if TYPE_CHECKING:
+    from mammosynth.synth.sample import Sample
 
 
 @dataclass
@@ -160,6 +163,21 @@ class Method(abc.ABC):
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         pass
+
+    def batch_size(self, step: int) -> int | None:
+        """Per-phase batch size (progressive growing); None = ``cfg.batch_size``. The trainer
+        rebuilds its DataLoader whenever the value changes."""
+        return None
+
+    # -- synthesis (called by the CLI; a method implements what it supports) -------------
+    def generate(self, n: int, seed: int, **options: Any) -> Iterator["Sample"]:
+        """Yield ``n`` samples. Options a method may read: ``shape``, ``margin``,
+        ``pathology`` (BI-RADS terms), ``mask`` ((H,W) bool array), ``batch_size``."""
+        raise ConfigError(f"method {self.name!r} cannot generate images; see `mammosynth generate --help`")
+
+    def interpolate(self, **options: Any) -> Iterator["Sample"]:
+        """Latent interpolation between encoded/sampled sources (methods that have a latent)."""
+        raise ConfigError(f"method {self.name!r} has no latent space to interpolate")
 
     def on_load(self) -> None:
         """Called after weights are loaded for inference (e.g. to set eval mode)."""
