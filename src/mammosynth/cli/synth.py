@@ -1,9 +1,133 @@
-"""CLI commands: synth."""
+"""CLI commands: generate, interpolate, insert (synthesis from trained runs)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Optional
+
 import typer
+
+from mammosynth.cli.common import console, print_json, save_gif, save_strip, write_samples
+
+
+def _read_mask(path: Path):
+    import numpy as np
+
+    from mammosynth.errors import DataError
+    from mammosynth.synth.writer import load_png
+
+    if not path.exists():
+        raise DataError(f"{path}: mask file not found")
+    try:
+        return load_png(path) > 0.5
+    except Exception as err:  # PIL raises many types for bad files
+        raise DataError(f"{path}: cannot read the mask image ({err})") from err
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the main app."""
+    @app.command("generate")
+    def generate(
+        run: Path = typer.Argument(..., help="Run folder written by `mammosynth train` (or its parent: the latest run is used)."),
+        n: int = typer.Option(16, "--n", min=1, help="Number of images to generate."),
+        out: Path = typer.Option(..., "--out", help="Output folder: images/, masks/, annotations.json (COCO), manifest.csv."),
+        shape: Optional[str] = typer.Option(None, "--shape", help="BI-RADS shape to request (round, oval, lobulated, irregular); methods with shape control only."),
+        margin: Optional[str] = typer.Option(None, "--margin", help="BI-RADS margin to request (circumscribed, obscured, microlobulated, ill_defined, spiculated)."),
+        pathology: Optional[str] = typer.Option(None, "--pathology", help="benign or malignant (pathology-conditioned lesion-dcgan only)."),
+        mask: Optional[Path] = typer.Option(None, "--mask", help="PNG mask to condition on (infill, mask-embedding); default: masks drawn from the training data."),
+        seed: int = typer.Option(0, "--seed", help="Random seed; the same seed gives the same images."),
+        batch_size: int = typer.Option(16, "--batch-size", min=1, help="Images per forward pass."),
+        device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+        json_out: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
+    ) -> None:
+        """Generate lesions (or mammograms) from a trained run, with labels written as COCO."""
+        from mammosynth.data.birads import MARGINS, PATHOLOGIES, SHAPES, parse_term
+        from mammosynth.train.run import load_method, resolve_run
+
+        run_dir = resolve_run(run)
+        method = load_method(run_dir, device=device)
+        options = {"batch_size": batch_size}
+        if shape:
+            options["shape"] = parse_term(shape, SHAPES, "shape")
+        if margin:
+            options["margin"] = parse_term(margin, MARGINS, "margin")
+        if pathology:
+            options["pathology"] = parse_term(pathology, PATHOLOGIES, "pathology")
+        if mask is not None:
+            options["mask"] = _read_mask(mask)
+        write_samples(method.generate(n, seed, **options), out, method.name, str(run_dir), total=n, progress=not json_out)
+        summary = {"out": str(out), "n": n, "method": method.name, "run": str(run_dir), "seed": seed, **{k: v for k, v in options.items() if k in ("shape", "margin", "pathology")}}
+        if json_out:
+            print_json(summary)
+        else:
+            console.print(f"wrote {n} images to [bold]{out}[/] (annotations.json, manifest.csv)")
+
+    @app.command("interpolate")
+    def interpolate(
+        run: Path = typer.Argument(..., help="Run folder of a method with a latent space (birads-aegan, stylegan, stylegan-encoder)."),
+        out: Path = typer.Option(..., "--out", help="Output folder (synthetic set + strip.png, and loop.gif for loops)."),
+        mode: str = typer.Option("pair", "--mode", help="pair: A->B; triangle: 12 barycentric points of A,B,C; loop: A->B->C->A; category: convex combinations of features of one (shape, margin) category (eq. 2 of seed 000)."),
+        source: list[str] = typer.Option([], "--source", help="Source lesion id (store source_id or index) or image path; repeat for B, C."),
+        steps: int = typer.Option(8, "--steps", min=1, help="In-between points per segment (8 in seed 000)."),
+        n: int = typer.Option(16, "--n", min=1, help="Samples for --mode category."),
+        shape: Optional[str] = typer.Option(None, "--shape", help="Category shape for --mode category."),
+        margin: Optional[str] = typer.Option(None, "--margin", help="Category margin for --mode category."),
+        spherical: bool = typer.Option(False, "--spherical", help="Spherical (slerp) instead of linear interpolation."),
+        extrapolate: float = typer.Option(0.0, "--extrapolate", min=0.0, max=0.5, help="Go beyond the endpoints by this fraction of the segment (bounded to 0.5)."),
+        data: Optional[Path] = typer.Option(None, "--data", help="Dataset file holding the source lesions (default: the run's training data)."),
+        seed: int = typer.Option(0, "--seed", help="Random seed."),
+        device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+        json_out: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
+    ) -> None:
+        """Interpolate in a method's latent space; every output records its sources and weights."""
+        from mammosynth.data.birads import MARGINS, SHAPES, parse_term
+        from mammosynth.train.run import load_method, resolve_run
+
+        run_dir = resolve_run(run)
+        method = load_method(run_dir, device=device)
+        options = dict(mode=mode, sources=list(source), steps=steps, n=n, spherical=spherical, extrapolate=extrapolate,
+                       seed=seed, store=str(data) if data else None)
+        if shape:
+            options["shape"] = parse_term(shape, SHAPES, "shape")
+        if margin:
+            options["margin"] = parse_term(margin, MARGINS, "margin")
+        images = write_samples(method.interpolate(**options), out, method.name, str(run_dir), total=None, progress=not json_out)
+        if mode != "category":
+            save_strip(images, out / "strip.png", max_images=64)
+        if mode == "loop":
+            save_gif(images, out / "loop.gif")
+        if json_out:
+            print_json({"out": str(out), "n": len(images), "method": method.name, "mode": mode})
+        else:
+            console.print(f"wrote {len(images)} images to [bold]{out}[/]" + ("" if mode == "category" else " (strip.png)"))
+
+    @app.command("insert")
+    def insert(
+        masks: Path = typer.Option(..., "--masks", help="mask-dcgan run folder (draws the lesion masks)."),
+        infill: Path = typer.Option(..., "--infill", help="infill run folder (draws the lesion texture)."),
+        normals: Path = typer.Option(..., "--normals", help="Dataset file (.h5) holding normal mammograms with breast masks."),
+        n: int = typer.Option(..., "--n", min=1, help="Number of mammograms to write, one inserted mass each."),
+        out: Path = typer.Option(..., "--out", help="Output folder: images/ (16-bit PNG), masks/, annotations.json (COCO), manifest.csv, insert_report.json."),
+        seed: int = typer.Option(0, "--seed", help="Random seed; the same seed gives the same set."),
+        split: Optional[str] = typer.Option(None, "--split", help="Use normals of this split only (train, val, test); default all."),
+        max_tries: int = typer.Option(50, "--max-tries", min=1, help="Positions tried per mask before drawing a new mask."),
+        max_resamples: int = typer.Option(5, "--max-resamples", min=1, help="Masks drawn per image before the image is reported as failed."),
+        feather: float = typer.Option(0.2, "--feather", min=0.0, max=0.5, help="Width of the blend at the patch border, as a fraction of the patch side."),
+        device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+        json_out: bool = typer.Option(False, "--json", help="Print the insertion report as JSON on stdout."),
+    ) -> None:
+        """Paste synthetic masses into normal mammograms (seed 001): mask DCGAN -> size and
+        position sampling -> infilling GAN -> seamless paste -> COCO boxes and masks."""
+        from mammosynth.synth.insert import insert_lesions
+        from mammosynth.train.run import load_method, resolve_run
+
+        mask_run, infill_run = resolve_run(masks), resolve_run(infill)
+        mask_method = load_method(mask_run, device=device)
+        infill_method = load_method(infill_run, device=device)
+        report = insert_lesions(mask_method, infill_method, normals, n, out, seed=seed, split=split,
+                                max_tries=max_tries, max_resamples=max_resamples, feather_frac=feather,
+                                mask_run=str(mask_run), infill_run=str(infill_run), progress=not json_out)
+        if json_out:
+            print_json(report.as_dict())
+        else:
+            console.print(f"wrote {report.written} of {n} mammograms to [bold]{out}[/] in {report.seconds:.1f} s"
+                          + (f"; {len(report.failed)} could not be placed (see insert_report.json)" if report.failed else ""))
