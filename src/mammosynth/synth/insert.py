@@ -117,7 +117,7 @@ def place_lesion(
 def _lesion_patch_size(mask: np.ndarray, size_hw: tuple[float, float]) -> tuple[int, int]:
     """Scale the S x S mask patch so its lesion bbox becomes ``size_hw`` (h, w) pixels."""
     ys, xs = np.nonzero(mask)
-    bh, bw = ys.ptp() + 1, xs.ptp() + 1
+    bh, bw = np.ptp(ys) + 1, np.ptp(xs) + 1
     S = mask.shape[0]
     return max(4, int(round(size_hw[0] * S / bh))), max(4, int(round(size_hw[1] * S / bw)))
 
