@@ -1,0 +1,157 @@
+"""The seed-001 "Tri-label" input of the infilling GAN (Shen et al. 2021, Sec. 3.1, 3.3, 4.1).
+
+Three grayscale channels, concatenated:
+
+1. *tissue patch*: the patch with the lesion region replaced by uniformly random values in
+   the image's value range (the paper: "between 0 and 255"; here [-1, 1]);
+2. *mask patch*: the lesion mask;
+3. *margin patch*: the margin ring, i.e. the mask enlarged about its centroid by
+   ``factor`` (the paper resizes the 256 px mask region to 296 px, factor 296/256) minus
+   the mask itself.
+
+The paper's ablation (Table 1, "two-channel input") drops the margin ring.
+
+Every function takes numpy (``(H, W)``) or torch (``(B, 1, H, W)``) input and returns the
+same kind; the numpy path runs through the torch one so both give identical geometry.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from mammosynth.errors import ConfigError, DataError
+
+#: The paper's margin enlargement: the 256 px mask region rescaled to 296 px (Sec. 4.1).
+PAPER_MARGIN_FACTOR = 296.0 / 256.0
+
+NoiseRegion = Literal["mask", "mask+ring"]
+
+
+def _as_batch(mask: np.ndarray | torch.Tensor, name: str) -> tuple[torch.Tensor, bool]:
+    """(H,W) numpy or (B,1,H,W) torch -> (B,1,H,W) float tensor, and whether input was numpy."""
+    if isinstance(mask, np.ndarray):
+        if mask.ndim != 2:
+            raise DataError(f"{name}: expected a (H, W) array, got shape {mask.shape}")
+        return torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32))[None, None], True
+    if not isinstance(mask, torch.Tensor):
+        raise DataError(f"{name}: expected a numpy array or torch tensor, got {type(mask).__name__}")
+    if mask.dim() != 4 or mask.shape[1] != 1:
+        raise DataError(f"{name}: expected a (B, 1, H, W) tensor, got shape {tuple(mask.shape)}")
+    return mask, False
+
+
+def enlarge_mask(mask: np.ndarray | torch.Tensor, factor: float = PAPER_MARGIN_FACTOR) -> np.ndarray | torch.Tensor:
+    """The mask scaled by ``factor`` about its own centroid (bool; same kind and shape as ``mask``).
+
+    Each output pixel p is inside when the mask, bilinearly sampled at c + (p - c) / factor,
+    is >= 0.5 (c = centroid in pixel-centre coordinates). An empty mask stays empty.
+    """
+    if factor <= 0:
+        raise ConfigError(f"margin factor must be > 0, got {factor}")
+    m, was_numpy = _as_batch(mask, "mask")
+    m = (m > 0.5).to(torch.float32)
+    B, _, H, W = m.shape
+    ys = torch.arange(H, dtype=torch.float32, device=m.device)
+    xs = torch.arange(W, dtype=torch.float32, device=m.device)
+    area = m.sum(dim=(1, 2, 3)).clamp_min(1.0)
+    cy = (m.sum(dim=(1, 3)) * ys).sum(dim=1) / area  # (B,) centroid row, pixel units
+    cx = (m.sum(dim=(1, 2)) * xs).sum(dim=1) / area
+    # pixel index -> normalised coordinate for align_corners=False: (i + 0.5) / N * 2 - 1
+    cxn = (cx + 0.5) / W * 2.0 - 1.0
+    cyn = (cy + 0.5) / H * 2.0 - 1.0
+    inv = 1.0 / float(factor)
+    theta = torch.zeros(B, 2, 3, dtype=torch.float32, device=m.device)
+    theta[:, 0, 0] = inv
+    theta[:, 1, 1] = inv
+    theta[:, 0, 2] = cxn * (1.0 - inv)
+    theta[:, 1, 2] = cyn * (1.0 - inv)
+    grid = F.affine_grid(theta, [B, 1, H, W], align_corners=False)
+    big = F.grid_sample(m, grid, mode="bilinear", padding_mode="zeros", align_corners=False) >= 0.5
+    if was_numpy:
+        return big[0, 0].cpu().numpy()
+    return big
+
+
+def margin_ring(mask: np.ndarray | torch.Tensor, factor: float = PAPER_MARGIN_FACTOR) -> np.ndarray | torch.Tensor:
+    """Margin patch (Sec. 4.1 step 3): the mask enlarged by ``factor`` about its centroid
+    minus the mask. numpy (H,W) -> (H,W) bool; torch (B,1,H,W) -> (B,1,H,W) bool."""
+    big = enlarge_mask(mask, factor)
+    if isinstance(mask, np.ndarray):
+        return np.logical_and(big, ~(mask > 0.5))
+    return big & ~(mask > 0.5)
+
+
+def _noise_region(mask, region: NoiseRegion, factor: float):
+    if region == "mask":
+        return mask > 0.5
+    if region == "mask+ring":
+        big = enlarge_mask(mask, factor)
+        return (big | (mask > 0.5)) if not isinstance(mask, np.ndarray) else np.logical_or(big, mask > 0.5)
+    raise ConfigError(f"noise region must be 'mask' or 'mask+ring', got {region!r}")
+
+
+def noise_corrupt_tissue(
+    patch: np.ndarray | torch.Tensor,
+    mask: np.ndarray | torch.Tensor,
+    rng: np.random.Generator | torch.Generator | None = None,
+    *,
+    region: NoiseRegion = "mask",
+    factor: float = PAPER_MARGIN_FACTOR,
+    value_range: tuple[float, float] = (-1.0, 1.0),
+) -> np.ndarray | torch.Tensor:
+    """Tissue patch (Sec. 3.1): ``patch`` with the lesion region replaced by i.i.d. uniform
+    noise over ``value_range`` (the paper's 0..255 in 8-bit units; [-1, 1] for our tensors).
+
+    numpy: ``patch`` and ``mask`` (H,W), ``rng`` a ``np.random.Generator``.
+    torch: (B,1,H,W), ``rng`` a ``torch.Generator`` on the patch's device (or None).
+    ``region="mask+ring"`` also corrupts the margin ring (an option, not the paper's default).
+    """
+    lo, hi = float(value_range[0]), float(value_range[1])
+    if isinstance(patch, np.ndarray):
+        if patch.shape != np.shape(mask):
+            raise DataError(f"patch shape {patch.shape} differs from mask shape {np.shape(mask)}")
+        where = _noise_region(np.asarray(mask), region, factor)
+        gen = rng if isinstance(rng, np.random.Generator) else np.random.default_rng()
+        noise = gen.uniform(lo, hi, size=patch.shape).astype(patch.dtype if patch.dtype.kind == "f" else np.float32)
+        return np.where(where, noise, patch)
+    if not isinstance(patch, torch.Tensor) or patch.dim() != 4:
+        raise DataError(f"patch: expected a (B, 1, H, W) tensor or (H, W) array, got {getattr(patch, 'shape', type(patch))}")
+    if patch.shape != mask.shape:
+        raise DataError(f"patch shape {tuple(patch.shape)} differs from mask shape {tuple(mask.shape)}")
+    where = _noise_region(mask, region, factor)
+    gen = rng if isinstance(rng, torch.Generator) else None
+    noise = torch.rand(patch.shape, generator=gen, device=patch.device, dtype=torch.float32)
+    noise = (noise * (hi - lo) + lo).to(patch.dtype)
+    return torch.where(where, noise, patch)
+
+
+def tri_label(
+    patch: np.ndarray | torch.Tensor,
+    mask: np.ndarray | torch.Tensor,
+    factor: float = PAPER_MARGIN_FACTOR,
+    two_channel: bool = False,
+    generator: np.random.Generator | torch.Generator | None = None,
+    noise_region: NoiseRegion = "mask",
+) -> np.ndarray | torch.Tensor:
+    """The generator input (Sec. 3.3): [noise-corrupted tissue, mask, margin ring], all in [-1, 1].
+
+    torch: ``patch`` (B,1,H,W) in [-1,1], ``mask`` (B,1,H,W) in {0,1} -> (B,3,H,W), or
+    (B,2,H,W) with ``two_channel=True`` (the paper's ablation without the margin ring).
+    numpy: (H,W) each -> (3 or 2, H, W) float32.
+    """
+    tissue = noise_corrupt_tissue(patch, mask, generator, region=noise_region, factor=factor)
+    if isinstance(patch, np.ndarray):
+        m = (np.asarray(mask) > 0.5).astype(np.float32)
+        chans = [tissue.astype(np.float32), m * 2.0 - 1.0]
+        if not two_channel:
+            chans.append(margin_ring(m, factor).astype(np.float32) * 2.0 - 1.0)
+        return np.stack(chans, axis=0)
+    m = (mask > 0.5).to(patch.dtype)
+    chans = [tissue, m * 2.0 - 1.0]
+    if not two_channel:
+        chans.append(margin_ring(m, factor).to(patch.dtype) * 2.0 - 1.0)
+    return torch.cat(chans, dim=1)
