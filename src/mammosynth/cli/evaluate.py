@@ -1,9 +1,42 @@
-"""CLI commands: evaluate."""
+"""CLI command: evaluate."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Optional
+
 import typer
+
+from mammosynth.cli.common import console, print_json
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the main app."""
+    @app.command("evaluate")
+    def evaluate(
+        real: Path = typer.Option(..., "--real", help="Dataset file (.h5) with the real lesions (train and test splits are used)."),
+        synthetic: Path = typer.Option(..., "--synthetic", help="Synthetic set folder written by `generate`, `interpolate` or `insert`."),
+        out: Path = typer.Option(..., "--out", help="Report folder: report.html, metrics.json and PNG plots."),
+        downstream: bool = typer.Option(False, "--downstream", help="Also run the detection experiment (trains several detectors: minutes to hours)."),
+        classifier: Optional[Path] = typer.Option(None, "--classifier", help="BI-RADS classifier run (`train classifier`) for label fidelity."),
+        segmenter: Optional[Path] = typer.Option(None, "--segmenter", help="Segmenter run (`train segmenter`) for mask fidelity."),
+        weights_dir: Optional[Path] = typer.Option(None, "--weights-dir", help="ImageNet weight cache (default $MAMMOSYNTH_WEIGHTS or ~/.cache/mammosynth/weights)."),
+        max_images: int = typer.Option(1000, "--max-images", min=8, help="At most this many images per set (randomly chosen)."),
+        quick: bool = typer.Option(False, "--quick", help="Fewer bootstrap resamples and a reduced t-SNE (for a first look)."),
+        downstream_steps: int = typer.Option(300, "--downstream-steps", min=1, help="Training steps per detector in the downstream experiment."),
+        seed: int = typer.Option(0, "--seed", help="Random seed for sampling, splits and bootstraps."),
+        device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+        json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
+    ) -> None:
+        """Measure realism, diversity, memorisation, label/mask fidelity and downstream benefit of a synthetic set."""
+        from mammosynth.evaluate.run import evaluate as run_eval
+
+        metrics = run_eval(real, synthetic, out, quick=quick, downstream=downstream, classifier=classifier, segmenter=segmenter,
+                           weights_dir=weights_dir, max_images=max_images, seed=seed, device=device, downstream_steps=downstream_steps)
+        if json_out:
+            print_json({"summary": metrics["summary"], "skipped": metrics["skipped"], "report": str(out / "report.html")})
+        else:
+            for k, v in metrics["summary"].items():
+                console.print(f"  {k}: {v:.4g}" if isinstance(v, float) else f"  {k}: {v}")
+            for k, v in metrics["skipped"].items():
+                console.print(f"  [yellow]skipped[/] {k}: {v}")
+            console.print(f"report: [bold]{out / 'report.html'}[/]")
