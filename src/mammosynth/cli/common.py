@@ -18,14 +18,15 @@ def print_json(obj: Any) -> None:
     sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
 
 
-def write_samples(samples: Iterable[Any], out: Path, method: str, run: str, total: int | None, progress: bool = True) -> list[np.ndarray]:
+def write_samples(samples: Iterable[Any], out: Path, method: str, run: str, total: int | None, progress: bool = True,
+                  dicom: bool = False) -> list[np.ndarray]:
     """Write :class:`~mammosynth.synth.sample.Sample` objects as a synthetic set; returns the images."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from mammosynth.synth.writer import Lesion, SyntheticSetWriter
 
     images: list[np.ndarray] = []
-    with SyntheticSetWriter(out, method=method, run=run) as writer, \
+    with SyntheticSetWriter(out, method=method, run=run, dicom=dicom) as writer, \
             Progress(TextColumn(f"[bold]{method}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                      console=console, disable=not progress) as bar:
         task = bar.add_task("generate", total=total)

@@ -37,6 +37,7 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(0, "--seed", help="Random seed; the same seed gives the same images."),
         batch_size: int = typer.Option(16, "--batch-size", min=1, help="Images per forward pass."),
         device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+        dicom: bool = typer.Option(False, "--dicom", help="Also write each image as a 16-bit DICOM marked SYNTHETIC (dicom/)."),
         json_out: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
     ) -> None:
         """Generate lesions (or mammograms) from a trained run, with labels written as COCO."""
@@ -54,7 +55,7 @@ def register(app: typer.Typer) -> None:
             options["pathology"] = parse_term(pathology, PATHOLOGIES, "pathology")
         if mask is not None:
             options["mask"] = _read_mask(mask)
-        write_samples(method.generate(n, seed, **options), out, method.name, str(run_dir), total=n, progress=not json_out)
+        write_samples(method.generate(n, seed, **options), out, method.name, str(run_dir), total=n, progress=not json_out, dicom=dicom)
         summary = {"out": str(out), "n": n, "method": method.name, "run": str(run_dir), "seed": seed, **{k: v for k, v in options.items() if k in ("shape", "margin", "pathology")}}
         if json_out:
             print_json(summary)

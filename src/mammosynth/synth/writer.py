@@ -40,6 +40,44 @@ def save_mask_png(path: str | Path, mask: np.ndarray) -> None:
         Image.fromarray((np.asarray(mask) > 0).astype(np.uint8) * 255).save(tmp, format="PNG")
 
 
+def save_dicom(path: str | Path, img: np.ndarray, description: str = "", seed: int | None = None) -> None:
+    """(H, W) float in [0, 1] -> 16-bit MONOCHROME2 DICOM (Secondary Capture), atomically.
+
+    The file is marked as synthetic so no one mistakes it for a patient image: ImageType
+    DERIVED/SECONDARY/SYNTHETIC, SeriesDescription and ImageComments say so, patient fields
+    are placeholders, and fresh UIDs are generated.
+    """
+    import datetime as _dt
+
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    arr = np.round(np.clip(np.asarray(img, np.float64), 0, 1) * 65535).astype(np.uint16)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    now = _dt.datetime.now(_dt.timezone.utc)
+    ds.SOPClassUID = meta.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    ds.Modality = "MG"
+    ds.ConversionType = "SYN"  # synthetic image (DICOM PS3.3 C.8.6.1)
+    ds.ImageType = ["DERIVED", "SECONDARY", "SYNTHETIC"]
+    ds.PatientName, ds.PatientID = "SYNTHETIC^MAMMOSYNTH", "SYNTHETIC"
+    ds.SeriesDescription = "mammosynth synthetic image - not a patient image"
+    ds.ImageComments = f"SYNTHETIC. {description}" + (f" seed={seed}" if seed is not None else "")
+    ds.BurnedInAnnotation = "NO"
+    ds.ContentDate, ds.ContentTime = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
+    ds.Rows, ds.Columns = arr.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+    ds.PixelData = arr.tobytes()
+    with atomic_path(path, ".dcm") as tmp:
+        ds.save_as(tmp, enforce_file_format=True)
+
+
 def load_png(path: str | Path) -> np.ndarray:
     """PNG (8 or 16 bit grayscale) -> (H, W) float32 in [0, 1]."""
     with Image.open(path) as im:
@@ -82,13 +120,17 @@ class Lesion:
 class SyntheticSetWriter:
     """Accumulates images and their lesions; ``close()`` writes the COCO JSON and manifest."""
 
-    def __init__(self, out_dir: str | Path, method: str, run: str | None = None, description: str = "") -> None:
+    def __init__(self, out_dir: str | Path, method: str, run: str | None = None, description: str = "",
+                 dicom: bool = False) -> None:
         self.out = Path(out_dir)
         (self.out / "images").mkdir(parents=True, exist_ok=True)
         (self.out / "masks").mkdir(parents=True, exist_ok=True)
         self.method = method
         self.run = run or ""
         self.description = description
+        self.dicom = dicom
+        if dicom:
+            (self.out / "dicom").mkdir(parents=True, exist_ok=True)
         self._images: list[dict[str, Any]] = []
         self._annotations: list[dict[str, Any]] = []
         self._rows: list[dict[str, Any]] = []
@@ -119,6 +161,8 @@ class SyntheticSetWriter:
         stem = stem or f"{self.method}_{image_id:06d}"
         fname = f"{stem}.png"
         save_png16(self.out / "images" / fname, image)
+        if self.dicom:
+            save_dicom(self.out / "dicom" / f"{stem}.dcm", image, description=f"method={self.method} run={self.run}", seed=seed)
         h, w = image.shape
         union = np.zeros((h, w), bool)
         first_bbox: tuple[int, int, int, int] | None = None
