@@ -1,9 +1,233 @@
-"""CLI commands: data."""
+"""CLI commands: ``mammosynth data phantom | ingest | labels | info | preview``.
+
+Thin wrappers: parse options, call the library, print a rich table (or one JSON object on
+stdout with ``--json``). Errors are :mod:`mammosynth.errors` exceptions, which
+``mammosynth.cli.main`` turns into a one-line reason and a non-zero exit status.
+"""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Any, Optional
+
 import typer
+
+from mammosynth.errors import ConfigError
+
+SOURCE_HELP = "Data source: cbis-ddsm | inbreast | mias | vindr | folder (see docs/data.md)."
+
+data_app = typer.Typer(
+    name="data",
+    help="Build, inspect and preview the one-file dataset (HDF5) that training reads.",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode="rich",
+)
+
+
+def parse_hw(text: str, what: str = "--normal-size") -> tuple[int, int]:
+    """``"1024x832"`` (or ``1024,832``) -> (1024, 832); ConfigError if malformed."""
+    parts = str(text).lower().replace(",", "x").replace("*", "x").split("x")
+    try:
+        h, w = (int(p) for p in parts)
+    except ValueError:
+        raise ConfigError(f"{what} must be HxW in pixels, e.g. 1024x832; got {text!r}") from None
+    if h < 16 or w < 16:
+        raise ConfigError(f"{what} must be at least 16x16 pixels; got {text!r}")
+    return h, w
+
+
+def _check_patch_size(size: int) -> None:
+    if size < 8 or size > 1024:
+        raise ConfigError(f"--size must be between 8 and 1024 pixels (64, 128 or 256 are usual); got {size}")
+
+
+def _print_json(obj: Any) -> None:
+    from mammosynth.io import _json_default
+
+    typer.echo(json.dumps(obj, default=_json_default))
+
+
+def _console():
+    from rich.console import Console
+
+    return Console()
+
+
+def _info_tables(info: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    con = _console()
+    head = Table(title=f"{info['file']}", show_header=False, box=None)
+    head.add_row("lesions", str(info["n_lesions"]), "patients", str(info["n_patients"]["lesions"]))
+    head.add_row("normals", str(info["n_normals"]), "patients", str(info["n_patients"]["normals"]))
+    head.add_row("patch size", f"{info['patch_size']} px", "normal size", "x".join(str(v) for v in info["normal_size"] or []) + " px")
+    head.add_row("skipped", str(info["n_skipped"]), "source", str(info.get("provenance", {}).get("source", "")))
+    con.print(head)
+    labels = Table(title="lesions per label")
+    labels.add_column("field")
+    labels.add_column("value")
+    labels.add_column("count", justify="right")
+    for fname in ("shape", "margin", "pathology"):
+        for k, v in info[fname].items():
+            labels.add_row(fname, k, str(v))
+        labels.add_section()
+    con.print(labels)
+    splits = Table(title="patient-level splits")
+    splits.add_column("group")
+    for s in ("train", "val", "test"):
+        splits.add_column(s, justify="right")
+    for grp, counts in info["splits"].items():
+        splits.add_row(grp, *(str(counts.get(s, 0)) for s in ("train", "val", "test")))
+    con.print(splits)
+
+
+@data_app.command("phantom")
+def phantom_cmd(
+    out: Path = typer.Option(..., "--out", help="Dataset file to write (.h5). Written atomically."),
+    lesions: int = typer.Option(512, "--lesions", min=0, help="Number of lesion patches to draw (default 512)."),
+    normals: int = typer.Option(16, "--normals", min=0, help="Number of normal full mammograms to draw (default 16)."),
+    size: int = typer.Option(64, "--size", help="Lesion patch side in pixels (64, 128 or 256; default 64)."),
+    seed: int = typer.Option(0, "--seed", help="Random seed; the same seed gives the same file (default 0)."),
+    normal_size: str = typer.Option("1024x832", "--normal-size", help="Normal mammogram canvas HxW in pixels (default 1024x832)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the dataset summary as one JSON object on stdout."),
+) -> None:
+    """Draw a procedural phantom dataset (breasts with BI-RADS-labelled masses) into FILE.h5."""
+    import inspect
+
+    from mammosynth.data.store import Store
+
+    _check_patch_size(size)
+    hw = parse_hw(normal_size)
+    try:
+        from mammosynth.phantom import write_phantom_store
+    except ImportError as err:
+        raise ConfigError(f"the phantom generator is not available in this install ({err})") from err
+    kwargs: dict[str, Any] = {"seed": seed, "progress": not as_json}
+    params = inspect.signature(write_phantom_store).parameters
+    if "normal_size" in params:
+        kwargs["normal_size"] = hw
+    elif hw != (1024, 832):
+        raise ConfigError("this phantom generator does not support --normal-size")
+    write_phantom_store(out, lesions, normals, size, **kwargs)
+    with Store(out) as store:
+        info = store.info()
+    _print_json(info) if as_json else _info_tables(info)
+
+
+@data_app.command("ingest")
+def ingest_cmd(
+    source: str = typer.Argument(..., help=SOURCE_HELP),
+    root: Path = typer.Option(..., "--root", help="Folder holding the dataset's images (paths in the CSVs are relative to it)."),
+    csv: Optional[list[Path]] = typer.Option(None, "--csv", help="Metadata file(s); repeat for several. CBIS-DDSM: the description CSVs; mias: Info.txt; vindr: finding_annotations.csv; folder: labels.csv; inbreast: INbreast.csv (optional). Default: looked up in --root."),
+    out: Path = typer.Option(..., "--out", help="Dataset file to write (.h5); the skip report goes beside it as <name>.skips.csv."),
+    size: int = typer.Option(64, "--size", help="Lesion patch side in the store, pixels (64, 128 or 256; default 64)."),
+    normal_size: str = typer.Option("1024x832", "--normal-size", help="Canvas for normal mammograms, HxW pixels (default 1024x832)."),
+    normals: bool = typer.Option(True, "--normals/--no-normals", help="Also store lesion-free mammograms (default: yes)."),
+    calcifications: bool = typer.Option(False, "--calcifications", help="Keep calcification findings as non-mass lesions (default: skip them)."),
+    context: float = typer.Option(0.3, "--context", min=0.0, help="Context around a lesion, as a fraction of its larger side on each side (default 0.3)."),
+    split_seed: int = typer.Option(0, "--split-seed", help="Seed for the patient-level train/val/test split of patients without an official split (default 0)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the ingest summary as one JSON object on stdout."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+) -> None:
+    """Read a public dataset (or your own folder) into one dataset file; unusable records are
+    listed with their reason in the skip report. Exit status is non-zero only if nothing was usable."""
+    from mammosynth.data.ingest import ingest
+
+    _check_patch_size(size)
+    summary = ingest(
+        source, root, list(csv or []), out, patch_size=size, normal_size=parse_hw(normal_size),
+        include_normals=normals, progress=not (quiet or as_json), include_calcifications=calcifications,
+        context=context, split_seed=split_seed,
+    )
+    if as_json:
+        _print_json(summary.as_dict())
+        return
+    from rich.table import Table
+
+    t = Table(title=f"ingest {summary.source} -> {summary.out}")
+    t.add_column("what")
+    t.add_column("count", justify="right")
+    t.add_row("lesions kept", str(summary.n_lesions))
+    t.add_row("normals kept", str(summary.n_normals))
+    t.add_row("skipped", str(summary.n_skipped))
+    for reason, n in list(summary.skip_reasons.items())[:12]:
+        t.add_row(f"  {reason}", str(n))
+    t.add_row("seconds", f"{summary.seconds:.1f}")
+    con = _console()
+    con.print(t)
+    con.print(f"skip report: {summary.skip_report}")
+
+
+@data_app.command("labels")
+def labels_cmd(
+    source: str = typer.Argument(..., help=SOURCE_HELP),
+    csv: list[Path] = typer.Option(..., "--csv", help="Metadata file(s) to read; repeat for several (CBIS-DDSM CSVs, INbreast XML files or folders, mini-MIAS Info.txt, VinDr finding_annotations.csv, folder labels.csv)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as one JSON object on stdout."),
+) -> None:
+    """Report the label vocabulary from metadata alone: counts per raw value, per mapped
+    BI-RADS term, and which raw values map to no term."""
+    from mammosynth.data.birads import label_report
+
+    report = label_report(source, [str(p) for p in csv])
+    if as_json:
+        _print_json(report)
+        return
+    from rich.table import Table
+
+    con = _console()
+    con.print(f"{report['source']}: {report['rows']} rows in {len(report['files'])} file(s); kinds: "
+              + ", ".join(f"{k} {v}" for k, v in report["kinds"].items()))
+    for fname in ("shape", "margin", "pathology"):
+        sect = report[fname]
+        if not sect["raw"]:
+            continue
+        t = Table(title=f"{fname}: raw value -> BI-RADS term")
+        t.add_column("raw value")
+        t.add_column("count", justify="right")
+        t.add_column("maps to")
+        unmapped = {u["raw"]: u["status"] for u in sect["unmapped"]}
+        for raw, n in sect["raw"].items():
+            t.add_row(raw or '""', str(n), f"({unmapped[raw]})" if raw in unmapped else "mapped")
+        t.add_section()
+        for term, n in sect["mapped"].items():
+            t.add_row(f"-> {term}", str(n), "")
+        con.print(t)
+    if report["unknown"]:
+        con.print("[bold red]unknown raw values:[/] " + ", ".join(report["unknown"]))
+
+
+@data_app.command("info")
+def info_cmd(
+    file: Path = typer.Argument(..., help="Dataset file (.h5) written by `data phantom` or `data ingest`."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as one JSON object on stdout."),
+) -> None:
+    """Summarise a dataset file: counts per label, sizes, patient-level splits, skipped records."""
+    from mammosynth.data.store import Store
+
+    with Store(file) as store:
+        info = store.info()
+    _print_json(info) if as_json else _info_tables(info)
+
+
+@data_app.command("preview")
+def preview_cmd(
+    file: Path = typer.Argument(..., help="Dataset file (.h5)."),
+    out: Path = typer.Option(..., "--out", help="PNG file to write (atomically)."),
+    lesions: int = typer.Option(32, "--lesions", min=0, help="Lesion patches to show, drawn at random (default 32)."),
+    normals: int = typer.Option(4, "--normals", min=0, help="Normal mammograms to show in the last row (default 4)."),
+    columns: int = typer.Option(8, "--columns", min=1, help="Patches per row (default 8)."),
+    seed: int = typer.Option(0, "--seed", help="Seed for choosing the patches (default 0)."),
+) -> None:
+    """Write a contact sheet: lesion patches with mask contours and shape/margin captions,
+    and a row of normal mammograms with their breast outline."""
+    from mammosynth.data.preview import write_preview
+
+    path = write_preview(file, out, n_lesions=lesions, n_normals=normals, columns=columns, seed=seed)
+    typer.echo(str(path))
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the main app."""
+    """Add the ``data`` command group to the main app."""
+    app.add_typer(data_app, name="data")

@@ -117,3 +117,214 @@ def parse_term(text: str, vocab: tuple[str, ...], what: str) -> str:
     if norm not in vocab:
         raise ConfigError(f"unknown {what} {text!r}; choose one of: {', '.join(vocab)}")
     return norm
+
+
+# --------------------------------------------------------------------------------------
+# Other sources: mini-MIAS, INbreast, VinDr-Mammo, the user's folder format
+# --------------------------------------------------------------------------------------
+FindingKind = Literal["mass", "non_mass", "calcification", "normal", "other", "unknown"]
+#: Finding kinds a reader turns into LesionRecords (non-mass findings keep None labels,
+#: masked in training, exactly like CBIS-DDSM's ARCHITECTURAL_DISTORTION rows).
+LESION_KINDS: frozenset[str] = frozenset({"mass", "non_mass"})
+
+
+@dataclass(frozen=True)
+class Finding:
+    """What a source's finding label means: its kind plus BI-RADS shape and margin labels."""
+
+    kind: FindingKind
+    shape: Label
+    margin: Label
+
+
+def _norm_key(raw: object) -> str:
+    return " ".join(str(raw).replace("_", " ").replace("-", " ").split()).upper()
+
+
+def _finding(kind: FindingKind, raw: str, shape: str | None = None, margin: str | None = None) -> Finding:
+    """Build a Finding; a label the source does not describe is None with status ``missing``
+    (mass kinds) or ``non_mass`` / ``unknown`` (other kinds), keeping ``raw`` beside it."""
+    if kind == "mass":
+        sh = Label(raw, shape, "exact") if shape else Label(None, None, "missing")
+        mg = Label(raw, margin, "exact") if margin else Label(None, None, "missing")
+        return Finding(kind, sh, mg)
+    if kind == "unknown":
+        return Finding(kind, Label(raw, None, "unknown"), Label(raw, None, "unknown"))
+    if kind == "normal":
+        return Finding(kind, Label(raw, None, "missing"), Label(raw, None, "missing"))
+    return Finding(kind, Label(raw, None, "non_mass"), Label(raw, None, "non_mass"))
+
+
+#: mini-MIAS ``CLASS`` column -> (kind, shape, margin). The classes describe margins only.
+MIAS_CLASSES: dict[str, tuple[FindingKind, str | None, str | None]] = {
+    "CIRC": ("mass", None, "circumscribed"),
+    "SPIC": ("mass", None, "spiculated"),
+    "MISC": ("mass", None, "ill_defined"),  # "other, ill-defined masses"
+    "ARCH": ("non_mass", None, None),  # architectural distortion
+    "ASYM": ("non_mass", None, None),  # asymmetry
+    "CALC": ("calcification", None, None),
+    "NORM": ("normal", None, None),
+}
+
+
+def map_mias_class(raw: object) -> Finding:
+    """Map a mini-MIAS class (CIRC, SPIC, MISC, ARCH, ASYM, CALC, NORM) to a Finding."""
+    text = "" if raw is None else str(raw).strip()
+    entry = MIAS_CLASSES.get(text.upper())
+    if entry is None:
+        return _finding("unknown", text)
+    return _finding(entry[0], text, entry[1], entry[2])
+
+
+#: INbreast OsiriX ROI ``Name`` (normalised: upper case, single spaces) -> (kind, shape, margin).
+#: INbreast annotates finding types, not BI-RADS descriptors; only a spiculated region
+#: carries a margin. The misspellings occur in the released XML files.
+INBREAST_NAMES: dict[str, tuple[FindingKind, str | None, str | None]] = {
+    "MASS": ("mass", None, None),
+    "SPICULATED REGION": ("mass", None, "spiculated"),
+    "ESPICULATED REGION": ("mass", None, "spiculated"),
+    "SPICULATION": ("mass", None, "spiculated"),
+    "DISTORTION": ("non_mass", None, None),
+    "ARCHITECTURAL DISTORTION": ("non_mass", None, None),
+    "ASYMMETRY": ("non_mass", None, None),
+    "ASSYMETRY": ("non_mass", None, None),
+    "FOCAL ASYMMETRY": ("non_mass", None, None),
+    "CALCIFICATION": ("calcification", None, None),
+    "CALCIFICATIONS": ("calcification", None, None),
+    "CLUSTER": ("calcification", None, None),
+}
+
+
+def map_inbreast_name(raw: object) -> Finding:
+    """Map an INbreast ROI name (Mass, Calcification, Cluster, Spiculated Region,
+    Distortion, Asymmetry) to a Finding; anything else (e.g. ``Point 1``) is unknown."""
+    text = "" if raw is None else str(raw).strip()
+    entry = INBREAST_NAMES.get(_norm_key(text))
+    if entry is None:
+        return _finding("unknown", text)
+    return _finding(entry[0], text, entry[1], entry[2])
+
+
+#: VinDr-Mammo ``finding_categories`` entries -> kind. VinDr gives boxes and categories,
+#: never BI-RADS shape or margin, so masses have missing labels.
+VINDR_CATEGORIES: dict[str, FindingKind] = {
+    "MASS": "mass",
+    "ARCHITECTURAL DISTORTION": "non_mass",
+    "ASYMMETRY": "non_mass",
+    "FOCAL ASYMMETRY": "non_mass",
+    "GLOBAL ASYMMETRY": "non_mass",
+    "SUSPICIOUS LYMPH NODE": "non_mass",
+    "SUSPICIOUS CALCIFICATION": "calcification",
+    "SKIN THICKENING": "other",
+    "SKIN RETRACTION": "other",
+    "NIPPLE RETRACTION": "other",
+    "NO FINDING": "normal",
+}
+_KIND_PRIORITY: tuple[str, ...] = ("mass", "non_mass", "calcification", "other", "unknown", "normal")
+
+
+def map_vindr_category(raw: object) -> Finding:
+    """Map one VinDr-Mammo finding category (``Mass``, ``No Finding``, ...) to a Finding."""
+    text = "" if raw is None else str(raw).strip()
+    kind = VINDR_CATEGORIES.get(_norm_key(text))
+    return _finding(kind or "unknown", text)
+
+
+def parse_vindr_categories(raw: object) -> list[str]:
+    """Parse VinDr's ``finding_categories`` cell, a Python-list string like ``"['Mass']"``."""
+    import ast
+
+    if isinstance(raw, (list, tuple)):
+        return [str(v) for v in raw]
+    text = "" if raw is None else str(raw).strip()
+    if not text:
+        return []
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return [text]  # a bare category name
+    if isinstance(value, str):
+        return [value]
+    return [str(v) for v in value]
+
+
+def map_vindr_categories(raw: object) -> Finding:
+    """Map a whole ``finding_categories`` cell: the most lesion-like category decides the
+    kind (mass > non_mass > calcification > other > unknown > normal); the raw cell is kept."""
+    cats = parse_vindr_categories(raw)
+    if not cats:
+        return _finding("unknown", "")
+    found = [map_vindr_category(c) for c in cats]
+    best = min(found, key=lambda f: _KIND_PRIORITY.index(f.kind))
+    return _finding(best.kind, str(raw).strip() if not isinstance(raw, (list, tuple)) else repr(list(raw)))
+
+
+def map_term(raw: object, vocab: tuple[str, ...]) -> Label:
+    """Map a user's label (folder format) written in the BI-RADS vocabulary, case- and
+    dash-insensitive like :func:`parse_term`; ``non_mass`` is accepted; an unknown term
+    gives status ``unknown`` instead of raising (the reader turns it into a SkipRecord)."""
+    if _is_missing(raw):
+        return Label(None if raw is None else str(raw), None, "missing")
+    text = str(raw).strip()
+    norm = text.lower().replace("-", "_").replace(" ", "_")
+    if norm in vocab:
+        return Label(text, norm, "exact")
+    if norm in ("non_mass", "nonmass"):
+        return Label(text, None, "non_mass")
+    return Label(text, None, "unknown")
+
+
+# --------------------------------------------------------------------------------------
+# Label report (metadata only)
+# --------------------------------------------------------------------------------------
+def label_report(source: str, csv_paths) -> dict:
+    """Count the label vocabulary of a source from its metadata files alone (no images).
+
+    ``source``: cbis-ddsm | inbreast | mias | vindr | folder; ``csv_paths``: the metadata
+    files (CBIS-DDSM description CSVs; INbreast XML files, folders of them or INbreast.csv;
+    mini-MIAS Info.txt; VinDr finding_annotations.csv; the folder format's labels.csv).
+
+    Returns a JSON-ready dict: ``files``, ``rows``, ``kinds`` (rows per finding kind), and
+    for each of ``shape``, ``margin``, ``pathology``: ``raw`` (count per value exactly as
+    written, "" for an empty cell), ``mapped`` (count per vocabulary term, "(none)" for
+    unmapped), ``status`` (count per mapping status) and ``unmapped`` (raw values that map
+    to no term, with their status); plus ``unknown``: raw values nobody recognises.
+    """
+    from collections import Counter
+
+    from mammosynth.data.readers import get_reader
+
+    reader = get_reader(source)
+    paths = [str(p) for p in ([csv_paths] if isinstance(csv_paths, (str, bytes)) else list(csv_paths or []))]
+    rows = 0
+    kinds: Counter = Counter()
+    fields = ("shape", "margin", "pathology")
+    raw_c = {f: Counter() for f in fields}
+    mapped_c = {f: Counter() for f in fields}
+    status_c = {f: Counter() for f in fields}
+    unmapped: dict[str, dict[str, str]] = {f: {} for f in fields}
+    for row in reader.iter_label_rows(paths):
+        rows += 1
+        kinds[row["kind"]] += 1
+        for f in fields:
+            label: Label | None = row.get(f)
+            if label is None:  # the source has no such column for this row (e.g. calcifications)
+                continue
+            key = "" if label.raw is None else label.raw
+            raw_c[f][key] += 1
+            mapped_c[f][label.value if label.value is not None else "(none)"] += 1
+            status_c[f][label.status] += 1
+            if label.value is None:
+                unmapped[f][key] = label.status
+    report: dict = {"source": reader.NAME, "files": paths, "rows": rows, "kinds": dict(kinds.most_common())}
+    unknown: set[str] = set()
+    for f in fields:
+        report[f] = {
+            "raw": dict(raw_c[f].most_common()),
+            "mapped": dict(mapped_c[f].most_common()),
+            "status": dict(status_c[f].most_common()),
+            "unmapped": [{"raw": k, "status": s, "count": raw_c[f][k]} for k, s in sorted(unmapped[f].items())],
+        }
+        unknown.update(k for k, s in unmapped[f].items() if s == "unknown")
+    report["unknown"] = sorted(unknown)
+    return report

@@ -1,0 +1,439 @@
+"""Imaging operations shared by the readers: file decoding, breast segmentation, orientation,
+lesion ROI extraction.
+
+Conventions (see :mod:`mammosynth.data.records`): images are float32 ``(H, W)`` in [0, 1]
+with 1 = dense/bright (MONOCHROME2); masks are bool ``(H, W)``; boxes are ``(x, y, w, h)``
+in pixels. A left-oriented image has the chest wall at ``x = 0``.
+
+The seed-001 margin ring and noise-corrupted tissue patch live in ``data/context.py``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mammosynth.data.records import DEFAULT_CONTEXT
+from mammosynth.errors import DataError
+
+#: File suffixes :func:`read_image` understands (lower case).
+IMAGE_SUFFIXES: tuple[str, ...] = (".dcm", ".dicom", ".png", ".tif", ".tiff", ".pgm")
+_DICOM_SUFFIXES = (".dcm", ".dicom")
+
+
+# --------------------------------------------------------------------------------------
+# DICOM
+# --------------------------------------------------------------------------------------
+def _first(value: Any) -> float:
+    """First value of a possibly multi-valued DICOM element, as float."""
+    try:
+        return float(value[0])
+    except TypeError:
+        return float(value)
+
+
+def _stored_range(ds: Any) -> tuple[float, float]:
+    """(min, max) a stored pixel can take, from BitsStored and PixelRepresentation."""
+    bits = int(ds.get("BitsStored", ds.get("BitsAllocated", 16)))
+    if int(ds.get("PixelRepresentation", 0)) == 0:
+        return 0.0, float(2**bits - 1)
+    return float(-(2 ** (bits - 1))), float(2 ** (bits - 1) - 1)
+
+
+def _window(arr: np.ndarray, center: float, width: float, function: str) -> np.ndarray:
+    """DICOM PS3.3 C.11.2.1.2 windowing to [0, 1] in float32 (LINEAR, LINEAR_EXACT, SIGMOID)."""
+    if function == "SIGMOID":
+        # C.11.2.1.3.1: y = 1 / (1 + exp(-4 (x - c) / w))
+        out = np.exp(-4.0 * (arr - np.float32(center)) / np.float32(max(width, 1e-6)))
+        out += 1.0
+        np.reciprocal(out, out=out)
+        return out
+    if function == "LINEAR_EXACT":
+        c, w = center, max(width, 1e-6)
+    else:  # LINEAR: the standard's half-pixel offsets
+        c, w = center - 0.5, max(width - 1.0, 1e-6)
+    out = arr - np.float32(c - w / 2.0)
+    out *= np.float32(1.0 / w)
+    np.clip(out, 0.0, 1.0, out=out)
+    return out
+
+
+def read_dicom(path: str | os.PathLike, apply_voi: bool = True) -> tuple[np.ndarray, dict[str, Any]]:
+    """Read a mammogram DICOM as float32 ``(H, W)`` in [0, 1], MONOCHROME2 (bright = dense).
+
+    Steps: modality LUT (RescaleSlope/Intercept or a Modality LUT Sequence), then the VOI
+    transform when present and ``apply_voi`` (Window Center/Width with the file's
+    VOILUTFunction, or a VOI LUT Sequence), scaled to [0, 1] by the output range of the last
+    transform applied (the window, the LUT's bit depth, or the rescaled BitsStored range, so
+    that 8-, 12- and 16-bit files land on one scale); finally MONOCHROME1 is inverted.
+
+    Returns ``(image, meta)``; ``meta`` holds photometric, bits_stored, rows, columns,
+    pixel_spacing_mm, laterality, view, patient_id, voi ("window" | "lut" | "none").
+    A missing, corrupt or truncated file raises :class:`DataError` naming the file.
+    """
+    import pydicom
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"{p}: no such file")
+    try:
+        ds = pydicom.dcmread(p)
+    except Exception as err:  # InvalidDicomError, EOFError, struct errors on truncation
+        raise DataError(f"{p}: not a readable DICOM file ({type(err).__name__}: {err})") from err
+    if "PixelData" not in ds:
+        raise DataError(f"{p}: DICOM file has no pixel data")
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
+    if photometric not in ("MONOCHROME1", "MONOCHROME2"):
+        raise DataError(f"{p}: photometric interpretation {photometric!r} is not a greyscale mammogram")
+    try:
+        raw = ds.pixel_array
+    except Exception as err:  # truncated pixel data, missing decoder plugin, bad header
+        hint = ""
+        if "plugin" in str(err).lower() or "handler" in str(err).lower():
+            hint = " (a compressed transfer syntax: install pylibjpeg and pylibjpeg-openjpeg)"
+        raise DataError(f"{p}: cannot decode pixel data ({type(err).__name__}: {err}){hint}") from err
+    if raw.ndim != 2:
+        raise DataError(f"{p}: expected one 2-D frame, got pixel array of shape {raw.shape}")
+
+    lo, hi = _stored_range(ds)
+    if "ModalityLUTSequence" in ds:
+        arr = apply_modality_lut(raw, ds).astype(np.float32)
+        bits = int(ds.ModalityLUTSequence[0].LUTDescriptor[2])
+        lo, hi = 0.0, float(2**bits - 1)
+    else:
+        slope = _first(ds.get("RescaleSlope", 1.0) or 1.0)
+        intercept = _first(ds.get("RescaleIntercept", 0.0) or 0.0)
+        arr = raw.astype(np.float32)
+        if slope != 1.0 or intercept != 0.0:
+            arr *= np.float32(slope)
+            arr += np.float32(intercept)
+            lo, hi = sorted((lo * slope + intercept, hi * slope + intercept))
+    del raw
+
+    voi = "none"
+    if apply_voi and "VOILUTSequence" in ds:
+        item = ds.VOILUTSequence[0]
+        bits = int(item.LUTDescriptor[2])
+        arr = apply_voi_lut(arr, ds, prefer_lut=True).astype(np.float32)
+        lo, hi = 0.0, float(2 ** min(max(bits, 8), 16) - 1)
+        voi = "lut"
+    elif apply_voi and "WindowCenter" in ds and "WindowWidth" in ds:
+        center, width = _first(ds.WindowCenter), _first(ds.WindowWidth)
+        function = str(ds.get("VOILUTFunction", "LINEAR") or "LINEAR").strip().upper()
+        arr = _window(arr, center, width, function)
+        lo, hi = 0.0, 1.0
+        voi = "window"
+    if voi != "window":
+        arr -= np.float32(lo)
+        arr *= np.float32(1.0 / max(hi - lo, 1e-6))
+        np.clip(arr, 0.0, 1.0, out=arr)
+    if photometric == "MONOCHROME1":  # 0 = white in MONOCHROME1
+        np.subtract(np.float32(1.0), arr, out=arr)
+
+    spacing = ds.get("PixelSpacing") or ds.get("ImagerPixelSpacing")
+    lat = str(ds.get("ImageLaterality", "") or ds.get("Laterality", "") or "").strip().upper()[:1]
+    view = str(ds.get("ViewPosition", "") or "").strip().upper()
+    meta = {
+        "path": str(p),
+        "photometric": photometric,
+        "bits_stored": int(ds.get("BitsStored", 0) or 0),
+        "rows": int(arr.shape[0]),
+        "columns": int(arr.shape[1]),
+        "pixel_spacing_mm": float(spacing[0]) if spacing else None,
+        "laterality": lat if lat in ("L", "R") else None,
+        "view": view if view in ("CC", "MLO") else (None if not view else "other"),
+        "patient_id": str(ds.get("PatientID", "") or ""),
+        "voi": voi,
+    }
+    return arr.astype(np.float32, copy=False), meta
+
+
+def dicom_shape(path: str | os.PathLike) -> tuple[int, int]:
+    """(rows, columns) from the DICOM header alone (no pixel decoding); DataError if unreadable."""
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        return int(ds.Rows), int(ds.Columns)
+    except Exception as err:
+        raise DataError(f"{path}: not a readable DICOM file ({type(err).__name__}: {err})") from err
+
+
+# --------------------------------------------------------------------------------------
+# Other image files
+# --------------------------------------------------------------------------------------
+def _effective_max(arr: np.ndarray) -> float:
+    """Full-scale value of an integer image: its dtype's range for 8 bits; for wider
+    integers the smallest of 10/12/14/16 bits that holds the maximum (16-bit PNG/TIFF
+    mammograms often carry 12- or 14-bit values)."""
+    if arr.dtype == np.uint8:
+        return 255.0
+    peak = float(arr.max()) if arr.size else 0.0
+    for bits in (8, 10, 12, 14, 16):
+        if peak <= 2**bits - 1:
+            return float(2**bits - 1)
+    return float(np.iinfo(arr.dtype).max) if np.issubdtype(arr.dtype, np.integer) else max(peak, 1.0)
+
+
+def _read_raster(p: Path) -> np.ndarray:
+    """Decode PNG / TIFF / PGM into a 2-D numpy array (greyscale; colour is averaged)."""
+    from PIL import Image
+
+    try:
+        with Image.open(p) as im:
+            im.load()
+            if im.mode in ("RGB", "RGBA", "P", "LA", "CMYK"):
+                im = im.convert("L")
+            arr = np.asarray(im)
+    except Exception as err:
+        if p.suffix.lower() in (".tif", ".tiff"):
+            try:  # float or exotic TIFFs Pillow cannot decode
+                import tifffile
+
+                arr = np.asarray(tifffile.imread(p))
+            except Exception as err2:
+                raise DataError(f"{p}: cannot read image ({type(err2).__name__}: {err2})") from err2
+        else:
+            raise DataError(f"{p}: cannot read image ({type(err).__name__}: {err})") from err
+    if arr.ndim == 3:
+        arr = arr[..., :3].mean(axis=-1) if arr.shape[-1] in (3, 4) else arr[0]
+    if arr.ndim != 2:
+        raise DataError(f"{p}: expected a 2-D greyscale image, got shape {arr.shape}")
+    return arr
+
+
+def read_image(path: str | os.PathLike, with_meta: bool = False):
+    """Read a png / tif / pgm / dcm file as float32 ``(H, W)`` in [0, 1] (bright = dense).
+
+    DICOM goes through :func:`read_dicom`. Integer rasters are divided by their full scale
+    (see :func:`_effective_max`); float rasters are min-max scaled. Returns the image, or
+    ``(image, meta)`` when ``with_meta``. Unreadable files raise :class:`DataError`.
+    """
+    p = Path(path)
+    suffix = p.suffix.lower()
+    if suffix in _DICOM_SUFFIXES:
+        img, meta = read_dicom(p)
+        return (img, meta) if with_meta else img
+    if not p.is_file():
+        raise DataError(f"{p}: no such file")
+    if suffix not in IMAGE_SUFFIXES:
+        raise DataError(f"{p}: unsupported image type {suffix!r}; use one of {', '.join(IMAGE_SUFFIXES)}")
+    arr = _read_raster(p)
+    if arr.dtype == bool:
+        img = arr.astype(np.float32)
+    elif np.issubdtype(arr.dtype, np.integer):
+        img = arr.astype(np.float32) / np.float32(_effective_max(arr))
+    else:
+        a = arr.astype(np.float32)
+        lo, hi = float(np.nanmin(a)), float(np.nanmax(a))
+        img = (a - lo) / max(hi - lo, 1e-6)
+    img = np.clip(img, 0.0, 1.0).astype(np.float32, copy=False)
+    meta = {"path": str(p), "rows": img.shape[0], "columns": img.shape[1], "dtype": str(arr.dtype),
+            "pixel_spacing_mm": None, "laterality": None, "view": None}
+    return (img, meta) if with_meta else img
+
+
+def read_mask(path: str | os.PathLike) -> np.ndarray:
+    """Read a mask file (png / tif / pgm / dcm) as bool: any non-zero pixel is lesion."""
+    p = Path(path)
+    if p.suffix.lower() in _DICOM_SUFFIXES:
+        return read_dicom(p, apply_voi=False)[0] > 0.5
+    if not p.is_file():
+        raise DataError(f"{p}: no such file")
+    return _read_raster(p) > 0
+
+
+def is_binary_mask(image: np.ndarray) -> bool:
+    """True when an image holds only 0 and one other level (a 0/255 ROI mask), or only 0
+    (an empty mask). Tells a CBIS-DDSM ROI mask from a cropped lesion image when both are
+    named ``000000.dcm``: a crop of real tissue has many grey levels."""
+    stride = max(1, image.size >> 20)
+    sample = image.ravel()[::stride]
+    values = np.unique(sample)
+    if len(values) > 2 or values[0] != 0:
+        return False
+    if stride > 1:  # confirm on the whole image
+        return bool(np.all((image == 0) | (image == values[-1])))
+    return True
+
+
+# --------------------------------------------------------------------------------------
+# Breast segmentation and orientation
+# --------------------------------------------------------------------------------------
+def _block_mean(image: np.ndarray, factor: int) -> np.ndarray:
+    """Downsample by an integer factor with block means (fast, alias-free enough for masks)."""
+    if factor <= 1:
+        return image
+    h, w = (image.shape[0] // factor) * factor, (image.shape[1] // factor) * factor
+    return image[:h, :w].reshape(h // factor, factor, w // factor, factor).mean(axis=(1, 3), dtype=np.float32)
+
+
+def breast_mask(image: np.ndarray, work_size: int = 1024) -> np.ndarray:
+    """Breast region of a mammogram: Otsu threshold, largest connected component, holes filled.
+
+    ``image`` (H, W) in [0, 1]; returns bool (H, W). Large images are segmented on a
+    block-mean copy whose longer side is about ``work_size`` and upsampled by nearest
+    neighbour (the boundary is then exact to a few source pixels; the store keeps normals at
+    about 1024 px anyway). An image with no contrast gives an all-False mask.
+    """
+    from scipy import ndimage
+    from skimage.filters import threshold_otsu
+
+    img = np.asarray(image, dtype=np.float32)
+    factor = max(1, int(math.ceil(max(img.shape) / float(work_size))))
+    small = _block_mean(img, factor)
+    if small.size == 0 or float(small.max()) - float(small.min()) < 1e-6:
+        return np.zeros(img.shape, bool)
+    fg = small > threshold_otsu(small)
+    labels, n = ndimage.label(fg)
+    if n == 0:
+        return np.zeros(img.shape, bool)
+    sizes = np.bincount(labels.ravel())
+    sizes[0] = 0
+    largest = labels == int(np.argmax(sizes))
+    largest = ndimage.binary_fill_holes(largest)
+    if factor == 1:
+        return largest
+    full = np.zeros(img.shape, bool)
+    up = np.repeat(np.repeat(largest, factor, axis=0), factor, axis=1)
+    hh, ww = min(up.shape[0], img.shape[0]), min(up.shape[1], img.shape[1])
+    full[:hh, :ww] = up[:hh, :ww]
+    if hh < img.shape[0]:  # remainder rows/cols beyond the last whole block copy their neighbour
+        full[hh:, :ww] = full[hh - 1 : hh, :ww]
+    if ww < img.shape[1]:
+        full[:, ww:] = full[:, ww - 1 : ww]
+    return full
+
+
+def laterality_from_image(image: np.ndarray) -> str:
+    """"L" if the left half of the image holds more tissue (chest wall at x = 0), else "R".
+
+    Tissue is the image intensity summed per half on a block-mean copy; this follows the
+    usual display, where a left breast's chest wall is on the image's left edge.
+    """
+    img = np.asarray(image, dtype=np.float32)
+    small = _block_mean(img, max(1, max(img.shape) // 512))
+    half = small.shape[1] // 2
+    left = float(small[:, :half].sum())
+    right = float(small[:, small.shape[1] - half :].sum())
+    return "L" if left >= right else "R"
+
+
+def flip_to_left(image: np.ndarray, laterality: str | None) -> np.ndarray:
+    """Mirror a right breast so the chest wall is at x = 0; a left (or unknown) one is returned as is."""
+    if laterality is not None and str(laterality).upper().startswith("R"):
+        return np.ascontiguousarray(image[:, ::-1])
+    return image
+
+
+# --------------------------------------------------------------------------------------
+# Lesion ROI
+# --------------------------------------------------------------------------------------
+def mask_bbox(mask: np.ndarray) -> tuple[int, int, int, int] | None:
+    """(x, y, w, h) of the True pixels of ``mask``, or None if it is empty."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    if len(rows) == 0:
+        return None
+    cols = np.flatnonzero(mask.any(axis=0))
+    return int(cols[0]), int(rows[0]), int(cols[-1] - cols[0] + 1), int(rows[-1] - rows[0] + 1)
+
+
+def roi_window(
+    bbox: tuple[int, int, int, int], image_hw: tuple[int, int], context: float = DEFAULT_CONTEXT
+) -> tuple[int, int, int]:
+    """Square window (x0, y0, side) around a lesion box: side = larger box side x (1 + 2 context).
+
+    The window is centred on the box, then shifted (not shrunk) to lie inside the image on
+    every axis where the image is at least ``side`` long, so real tissue rather than padding
+    fills it. On an axis where the image is shorter, it stays centred and spills over.
+    """
+    x, y, w, h = bbox
+    H, W = image_hw
+    side = max(1, int(math.ceil(max(w, h) * (1.0 + 2.0 * context))))
+    starts = []
+    for lo, length, extent in ((x, w, W), (y, h, H)):
+        start = int(math.floor(lo + length / 2.0 - side / 2.0))
+        if extent >= side:
+            start = min(max(start, 0), extent - side)
+        starts.append(start)
+    return starts[0], starts[1], side
+
+
+def _crop_pad(arr: np.ndarray, x0: int, y0: int, side: int, mode: str) -> np.ndarray:
+    H, W = arr.shape
+    xa, ya, xb, yb = max(x0, 0), max(y0, 0), min(x0 + side, W), min(y0 + side, H)
+    core = arr[ya:yb, xa:xb]
+    pads = ((ya - y0, y0 + side - yb), (xa - x0, x0 + side - xb))
+    if pads == ((0, 0), (0, 0)):
+        return core.copy()
+    if mode == "constant":
+        return np.pad(core, pads, mode="constant")
+    return np.pad(core, pads, mode="symmetric")
+
+
+def extract_roi(
+    image: np.ndarray, mask: np.ndarray, context: float = DEFAULT_CONTEXT
+) -> tuple[np.ndarray, np.ndarray, tuple[int, int, int, int]]:
+    """Square, context-padded lesion crop at native resolution.
+
+    ``image`` (H, W) float in [0, 1], ``mask`` (H, W) bool. The crop spans the mask's bbox
+    enlarged by ``context`` x its larger side on each side (see :func:`roi_window`); where
+    the image is too small the image is mirrored (symmetric padding) and the mask padded
+    with False. Returns ``(patch (S, S) float32, patch_mask (S, S) bool, bbox)`` with
+    ``bbox`` the lesion's (x, y, w, h) in the full image. Raises DataError on an empty mask
+    or a size mismatch.
+    """
+    if image.shape != mask.shape:
+        raise DataError(f"mask size {mask.shape} differs from image size {image.shape}")
+    bbox = mask_bbox(mask)
+    if bbox is None:
+        raise DataError("the lesion mask is empty")
+    x0, y0, side = roi_window(bbox, image.shape, context)
+    patch = _crop_pad(np.asarray(image, np.float32), x0, y0, side, "symmetric")
+    patch_mask = _crop_pad(mask.astype(bool), x0, y0, side, "constant")
+    return patch.astype(np.float32, copy=False), patch_mask, bbox
+
+
+def pad_to_square(image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Centre a non-square crop in a square (mirrored image, False mask) so resizing keeps its aspect."""
+    H, W = image.shape
+    side = max(H, W)
+    x0, y0 = -((side - W) // 2), -((side - H) // 2)
+    return _crop_pad(np.asarray(image, np.float32), x0, y0, side, "symmetric"), _crop_pad(mask.astype(bool), x0, y0, side, "constant")
+
+
+def ellipse_in_box(shape_hw: tuple[int, int], box_xyxy: tuple[float, float, float, float]) -> np.ndarray:
+    """Bool mask (H, W) of the ellipse inscribed in the box (xmin, ymin, xmax, ymax), in pixels."""
+    from skimage.draw import ellipse
+
+    x0, y0, x1, y1 = box_xyxy
+    mask = np.zeros(shape_hw, bool)
+    rr, cc = ellipse((y0 + y1) / 2.0, (x0 + x1) / 2.0, max((y1 - y0) / 2.0, 0.5), max((x1 - x0) / 2.0, 0.5), shape=shape_hw)
+    mask[rr, cc] = True
+    return mask
+
+
+def polygon_mask(shape_hw: tuple[int, int], points_xy: np.ndarray) -> np.ndarray:
+    """Bool mask (H, W) of a polygon given as (N, 2) (x, y) vertices in pixels."""
+    from skimage.draw import polygon
+
+    mask = np.zeros(shape_hw, bool)
+    pts = np.asarray(points_xy, dtype=np.float64)
+    rr, cc = polygon(pts[:, 1], pts[:, 0], shape=shape_hw)
+    mask[rr, cc] = True
+    return mask
+
+
+def disk_mask(shape_hw: tuple[int, int], center_xy: tuple[float, float], radius: float) -> np.ndarray:
+    """Bool mask (H, W) of a filled circle (mini-MIAS lesion annotations)."""
+    from skimage.draw import disk
+
+    mask = np.zeros(shape_hw, bool)
+    rr, cc = disk((center_xy[1], center_xy[0]), max(radius, 0.5), shape=shape_hw)
+    mask[rr, cc] = True
+    return mask

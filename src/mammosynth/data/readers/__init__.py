@@ -1,0 +1,192 @@
+"""Dataset readers: each streams typed records from one public dataset's on-disk layout.
+
+Every reader module exposes
+
+* ``NAME`` - the SOURCE name used on the command line;
+* ``iter_records(root, csv_paths=(), include_normals=True, include_calcifications=False,
+  context=DEFAULT_CONTEXT) -> Iterator[LesionRecord | MammogramRecord | SkipRecord]`` -
+  a generator: one image is in memory at a time, and every unusable record becomes a
+  :class:`SkipRecord` with the file and the reason instead of an exception;
+* ``iter_label_rows(paths) -> Iterator[dict]`` - the labels from metadata files alone
+  (``kind`` plus ``shape``/``margin``/``pathology`` :class:`Label` s), for ``data labels``;
+* ``estimate_total(root, csv_paths) -> int | None`` - how many records to expect (for a
+  progress bar), from metadata alone.
+
+The helpers below turn a full image plus a lesion mask into a LesionRecord (square,
+context-padded crop at native resolution) and a normal image into a MammogramRecord.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib
+import os
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Iterable, Iterator
+
+import numpy as np
+
+from mammosynth.data.birads import Label
+from mammosynth.data.imaging import breast_mask, extract_roi, laterality_from_image, mask_bbox
+from mammosynth.data.records import DEFAULT_CONTEXT, LesionRecord, MammogramRecord, SkipRecord
+from mammosynth.errors import ConfigError, DataError
+
+#: SOURCE name on the command line -> reader module.
+READERS: dict[str, str] = {
+    "cbis-ddsm": "mammosynth.data.readers.cbis_ddsm",
+    "inbreast": "mammosynth.data.readers.inbreast",
+    "mias": "mammosynth.data.readers.mias",
+    "vindr": "mammosynth.data.readers.vindr",
+    "folder": "mammosynth.data.readers.folder",
+}
+SOURCES: tuple[str, ...] = tuple(READERS)
+_ALIASES = {"cbis": "cbis-ddsm", "cbis_ddsm": "cbis-ddsm", "cbisddsm": "cbis-ddsm", "mini-mias": "mias",
+            "minimias": "mias", "vindr-mammo": "vindr", "vindr_mammo": "vindr"}
+
+Record = LesionRecord | MammogramRecord | SkipRecord
+
+
+def get_reader(source: str) -> ModuleType:
+    """The reader module for a SOURCE name (case-insensitive); ConfigError if unknown."""
+    key = str(source).strip().lower()
+    key = _ALIASES.get(key, key)
+    if key not in READERS:
+        raise ConfigError(f"unknown data source {source!r}; choose one of: {', '.join(SOURCES)}")
+    return importlib.import_module(READERS[key])
+
+
+def iter_records(source: str, root: str | os.PathLike, csv_paths: Iterable[str | os.PathLike] = (), **opts: Any) -> Iterator[Record]:
+    """Stream the records of ``source`` under ``root`` (see the module docstring)."""
+    return get_reader(source).iter_records(root, csv_paths=list(csv_paths or ()), **opts)
+
+
+# --------------------------------------------------------------------------------------
+# helpers shared by the readers
+# --------------------------------------------------------------------------------------
+def read_csv_rows(path: str | os.PathLike, delimiter: str | None = None) -> Iterator[dict[str, str]]:
+    """Stream the rows of a CSV as dicts keyed by a normalised header (lower case, ``_`` as
+    space, stripped: ``breast_density`` and ``breast density`` both become ``breast density``).
+    Values are stripped of surrounding whitespace, so TCIA's quoted paths that end in a
+    newline come out clean. ``delimiter`` None sniffs ``,`` / ``;`` / tab from the header."""
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"{p}: no such metadata file")
+    with open(p, newline="", encoding="utf-8-sig", errors="replace") as fh:
+        if delimiter is None:
+            head = fh.readline()
+            fh.seek(0)
+            counts = {d: head.count(d) for d in (",", ";", "\t")}
+            delimiter = max(counts, key=counts.get) if any(counts.values()) else ","
+        reader = csv.reader(fh, delimiter=delimiter)
+        try:
+            header = next(reader)
+        except StopIteration:
+            return
+        keys = [h.strip().lower().replace("_", " ") for h in header]
+        for values in reader:
+            if not any(v.strip() for v in values):
+                continue
+            yield {k: (values[i].strip() if i < len(values) else "") for i, k in enumerate(keys)}
+
+
+def count_csv_rows(paths: Iterable[str | os.PathLike]) -> int | None:
+    """Number of data rows in the CSVs (metadata only), or None if one cannot be read."""
+    total = 0
+    try:
+        for p in paths:
+            total += sum(1 for _ in read_csv_rows(p))
+    except (DataError, OSError):
+        return None
+    return total
+
+
+def unknown_label_reason(labels: dict[str, Label]) -> str | None:
+    """A skip reason if any label has status ``unknown``, else None."""
+    bad = [f"{name} {lab.raw!r}" for name, lab in labels.items() if lab is not None and lab.status == "unknown"]
+    return f"unknown label: {', '.join(bad)}" if bad else None
+
+
+def lesion_from_image(
+    *,
+    source: str,
+    source_id: str,
+    patient_id: str,
+    image: np.ndarray,
+    mask: np.ndarray,
+    shape: Label,
+    margin: Label,
+    pathology: Label,
+    path: str,
+    context: float = DEFAULT_CONTEXT,
+    **fields: Any,
+) -> LesionRecord | SkipRecord:
+    """LesionRecord from a full image (H, W) in [0, 1] and its lesion mask (H, W) bool.
+
+    The patch is the square crop with ``context`` padding (:func:`imaging.extract_roi`);
+    ``bbox`` and ``lesion_size`` = (h, w) are in full-image pixels. A size mismatch or an
+    empty mask gives a SkipRecord with that reason. ``fields`` go to the record
+    (laterality, view, density, split_hint, pixel_spacing_mm, extra).
+    """
+    if mask.shape != image.shape:
+        return SkipRecord(source, source_id, path, f"mask size {tuple(mask.shape)} differs from image size {tuple(image.shape)}")
+    if mask_bbox(mask) is None:
+        return SkipRecord(source, source_id, path, "the lesion mask is empty")
+    patch, patch_mask, bbox = extract_roi(image, mask, context)
+    extra = dict(fields.pop("extra", {}) or {})
+    extra.setdefault("path", path)
+    extra.setdefault("context", context)
+    return LesionRecord(
+        source=source, source_id=source_id, patient_id=patient_id, patch=patch, mask=patch_mask,
+        shape=shape, margin=margin, pathology=pathology, bbox=bbox, lesion_size=(bbox[3], bbox[2]),
+        extra=extra, **fields,
+    )
+
+
+def normal_from_image(
+    *,
+    source: str,
+    source_id: str,
+    patient_id: str,
+    image: np.ndarray,
+    path: str,
+    laterality: str | None = None,
+    **fields: Any,
+) -> MammogramRecord | SkipRecord:
+    """MammogramRecord from a lesion-free full image (H, W) in [0, 1].
+
+    The breast mask comes from :func:`imaging.breast_mask`. ``laterality`` is what the store
+    uses to left-orient the image, so the image decides it: when the metadata's side
+    disagrees with where the tissue is, the image wins and the metadata's value is kept in
+    ``extra["laterality_meta"]``.
+    """
+    bmask = breast_mask(image)
+    if not bmask.any():
+        return SkipRecord(source, source_id, path, "no breast found in the image")
+    side = laterality_from_image(image)
+    extra = dict(fields.pop("extra", {}) or {})
+    extra.setdefault("path", path)
+    if laterality is not None and laterality != side:
+        extra["laterality_meta"] = laterality
+    return MammogramRecord(
+        source=source, source_id=source_id, patient_id=patient_id, image=image, breast_mask=bmask,
+        laterality=side, extra=extra, **fields,
+    )
+
+
+def side_letter(text: str | None) -> str | None:
+    """LEFT / L / left -> "L"; RIGHT / R -> "R"; anything else -> None."""
+    t = (text or "").strip().upper()
+    return t[0] if t[:1] in ("L", "R") else None
+
+
+def view_name(text: str | None) -> str | None:
+    """CC -> "CC"; MLO / ML -> "MLO"; other non-empty values -> "other"; empty -> None."""
+    t = (text or "").strip().upper()
+    if not t:
+        return None
+    if t == "CC":
+        return "CC"
+    if t in ("MLO", "ML"):
+        return "MLO"
+    return "other"
