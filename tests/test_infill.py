@@ -1,0 +1,299 @@
+"""Seed-001 infilling GAN: networks, eq. 3-5 losses, the VGG / fallback feature matching,
+the Method contract (train_step, infill, sample_grid, generate) on tiny CPU inputs."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mammosynth.config import default_config_path, load_config
+from mammosynth.data.birads import Label
+from mammosynth.data.records import LesionRecord
+from mammosynth.data.store import StoreWriter
+from mammosynth.errors import ConfigError, DataError
+from mammosynth.models import get_method
+from mammosynth.models.infill import (
+    FALLBACK_NOTE, CRNGenerator, InfillConfig, InfillGAN, PatchDiscriminator, UNetGenerator,
+    feature_matching_l1, layer_weights, load_feature_matching,
+)
+from mammosynth.train.method import StepContext
+
+TINY = dict(ngf=8, ndf=8, batch_size=2, fm_weights="discriminator")
+
+
+class _Ctx(StepContext):
+    """Minimal StepContext: CPU, fp32, plain zero_grad/backward/step."""
+
+    def __init__(self, nets, opts, seed: int = 0) -> None:
+        self.nets, self.opts = nets, opts
+        self.device, self.step, self.world_size, self.rank = torch.device("cpu"), 0, 1, 0
+        self._gen = torch.Generator().manual_seed(seed)
+
+    def autocast(self):
+        return contextlib.nullcontext()
+
+    def backward_step(self, loss, optimizer, retain_graph=False):
+        opt = self.opts[optimizer]
+        opt.zero_grad(set_to_none=True)
+        loss.backward(retain_graph=retain_graph)
+        opt.step()
+
+    def generator(self):
+        return self._gen
+
+
+def _write_store(path: Path, n: int = 10, size: int = 32) -> Path:
+    """Tiny store: smooth tissue texture with a brighter elliptical 'mass' and its mask."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:size, :size]
+    with StoreWriter(path, patch_size=size, provenance={"source": "test-blobs"}) as w:
+        for i in range(n):
+            tissue = ndimage.gaussian_filter(rng.normal(size=(size, size)), 2)
+            tissue = 0.35 + 0.12 * tissue / (np.abs(tissue).max() + 1e-6)
+            cy, cx = size / 2 + rng.uniform(-2, 2, 2)
+            a, b = rng.uniform(0.18, 0.3, 2) * size
+            mask = ((yy - cy) / a) ** 2 + ((xx - cx) / b) ** 2 < 1
+            img = np.clip(tissue + 0.4 * ndimage.gaussian_filter(mask.astype(float), 1.0), 0, 1).astype(np.float32)
+            shape = ("OVAL", "oval") if i % 2 else ("ROUND", "round")
+            w.add_lesion(LesionRecord(
+                source="test", source_id=f"L{i}", patient_id=f"P{i}", patch=img, mask=mask,
+                shape=Label(shape[0], shape[1], "exact"), margin=Label("SPICULATED", "spiculated", "exact"),
+                pathology=Label("MALIGNANT", "malignant", "exact")))
+    return path
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Tiny networks run fastest on one thread; more only contend on a shared machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> Path:
+    return _write_store(tmp_path_factory.mktemp("infill") / "blobs.h5")
+
+
+def _method(store: Path | None = None, size: int = 32, **kw) -> InfillGAN:
+    info = {"patch_size": size}
+    if store is not None:
+        info["store_path"] = str(store)
+    return InfillGAN(InfillConfig(**{**TINY, **kw}), info)
+
+
+def _batch(store: Path, method: InfillGAN, n: int = 2) -> dict[str, torch.Tensor]:
+    ds = method.make_dataset(str(store), "train")
+    items = [ds[i] for i in range(n)]
+    return {k: torch.stack([it[k] for it in items]) for k in items[0]}
+
+
+# -- networks -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [32, 64, 128, 256])
+def test_generator_output_shapes(size: int) -> None:
+    ngf = 8 if size <= 64 else 2
+    x = torch.rand(1, 3, size, size) * 2 - 1
+    torch.set_grad_enabled(False)
+    for gen in (UNetGenerator(3, 1, size, ngf), CRNGenerator(3, 1, size, ngf, start=2),
+                CRNGenerator(3, 1, size, ngf, start=4)):
+        y = gen(x)
+        assert y.shape == (1, 1, size, size)
+        assert float(y.abs().max()) <= 1.0  # tanh output
+    unet = UNetGenerator(3, 1, size, ngf)
+    assert len(unet.encoders) == int(np.log2(size))  # depth derived from the patch size: 1x1 bottleneck
+    assert UNetGenerator(2, 1, size, ngf)(x[:, :2]).shape == (1, 1, size, size)  # two-channel ablation
+    torch.set_grad_enabled(True)
+
+
+def test_crn_modules_follow_fig3b() -> None:
+    crn = CRNGenerator(3, 1, 64, ngf=4, start=2)
+    assert crn.resolutions == [2, 4, 8, 16, 32, 64]
+    assert crn.widths == [32, 32, 32, 16, 8, 4]  # d_i = ngf * min(2^(n-1-i), 8)
+    assert CRNGenerator(3, 1, 64, ngf=4, start=4).resolutions[0] == 4
+    custom = CRNGenerator(3, 1, 32, widths=(16, 16, 8, 8, 4), start=2)
+    assert custom.widths == [16, 16, 8, 8, 4]
+    with pytest.raises(ConfigError, match="crn_widths needs 5"):
+        CRNGenerator(3, 1, 32, widths=(8, 8), start=2)
+
+
+def test_patchgan_is_30x30_at_256_and_returns_features() -> None:
+    d = PatchDiscriminator(in_ch=4, ndf=2, n_layers=3)
+    cond, img = torch.zeros(1, 3, 256, 256), torch.zeros(1, 1, 256, 256)
+    assert d(cond, img).shape == (1, 1, 30, 30)
+    logits, feats = d(cond, img, return_features=True)
+    assert len(feats) == 4 and feats[-1].shape[-1] == 31
+    # pix2pix's 70x70 D on 6-channel pairs has 2,768,705 parameters; same layout here
+    assert sum(p.numel() for p in PatchDiscriminator(6, 64, 3).parameters()) == 2_768_705
+
+
+def test_config_validation_and_yaml_configs() -> None:
+    with pytest.raises(ConfigError, match="power of two"):
+        InfillConfig(patch_size=48).validate()
+    with pytest.raises(ConfigError, match="crn_start"):
+        InfillConfig(crn_start=3).validate()
+    with pytest.raises(ConfigError, match="margin_factor"):
+        InfillConfig(margin_factor=0.9).validate()
+    cfg = InfillConfig()
+    assert (cfg.beta1, cfg.beta2, cfg.lr, cfg.lambda_fm, cfg.batch_size) == (0.9, 0.5, 2e-4, 100.0, 2)
+    for size in ("demo", "full"):
+        path = default_config_path("infill", size)
+        assert path is not None, f"configs/infill-{size}.yaml missing"
+        loaded = load_config(InfillConfig, path)
+        assert loaded.lambda_fm == 100.0
+    assert load_config(InfillConfig, default_config_path("infill", "full")).steps == 100_000
+    assert get_method("infill") is InfillGAN
+
+
+# -- feature matching (eq. 4) ----------------------------------------------------------
+
+
+def test_feature_matching_is_zero_for_identical_and_weighted_by_inverse_numel() -> None:
+    gen = torch.Generator().manual_seed(0)
+    real = [torch.randn(2, 1, 8, 8, generator=gen), torch.randn(2, 4, 4, 4, generator=gen)]
+    total, terms = feature_matching_l1(real, [r.clone() for r in real])
+    assert float(total) == 0.0
+    fake = [r + 0.5 for r in real]
+    total, terms = feature_matching_l1(real, fake)
+    assert layer_weights(fake) == [1 / 64, 1 / 64]
+    assert float(total) > 0
+    # lambda_l * ||.||_1 per sample, averaged over the batch: |0.5| everywhere -> 0.5 per layer
+    assert torch.allclose(torch.stack(terms), torch.tensor([0.5, 0.5]))
+
+
+def _save_random_vgg(arch: str, directory: Path, layers: tuple[str, ...]) -> None:
+    from mammosynth.nn.vgg import VGG
+    from mammosynth.nn.weights import save_weights
+
+    torch.manual_seed(1)
+    save_weights(arch, VGG(arch, layers).state_dict(), directory, provenance={"source": "test (random init)"})
+
+
+def test_vgg_feature_matching_with_weights_present(tmp_path: Path) -> None:
+    layers = ("conv1_2", "conv2_2")
+    _save_random_vgg("vgg19", tmp_path, layers)
+    fm, what = load_feature_matching("vgg19", layers, str(tmp_path))
+    assert fm is not None and what == "vgg19"
+    assert not any(p.requires_grad for p in fm.parameters())
+    img = torch.rand(2, 1, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    total, terms = fm(img, img.clone())
+    assert float(total) == 0.0 and len(terms) == 3  # phi_0 identity + 2 VGG layers
+    fake = img.clone().requires_grad_(True)
+    total, terms = fm(img, (fake * 0.5).clamp(-1, 1))
+    assert float(total.detach()) > 0 and all(float(t.detach()) > 0 for t in terms)
+    total.backward()
+    assert fake.grad is not None and float(fake.grad.abs().sum()) > 0
+    # "auto" falls back from vgg19 to vgg16 when only vgg16 is cached
+    only16 = tmp_path / "only16"
+    _save_random_vgg("vgg16", only16, layers)
+    fm16, what16 = load_feature_matching("auto", layers, str(only16))
+    assert fm16 is not None and what16 == "vgg16"
+    # the method uses it and reports no fallback
+    m = _method(None, fm_weights="vgg19", fm_layers=layers, weights_dir=str(tmp_path))
+    assert m.feature_matching() is not None and FALLBACK_NOTE not in m.fm_status
+
+
+def test_fallback_warns_loudly_and_is_recorded(tmp_path: Path, store: Path, caplog) -> None:
+    m = _method(store, fm_weights="vgg19", weights_dir=str(tmp_path / "empty"))
+    opts = m.build_optimizers()
+    with caplog.at_level(logging.WARNING, logger="mammosynth.models.infill"):
+        out = m.train_step(_batch(store, m), _Ctx(m.nets, opts))
+    assert any("NO IMAGENET VGG WEIGHTS" in r.getMessage() for r in caplog.records)
+    assert out["fm_fallback"] == 1.0
+    assert FALLBACK_NOTE in m.fm_status and FALLBACK_NOTE in m.extra_state()["feature_matching"]
+    assert FALLBACK_NOTE in m.data_info["feature_matching"]
+
+
+# -- training ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("generator", ["unet", "crn"])
+def test_train_step_updates_both_networks(store: Path, generator: str) -> None:
+    m = _method(store, generator=generator)
+    opts = m.build_optimizers()
+    before = {k: [p.detach().clone() for p in net.parameters()] for k, net in m.nets.items()}
+    grads_seen = {"generator": False, "discriminator": False}
+
+    def mark(name):
+        def hook(_grad):
+            grads_seen[name] = True
+        return hook
+
+    for name, net in m.nets.items():
+        next(net.parameters()).register_hook(mark(name))
+    out = m.train_step(_batch(store, m), _Ctx(m.nets, opts))
+    assert all(grads_seen.values())
+    for k, net in m.nets.items():
+        moved = [not torch.equal(a, b) for a, b in zip(before[k], net.parameters())]
+        assert sum(moved) >= len(moved) - 2, f"{k}: parameters were not updated"  # (norm-free bias may not move)
+    for key in ("loss_d", "loss_g", "loss_adv", "loss_fm", "l1"):
+        assert torch.isfinite(torch.as_tensor(out[key]))
+
+
+def test_generator_loss_reconstruction_falls_on_tiny_batch(store: Path) -> None:
+    torch.manual_seed(0)
+    m = _method(store, generator="unet", unet_dropout=0.0, beta1=0.5, beta2=0.999, lr=1e-3)
+    opts = m.build_optimizers()
+    ctx = _Ctx(m.nets, opts)
+    batch = _batch(store, m)
+    l1s = [float(m.train_step(batch, ctx)["l1"]) for _ in range(10)]
+    assert np.mean(l1s[-2:]) < 0.8 * np.mean(l1s[:2]), l1s
+
+
+def test_two_channel_ablation_changes_inputs(store: Path) -> None:
+    m = _method(store, two_channel=True)
+    assert m.in_ch == 2
+    assert next(m.nets["discriminator"].parameters()).shape[1] == 3  # Tri-label(2) + image
+    out = m.train_step(_batch(store, m), _Ctx(m.nets, m.build_optimizers()))
+    assert torch.isfinite(torch.as_tensor(out["loss_g"]))
+
+
+# -- inference API ------------------------------------------------------------------------
+
+
+def test_infill_api_shapes_range_determinism_and_mode(store: Path) -> None:
+    m = _method(store)
+    m.nets.train()
+    tissue = torch.rand(3, 1, 32, 32) * 2 - 1
+    mask = torch.zeros(3, 1, 32, 32)
+    mask[:, :, 10:20, 12:22] = 1
+    a = m.infill(tissue, mask, torch.Generator().manual_seed(5))
+    b = m.infill(tissue, mask, torch.Generator().manual_seed(5))
+    assert a.shape == (3, 1, 32, 32) and torch.equal(a, b)
+    assert float(a.min()) >= -1 and float(a.max()) <= 1
+    assert m.nets["generator"].training  # mode restored
+    assert m.infill(tissue[:, :, :16, :16], mask[:, :, :16, :16]).shape == (3, 1, 16, 16)  # resized in and out
+    with pytest.raises(DataError, match="shape"):
+        m.infill(tissue[:, 0], mask[:, 0])
+
+
+def test_sample_grid_and_generate(store: Path) -> None:
+    m = _method(store)
+    grid = m.sample_grid(dict(m.nets), 4, seed=0)
+    assert grid.shape == (4, 1, 32, 160)  # noisy tissue | mask | ring | output | real
+    assert torch.equal(grid, m.sample_grid(dict(m.nets), 4, seed=0))
+    samples = list(m.generate(3, seed=1))
+    assert len(samples) == 3
+    for s in samples:
+        assert s.image.shape == (32, 32) and s.image.dtype == np.float32
+        assert 0.0 <= s.image.min() and s.image.max() <= 1.0
+        assert s.mask.dtype == bool and s.mask.any()
+        assert s.shape in ("round", "oval") and s.margin == "spiculated" and s.pathology == "malignant"
+        assert s.source_ids and s.source_ids[0].startswith("L")
+    again = list(m.generate(3, seed=1))
+    assert all(np.array_equal(x.image, y.image) for x, y in zip(samples, again))
+    custom = np.zeros((64, 64), bool)
+    custom[20:40, 16:48] = True
+    given = list(m.generate(2, seed=2, mask=custom, shape="irregular"))
+    assert all(s.mask.sum() == 10 * 16 and s.shape == "irregular" and s.margin is None for s in given)
+    with pytest.raises(DataError, match="non-empty"):
+        next(m.generate(1, seed=0, mask=np.zeros((8, 8), bool)))
