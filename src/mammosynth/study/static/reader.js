@@ -87,7 +87,7 @@
     const s = fitScale() * st.zoom;
     const w = st.current.width * s, h = st.current.height * s;
     const x = (cw - w) / 2 + st.panX * dpr, y = (ch - h) / 2 + st.panY * dpr;
-    ctx.imageSmoothingEnabled = s < 3;  // at high zoom show the pixels as they are
+    ctx.imageSmoothingEnabled = s < 6;  // at high magnification show the pixels as they are
     ctx.imageSmoothingQuality = "high";
     ctx.drawImage(st.offscreen, x, y, w, h);
     $("readout").textContent = "Zoom " + (st.zoom * 100).toFixed(0) + "%  ·  L " +
