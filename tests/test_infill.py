@@ -297,3 +297,30 @@ def test_sample_grid_and_generate(store: Path) -> None:
     assert all(s.mask.sum() == 10 * 16 and s.shape == "irregular" and s.margin is None for s in given)
     with pytest.raises(DataError, match="non-empty"):
         next(m.generate(1, seed=0, mask=np.zeros((8, 8), bool)))
+
+
+# -- through the real trainer -----------------------------------------------------------------
+
+
+def test_trains_through_trainer_and_loads_back(store: Path, tmp_path: Path) -> None:
+    import json
+
+    from mammosynth.train.run import load_method
+    from mammosynth.train.trainer import train
+
+    cfg = InfillConfig(**{**TINY, "fm_weights": "vgg19", "weights_dir": str(tmp_path / "no-weights")},
+                       steps=3, log_every=1, sample_every=3, ckpt_every=3, n_samples=4, device="cpu")
+    run = train("infill", store, tmp_path / "runs", cfg, progress=False)
+    doc = json.loads((run / "config.json").read_text())
+    assert FALLBACK_NOTE in doc["data"]["feature_matching"]  # the run says so in its config
+    lines = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
+    assert len(lines) == 3 and all(l["fm_fallback"] == 1.0 for l in lines)
+    assert (run / "samples" / "step_000003.png").is_file()
+    m = load_method(run, device="cpu", expect="infill")
+    assert isinstance(m, InfillGAN) and not m.nets["generator"].training
+    tissue = torch.rand(2, 1, 32, 32) * 2 - 1
+    mask = torch.zeros(2, 1, 32, 32)
+    mask[:, :, 8:20, 8:20] = 1
+    out = m.infill(tissue, mask, torch.Generator().manual_seed(0))
+    assert out.shape == (2, 1, 32, 32) and torch.isfinite(out).all()
+    assert len(list(m.generate(2, seed=0))) == 2  # the store path travels in config.json

@@ -334,6 +334,26 @@ def load_feature_matching(choice: str, layers: tuple[str, ...], weights_dir: str
     return None, "; ".join(reasons)
 
 
+def describe_feature_matching(choice: str, weights_dir: str | None, layers: tuple[str, ...] = DEFAULT_FM_LAYERS) -> str:
+    """What ``fm_weights`` will resolve to, from the cache contents alone (nothing is loaded)."""
+    if choice == "discriminator":
+        return f"{FALLBACK_NOTE}: discriminator features + identity (pix2pixHD), chosen in the config"
+    archs = {"vgg19": ["vgg19"], "vgg16": ["vgg16"], "auto": ["vgg19", "vgg16"]}.get(choice, [])
+    reasons = []
+    try:
+        from mammosynth.nn.weights import weight_file
+    except ImportError as err:
+        return f"{FALLBACK_NOTE}: discriminator features + identity (pix2pixHD); reason: {err}"
+    for arch in archs:
+        try:
+            weight_file(arch, weights_dir)
+        except WeightsError as err:
+            reasons.append(f"{arch}: {err}")
+            continue
+        return f"VGG feature matching ({arch}, layers {', '.join(layers)})"
+    return f"{FALLBACK_NOTE}: discriminator features + identity (pix2pixHD); reason: {'; '.join(reasons)}"
+
+
 # ---------------------------------------------------------------------------------------
 # The method
 # ---------------------------------------------------------------------------------------
@@ -376,8 +396,11 @@ class InfillGAN(Method):
         }
 
     def data_info_from_store(self, store_path: str) -> dict[str, Any]:
+        """Store facts + which feature matching this run will use (saved in config.json), so
+        a run without VGG weights says "feature matching fallback" in its config."""
         info = super().data_info_from_store(store_path)
         info["store_path"] = str(store_path)
+        info["feature_matching"] = describe_feature_matching(self.cfg.fm_weights, self.cfg.weights_dir, tuple(self.cfg.fm_layers))
         return info
 
     def make_dataset(self, store_path: str, split: str = "train") -> torch.utils.data.Dataset:
@@ -490,7 +513,8 @@ class InfillGAN(Method):
         return out.clamp(-1.0, 1.0)
 
     def _store_path(self, options: dict[str, Any] | None = None) -> str:
-        path = (options or {}).get("data") or (options or {}).get("store") or self.data_info.get("store_path")
+        path = ((options or {}).get("data") or (options or {}).get("store") or self.data_info.get("store_path")
+                or self.data_info.get("path"))
         if not path:
             raise DataError("infill: no dataset file known; pass data=FILE.h5 (the store to take tissue patches from)")
         return str(path)
@@ -499,11 +523,11 @@ class InfillGAN(Method):
         """The first n validation lesion patches (train split if val is empty), cached."""
         if self._grid_batch is not None and self._grid_batch[0].shape[0] >= n:
             return self._grid_batch[0][:n], self._grid_batch[1][:n]
-        if not self.data_info.get("store_path"):
+        path = self.data_info.get("store_path") or self.data_info.get("path")
+        if not path:
             return None
         from mammosynth.data.dataset import LesionDataset
 
-        path = self.data_info["store_path"]
         size = self.size if self.size != self.data_info.get("patch_size") else None
         ds = None
         for split in ("val", "train", None):
