@@ -55,7 +55,7 @@ def write_dicom(
     path.parent.mkdir(parents=True, exist_ok=True)
     arr = np.asarray(pixels)
     bits_alloc = 8 if bits_stored <= 8 else 16
-    arr = arr.astype(np.uint8 if bits_alloc == 8 else np.uint16)
+    arr = np.round(arr).astype(np.uint8 if bits_alloc == 8 else np.uint16)
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.2"  # Digital Mammography X-Ray, for presentation
     meta.MediaStorageSOPInstanceUID = generate_uid()

@@ -86,8 +86,8 @@ def _info_tables(info: dict[str, Any]) -> None:
 @data_app.command("phantom")
 def phantom_cmd(
     out: Path = typer.Option(..., "--out", help="Dataset file to write (.h5). Written atomically."),
-    lesions: int = typer.Option(512, "--lesions", min=0, help="Number of lesion patches to draw (default 512)."),
-    normals: int = typer.Option(16, "--normals", min=0, help="Number of normal full mammograms to draw (default 16)."),
+    lesions: int = typer.Option(400, "--lesions", min=0, help="Number of lesion patches to draw (default 400)."),
+    normals: int = typer.Option(24, "--normals", min=0, help="Number of normal full mammograms to draw (default 24)."),
     size: int = typer.Option(64, "--size", help="Lesion patch side in pixels (64, 128 or 256; default 64)."),
     seed: int = typer.Option(0, "--seed", help="Random seed; the same seed gives the same file (default 0)."),
     normal_size: str = typer.Option("1024x832", "--normal-size", help="Normal mammogram canvas HxW in pixels (default 1024x832)."),

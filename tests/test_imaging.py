@@ -1,0 +1,166 @@
+"""Imaging ops: DICOM decoding (LUTs, MONOCHROME1, bit depths), breast mask, laterality, ROI."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from dicom_fixtures import disk, synthetic_breast, truncate, write_dicom, write_image_dicom, write_pgm, write_png
+from mammosynth.data.imaging import (
+    breast_mask,
+    ellipse_in_box,
+    extract_roi,
+    flip_to_left,
+    is_binary_mask,
+    laterality_from_image,
+    polygon_mask,
+    read_dicom,
+    read_image,
+    roi_window,
+)
+from mammosynth.errors import DataError
+
+
+def test_monochrome2_16bit_round_trip(tmp_path, rng):
+    stored = rng.integers(0, 65536, size=(20, 16)).astype(np.uint16)
+    path = write_dicom(tmp_path / "a.dcm", stored, laterality="L", view="CC", pixel_spacing=0.07)
+    img, meta = read_dicom(path)
+    assert img.dtype == np.float32 and img.shape == (20, 16)
+    np.testing.assert_allclose(img, stored / 65535.0, atol=1e-6)
+    assert meta["photometric"] == "MONOCHROME2" and meta["bits_stored"] == 16 and meta["voi"] == "none"
+    assert meta["laterality"] == "L" and meta["view"] == "CC" and meta["pixel_spacing_mm"] == pytest.approx(0.07)
+
+
+def test_monochrome1_is_inverted(tmp_path):
+    image = synthetic_breast(40, 32, "L", seed=1)
+    path = write_image_dicom(tmp_path / "m1.dcm", image, photometric="MONOCHROME1", bits_stored=12)
+    img, meta = read_dicom(path)
+    assert meta["photometric"] == "MONOCHROME1"
+    np.testing.assert_allclose(img, image, atol=1.0 / 4095 + 1e-6)  # bright tissue stays bright
+
+
+def test_12_and_8_bit_scale_to_full_range(tmp_path):
+    ramp12 = np.linspace(0, 4095, 64).reshape(8, 8)
+    img12, _ = read_dicom(write_dicom(tmp_path / "b12.dcm", ramp12, bits_stored=12))
+    assert img12.min() == 0.0 and img12.max() == pytest.approx(1.0)
+    ramp8 = np.linspace(0, 255, 64).reshape(8, 8)
+    img8, _ = read_dicom(write_dicom(tmp_path / "b8.dcm", ramp8, bits_stored=8))
+    np.testing.assert_allclose(img8, np.round(ramp8) / 255.0, atol=1e-6)
+
+
+def test_rescale_slope_intercept(tmp_path):
+    stored = np.array([[0, 100], [2000, 4095]], dtype=np.uint16)
+    img, _ = read_dicom(write_dicom(tmp_path / "r.dcm", stored, bits_stored=12, rescale=(2.0, -10.0)))
+    lo, hi = 0 * 2.0 - 10.0, 4095 * 2.0 - 10.0  # the rescaled BitsStored range
+    np.testing.assert_allclose(img, (stored * 2.0 - 10.0 - lo) / (hi - lo), atol=1e-6)
+
+
+def test_voi_window_linear(tmp_path):
+    stored = np.array([[0, 1000, 1500], [2000, 2500, 4095]], dtype=np.uint16)
+    img, meta = read_dicom(write_dicom(tmp_path / "w.dcm", stored, bits_stored=12, window=(2000, 1001)))
+    assert meta["voi"] == "window"
+    # PS3.3 C.11.2.1.2.1: below c - 0.5 - (w - 1)/2 -> 0, above c - 0.5 + (w - 1)/2 -> 1
+    assert img[0, 0] == 0.0 and img[0, 1] == 0.0 and img[1, 2] == 1.0 and img[1, 1] == 1.0
+    assert img[1, 0] == pytest.approx(0.5, abs=1e-3)
+    assert 0.0 < img[0, 2] < 0.5
+    raw, meta_raw = read_dicom(tmp_path / "w.dcm", apply_voi=False)
+    assert meta_raw["voi"] == "none" and raw[1, 2] == pytest.approx(4095 / 4095)
+
+
+def test_bad_dicoms_raise_dataerror_naming_the_file(tmp_path):
+    good = write_image_dicom(tmp_path / "t.dcm", synthetic_breast(64, 48))
+    truncate(good, 0.5)
+    with pytest.raises(DataError, match="t.dcm"):
+        read_dicom(good)
+    junk = tmp_path / "junk.dcm"
+    junk.write_bytes(b"this is not a dicom file at all" * 10)
+    with pytest.raises(DataError, match="junk.dcm"):
+        read_dicom(junk)
+    with pytest.raises(DataError, match="nope.dcm: no such file"):
+        read_dicom(tmp_path / "nope.dcm")
+
+
+def test_read_image_raster_formats(tmp_path):
+    ramp = np.linspace(0, 4000, 96).reshape(8, 12).astype(np.uint16)  # 12-bit values in a 16-bit PNG
+    img = read_image(write_png(tmp_path / "a.png", ramp))
+    np.testing.assert_allclose(img, ramp / 4095.0, atol=1e-6)
+    pgm = read_image(write_pgm(tmp_path / "b.pgm", np.arange(64).reshape(8, 8) * 4))
+    np.testing.assert_allclose(pgm, np.arange(64).reshape(8, 8) * 4 / 255.0, atol=1e-6)
+    from PIL import Image
+
+    Image.fromarray(np.full((5, 6), 128, np.uint8)).save(tmp_path / "c.tif")
+    tif, meta = read_image(tmp_path / "c.tif", with_meta=True)
+    assert tif.shape == (5, 6) and tif[0, 0] == pytest.approx(128 / 255) and meta["rows"] == 5
+    with pytest.raises(DataError, match="unsupported image type"):
+        (tmp_path / "d.jpg2").write_bytes(b"x")
+        read_image(tmp_path / "d.jpg2")
+
+
+def test_breast_mask_otsu_largest_component_holes_filled():
+    img = synthetic_breast(200, 160, "L", seed=2)
+    truth = img > 0.1
+    img = img.copy()
+    img[90:100, 30:40] = 0.0  # a dark hole inside the breast (fat or a marker) must be filled
+    img[5:8, 150:155] = 0.9  # a bright label outside the breast must be dropped
+    m = breast_mask(img)
+    assert m[95, 35] and not m[6, 152]
+    iou = (m & truth).sum() / (m | truth).sum()
+    assert iou > 0.95
+    # the block-mean path for large images agrees with full resolution
+    m_small = breast_mask(img, work_size=64)
+    assert m_small.shape == img.shape and (m_small == m).mean() > 0.97
+    assert not breast_mask(np.zeros((20, 20), np.float32)).any()
+
+
+def test_laterality_and_flip():
+    left = synthetic_breast(80, 60, "L", seed=3)
+    right = synthetic_breast(80, 60, "R", seed=3)
+    assert laterality_from_image(left) == "L" and laterality_from_image(right) == "R"
+    np.testing.assert_array_equal(flip_to_left(right, "R"), left)
+    assert flip_to_left(left, "L") is left
+
+
+def test_extract_roi_centred_square_with_context():
+    img = synthetic_breast(200, 160, "L", seed=4)
+    mask = disk(200, 160, cx=60, cy=100, r=10)  # bbox 21 x 21
+    patch, pmask, bbox = extract_roi(img, mask, context=0.3)
+    side = math.ceil(21 * 1.6)
+    assert bbox == (50, 90, 21, 21)
+    assert patch.shape == (side, side) == pmask.shape and patch.dtype == np.float32
+    assert pmask.sum() == mask.sum()  # the whole lesion is inside
+    ys, xs = np.nonzero(pmask)
+    assert abs(ys.mean() - (side - 1) / 2) <= 1 and abs(xs.mean() - (side - 1) / 2) <= 1
+    x0, y0, s = roi_window(bbox, img.shape, 0.3)
+    np.testing.assert_array_equal(patch, img[y0 : y0 + s, x0 : x0 + s])  # native resolution, no resampling
+
+
+def test_extract_roi_at_border_shifts_then_pads():
+    img = synthetic_breast(100, 80, "L", seed=5)
+    edge = disk(100, 80, cx=2, cy=50, r=6)  # lesion touching x = 0
+    patch, pmask, _ = extract_roi(img, edge)
+    x0, y0, s = roi_window((0, 44, 9, 13), img.shape, 0.3)
+    assert x0 == 0  # shifted inside rather than padded
+    np.testing.assert_array_equal(patch, img[y0 : y0 + s, 0:s])
+    small = synthetic_breast(20, 20, "L", seed=6)
+    big = disk(20, 20, 10, 10, 9)
+    patch, pmask, _ = extract_roi(small, big)
+    side = math.ceil(19 * 1.6)
+    assert patch.shape == (side, side) and pmask.sum() == big.sum()
+    assert not pmask[0].any() and not pmask[:, 0].any()  # padding is never lesion
+    with pytest.raises(DataError, match="empty"):
+        extract_roi(img, np.zeros_like(edge))
+    with pytest.raises(DataError, match="differs"):
+        extract_roi(img, edge[:50])
+
+
+def test_masks_from_shapes_and_binary_detection():
+    e = ellipse_in_box((100, 100), (20, 30, 60, 50))  # 40 x 20 box
+    assert abs(e.sum() - math.pi * 20 * 10) / (math.pi * 200) < 0.08
+    ys, xs = np.nonzero(e)
+    assert xs.min() >= 20 and xs.max() <= 60 and ys.min() >= 30 and ys.max() <= 50
+    sq = polygon_mask((50, 50), np.array([[10, 10], [30, 10], [30, 20], [10, 20]]))
+    assert sq[15, 20] and not sq[25, 20] and 180 <= sq.sum() <= 231
+    assert is_binary_mask(np.where(sq, 255, 0)) and is_binary_mask(np.zeros((4, 4)))
+    assert not is_binary_mask(synthetic_breast(30, 30))
