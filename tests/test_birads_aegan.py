@@ -1,0 +1,226 @@
+"""birads-aegan (seed 000): network shapes, losses eq. 3-5, masked auxiliary labels,
+visual-feature generation and traceable manifests."""
+
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+import pytest
+import torch
+
+from mammosynth.data.birads import MARGINS, SHAPES, Label
+from mammosynth.data.records import LesionRecord
+from mammosynth.data.store import StoreWriter
+from mammosynth.errors import ConfigError, DataError
+from mammosynth.models.birads_aegan import (AuxDiscriminator, BiradsAEGAN, BiradsAEGANConfig, Decoder, Encoder,
+                                            LabelEmbedding, aegan_losses)
+from mammosynth.synth.writer import Lesion, SyntheticSetWriter, read_manifest
+from mammosynth.train.method import StepContext
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One intra-op thread: the 1-thread budget, and no spin-waiting on a shared machine."""
+    prev = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(prev)
+
+
+class EagerContext(StepContext):
+    """The StepContext contract without the trainer: eager fp32 on CPU."""
+
+    def __init__(self, method, opts):
+        self.nets, self.opts, self.device, self.step, self.world_size, self.rank = method.nets, opts, torch.device("cpu"), 0, 1, 0
+        self._gen = torch.Generator().manual_seed(0)
+
+    def autocast(self):
+        return contextlib.nullcontext()
+
+    def backward_step(self, loss, optimizer, retain_graph=False):
+        opt = self.opts[optimizer]
+        opt.zero_grad(set_to_none=True)
+        loss.backward(retain_graph=retain_graph)
+        opt.step()
+
+    def generator(self):
+        return self._gen
+
+
+def tiny_store(path, n=24, size=32, seed=0):
+    """Bright ellipses on noise; round/oval shapes get circumscribed margins, irregular spiculated."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size] / size - 0.5
+    with StoreWriter(path, patch_size=size, normal_size=(64, 48), split_seed=seed) as w:
+        for i in range(n):
+            kind = i % 3
+            ry, rx = (0.2, 0.2) if kind == 0 else ((0.15, 0.28) if kind == 1 else (0.25, 0.12))
+            mask = (yy / ry) ** 2 + (xx / rx) ** 2 <= 1
+            patch = (0.2 + 0.1 * rng.random((size, size)) + 0.6 * mask).astype(np.float32)
+            shape = ("ROUND", "OVAL", "IRREGULAR")[kind]
+            margin = ("CIRCUMSCRIBED", "CIRCUMSCRIBED", "SPICULATED")[kind]
+            w.add_lesion(LesionRecord(
+                source="test", source_id=f"L{i:03d}", patient_id=f"P{i}", patch=patch, mask=mask,
+                shape=Label(shape, shape.lower(), "exact"), margin=Label(margin, margin.lower(), "exact"),
+                pathology=Label("BENIGN", "benign", "exact"), split_hint="train" if i < n - 6 else "test"))
+    return path
+
+
+def small_cfg(**kw):
+    base = dict(patch_size=32, base_channels=8, max_channels=32, feature_dim=32, embed_hidden=16, batch_size=8)
+    base.update(kw)
+    return BiradsAEGANConfig(**base)
+
+
+@pytest.mark.parametrize("size", [64, 128])
+def test_network_shapes(size):
+    B = 2
+    enc = Encoder(size, 3, 1024, base=8, cap=32)
+    dec = Decoder(size, 1024, base=8, cap=32)
+    d1 = AuxDiscriminator(size, len(MARGINS), base=8, cap=32, fc_hidden=64)
+    e1 = LabelEmbedding(len(MARGINS), size)
+    assert sum(isinstance(m, torch.nn.Conv2d) for m in enc.modules()) == 7
+    assert sum(isinstance(m, torch.nn.ConvTranspose2d) for m in dec.modules()) == 7
+    assert sum(isinstance(m, torch.nn.Conv2d) for m in d1.modules()) == 10
+    assert sum(isinstance(m, torch.nn.Linear) for m in d1.modules()) == 4  # FC1, FC2, and FC3 split in two heads
+    assert [m.out_features for m in e1.modules() if isinstance(m, torch.nn.Linear)] == [256, size * size]
+    emb = e1(torch.tensor([0, -1]))
+    assert emb.shape == (B, 1, size, size)
+    feat = enc(torch.cat([torch.randn(B, 1, size, size), emb, emb], 1))
+    assert feat.shape == (B, 1024)
+    img = dec(feat)
+    assert img.shape == (B, 1, size, size) and img.abs().max() <= 1
+    rf, cls = d1(img)
+    assert rf.shape == (B,) and cls.shape == (B, len(MARGINS))
+
+
+def test_default_networks_at_64_follow_the_paper():
+    m = BiradsAEGAN(BiradsAEGANConfig(), {"patch_size": 64})
+    assert m.nets["encoder"].feature_dim == 1024 and m.patch_size == 64
+    assert m.cfg.lambda_margin_d == m.cfg.lambda_shape_d == m.cfg.lambda_aux_g == 10 and m.cfg.lambda_rec == 300
+    opt = m.build_optimizers()
+    assert opt["G"].defaults["lr"] == 2e-4 and opt["G"].defaults["betas"] == (0.9, 0.999)
+    with pytest.raises(ConfigError):
+        BiradsAEGANConfig(patch_size=48).validate()
+
+
+def test_gradients_reach_both_embeddings():
+    m = BiradsAEGAN(small_cfg())
+    x = torch.rand(4, 1, 32, 32) * 2 - 1
+    s, mg = torch.tensor([0, 1, 3, -1]), torch.tensor([0, 4, 2, 1])
+    fake = m.nets["decoder"](m.encode_with(m.nets, x, s, mg))
+    terms = aegan_losses(m.nets, x, s, mg, m.cfg, "G", fake=fake)
+    terms["loss_g"].backward()
+    for name in ("embed_margin", "embed_shape", "encoder", "decoder"):
+        grads = [p.grad for p in m.nets[name].parameters()]
+        assert all(g is not None for g in grads) and sum(float(g.abs().sum()) for g in grads) > 0, name
+
+
+def test_missing_labels_are_masked_out_of_auxiliary_losses():
+    m = BiradsAEGAN(small_cfg())
+    x = torch.rand(3, 1, 32, 32) * 2 - 1
+    unknown = torch.full((3,), -1)
+    fake = m.nets["decoder"](m.encode_with(m.nets, x, unknown, unknown)).detach()
+    d = aegan_losses(m.nets, x, unknown, unknown, m.cfg, "D", fake=fake)
+    assert d["aux_margin_d"].item() == 0 and d["aux_shape_d"].item() == 0
+    d["loss_d"].backward()
+    assert float(m.nets["disc_margin"].classifier.weight.grad.abs().sum()) == 0  # no guessed label trains the head
+    assert float(m.nets["disc_margin"].real_fake.weight.grad.abs().sum()) > 0
+    # one known label: the aux term equals plain CE on that sample alone
+    m.nets.zero_grad()
+    margin = torch.tensor([-1, 3, -1])
+    d2 = aegan_losses(m.nets, x, unknown, margin, m.cfg, "D", fake=fake)
+    _, logits_real = m.nets["disc_margin"](x)
+    _, logits_fake = m.nets["disc_margin"](fake)
+    ce = torch.nn.functional.cross_entropy
+    want = ce(logits_real[1:2], margin[1:2]) + ce(logits_fake[1:2], margin[1:2])
+    assert torch.allclose(d2["aux_margin_d"], want, atol=1e-5)
+
+
+def test_training_steps_lower_reconstruction_loss(tmp_path):
+    torch.manual_seed(0)
+    store = tiny_store(tmp_path / "s.h5", n=16)
+    m = BiradsAEGAN(small_cfg(), {"patch_size": 32, "store_path": str(store)})
+    ds = m.make_dataset(str(store), "train")
+    batch = torch.utils.data.default_collate([ds[i] for i in range(8)])
+    ctx = EagerContext(m, m.build_optimizers())
+    recs = []
+    for step in range(25):
+        ctx.step = step
+        out = m.train_step(batch, ctx)
+        recs.append(float(out["rec_l1"]))
+        assert all(np.isfinite(float(v)) for v in out.values())
+    assert np.mean(recs[-5:]) < 0.6 * np.mean(recs[:3])
+
+
+@pytest.fixture
+def trained_method(tmp_path):
+    store = tiny_store(tmp_path / "s.h5")
+    m = BiradsAEGAN(small_cfg(), {"patch_size": 32, "store_path": str(store)})
+    ds = m.make_dataset(str(store), "train")
+    batch = torch.utils.data.default_collate([ds[i] for i in range(8)])
+    ctx = EagerContext(m, m.build_optimizers())
+    for _ in range(3):
+        m.train_step(batch, ctx)
+    m.on_load()
+    return m, store
+
+
+def test_interpolation_endpoints_are_the_reconstructions(trained_method, tmp_path):
+    m, store = trained_method
+    samples = list(m.interpolate(sources=["L000", "L002"], mode="pair", steps=8, strip=str(tmp_path / "strip.png")))
+    assert len(samples) == 10 and (tmp_path / "strip.png").exists()
+    bank = m._seed_bank(None, None)
+    rows = [bank.row_of("L000"), bank.row_of("L002")]
+    recon = (m.decode(m.encode(bank.images[rows], bank.shape[rows], bank.margin[rows]))[:, 0].numpy() + 1) / 2
+    assert np.allclose(samples[0].image, recon[0], atol=1e-5) and np.allclose(samples[-1].image, recon[1], atol=1e-5)
+    assert samples[0].weights == [1.0, 0.0] and samples[-1].weights == [0.0, 1.0]
+    assert all(s.source_ids == ["L000", "L002"] for s in samples)
+    assert samples[0].shape is None and samples[0].extra["source_shapes"] == ["round", "irregular"]
+    # endpoint masks are the sources' masks
+    assert (samples[0].mask == bank.masks[rows[0]]).all()
+    # spherical and extrapolated variants, triangle and loop
+    assert len(list(m.interpolate(sources=[0, 2], steps=8, spherical=True, extrapolate=0.2))) == 12
+    tri = list(m.interpolate(sources=["L000", "L001", "L003"], mode="triangle"))
+    assert len(tri) == 15 and all(abs(sum(s.weights) - 1) < 1e-9 for s in tri)
+    assert tri[0].shape is None and len(list(m.interpolate(sources=["L000", "L001", "L003"], mode="loop", steps=2))) == 9
+    # same-category sources carry their labels; an override steers every source
+    same = list(m.interpolate(sources=["L000", "L003"]))
+    assert same[0].shape == "round" and same[0].margin == "circumscribed"
+    steered = list(m.interpolate(sources=["L000", "L002"], shape="oval", margin="obscured"))
+    assert steered[4].shape == "oval" and steered[4].margin == "obscured"
+    with pytest.raises(ConfigError):
+        list(m.interpolate(sources=["L000"], mode="pair"))
+    with pytest.raises(ConfigError):
+        list(m.interpolate(sources=["L000", "L001", "L002"], mode="triangle", extrapolate=0.1))
+    with pytest.raises(DataError):
+        list(m.interpolate(sources=["L000", "nope"]))
+
+
+def test_category_generation_is_traceable_in_the_manifest(trained_method, tmp_path):
+    m, store = trained_method
+    samples = list(m.generate(5, seed=3, shape="irregular", margin="spiculated", batch_size=2))
+    bank = m._seed_bank(None, "train")
+    members = {bank.source_ids[i] for i in range(len(bank.source_ids))
+               if SHAPES[int(bank.shape[i])] == "irregular" and MARGINS[int(bank.margin[i])] == "spiculated"}
+    with SyntheticSetWriter(tmp_path / "out", method="birads-aegan") as w:
+        for s in samples:
+            assert s.shape == "irregular" and s.margin == "spiculated" and s.image.shape == (32, 32)
+            assert set(s.source_ids) <= members and len(s.source_ids) == min(20, len(members))
+            w.add(s.image, [Lesion(mask=s.mask, shape=s.shape, margin=s.margin)], seed=s.seed,
+                  source_ids=s.source_ids, weights=s.weights, extra=s.extra)
+    rows = read_manifest(tmp_path / "out")
+    assert len(rows) == 5
+    for row, s in zip(rows, samples):
+        weights = [float(v) for v in row["weights"].split(";")]
+        assert abs(sum(weights) - 1) < 1e-6 and np.allclose(np.array(weights) / 0.05, np.round(np.array(weights) / 0.05))
+        assert row["source_ids"].split(";") == s.source_ids
+        assert row["shape"] == "irregular" and row["margin"] == "spiculated"
+    # deterministic for a seed; a category absent from the seeds is a clear error
+    again = list(m.generate(5, seed=3, shape="irregular", margin="spiculated"))
+    assert all(np.allclose(a.image, b.image, atol=1e-5) and a.weights == b.weights for a, b in zip(samples, again))
+    with pytest.raises(DataError, match="no seed lesions"):
+        list(m.generate(1, seed=0, shape="lobulated"))
+    free = list(m.generate(4, seed=1))
+    assert all(s.shape in SHAPES and s.margin in MARGINS for s in free)
