@@ -46,6 +46,7 @@ def write_dicom(
     view: str | None = None,
     patient_id: str = "P0",
     pixel_spacing: float | None = 0.1,
+    voi_lut: np.ndarray | None = None,
 ) -> Path:
     """Write an integer (H, W) array as a Digital Mammography DICOM file (explicit VR LE)."""
     from pydicom.dataset import Dataset, FileMetaDataset
@@ -77,6 +78,11 @@ def write_dicom(
         ds.RescaleSlope, ds.RescaleIntercept = f"{rescale[0]:g}", f"{rescale[1]:g}"
     if window is not None:
         ds.WindowCenter, ds.WindowWidth = f"{window[0]:g}", f"{window[1]:g}"
+    if voi_lut is not None:  # a VOI LUT Sequence item: descriptor (entries, first value, bits)
+        item = Dataset()
+        item.LUTDescriptor = [len(voi_lut), 0, 16]
+        item.add_new(0x00283006, "US", [int(v) for v in voi_lut])  # LUT Data, 16-bit entries
+        ds.VOILUTSequence = [item]
     if laterality:
         ds.ImageLaterality = laterality
     if view:

@@ -69,6 +69,14 @@ def test_voi_window_linear(tmp_path):
     assert meta_raw["voi"] == "none" and raw[1, 2] == pytest.approx(4095 / 4095)
 
 
+def test_voi_lut_sequence(tmp_path):
+    stored = np.array([[0, 1], [2, 3]], dtype=np.uint16)
+    lut = np.array([65535, 40000, 1000, 0])  # an inverting display LUT, 16-bit output
+    img, meta = read_dicom(write_dicom(tmp_path / "lut.dcm", stored, bits_stored=12, voi_lut=lut))
+    assert meta["voi"] == "lut"
+    np.testing.assert_allclose(img, lut[stored] / 65535.0, atol=1e-6)
+
+
 def test_bad_dicoms_raise_dataerror_naming_the_file(tmp_path):
     good = write_image_dicom(tmp_path / "t.dcm", synthetic_breast(64, 48))
     truncate(good, 0.5)

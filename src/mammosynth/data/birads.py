@@ -1,7 +1,7 @@
 """The BI-RADS mass vocabulary and the explicit mapping from each source's labels to it.
 
 Every mapped label keeps the raw value beside it (:class:`Label`), so nothing is silently
-lost. The policy, documented in ``docs/labels.md``:
+lost. The policy, documented in ``docs/data.md`` (label mapping table):
 
 * an exact term (``OVAL``, ``SPICULATED``) maps to itself; ``status="exact"``;
 * a combined CBIS-DDSM value (``LOBULATED-IRREGULAR``, ``CIRCUMSCRIBED-ILL_DEFINED``) maps to

@@ -119,10 +119,13 @@ def read_dicom(path: str | os.PathLike, apply_voi: bool = True) -> tuple[np.ndar
     if apply_voi and "VOILUTSequence" in ds:
         item = ds.VOILUTSequence[0]
         bits = int(item.LUTDescriptor[2])
-        arr = apply_voi_lut(arr, ds, prefer_lut=True).astype(np.float32)
+        # LUT entries are indexed by integer modality values
+        arr = apply_voi_lut(np.rint(arr).astype(np.int32), ds, prefer_lut=True).astype(np.float32)
         lo, hi = 0.0, float(2 ** min(max(bits, 8), 16) - 1)
         voi = "lut"
     elif apply_voi and "WindowCenter" in ds and "WindowWidth" in ds:
+        # Own float32 windowing: pydicom's apply_windowing works in float64 with boolean masks,
+        # ~4x the memory and time on a 3328 x 4084 mammogram; the formulas are the same.
         center, width = _first(ds.WindowCenter), _first(ds.WindowWidth)
         function = str(ds.get("VOILUTFunction", "LINEAR") or "LINEAR").strip().upper()
         arr = _window(arr, center, width, function)
