@@ -101,6 +101,8 @@ def iter_label_rows(paths: Iterable[str | os.PathLike]) -> Iterator[dict]:
     """Labels per ROI from XML files (or folders of them); INbreast has no pathology column."""
     for path in paths:
         p = Path(path)
+        if not p.exists():
+            raise DataError(f"{p}: no such INbreast XML file or folder")
         xmls = sorted(q for q in p.rglob("*.xml")) if p.is_dir() else ([p] if p.suffix.lower() == ".xml" else [])
         for xml in xmls:
             for roi in read_rois(xml):
@@ -165,8 +167,11 @@ def _image_records(dcm: Path, xmls: dict[str, Path], extra_info: dict, include_n
             others.append(roi["name"])
             yield SkipRecord(NAME, sid, str(xml), f"ROI {roi['name']!r} is not a mass finding")
     had_mass_roi = any(map_inbreast_name(r["name"]).kind in LESION_KINDS for r in rois)
-    if not lesions and (not include_normals or had_mass_roi):
-        return  # nothing to yield; an image whose mass ROIs were unusable is not a normal either
+    if not lesions and had_mass_roi:
+        return  # its mass ROIs were skipped above; such an image is not a normal either
+    if not lesions and not include_normals:
+        yield SkipRecord(NAME, fid, str(dcm), "normal image (normals not requested)")
+        return
     try:
         image, meta = read_dicom(dcm)
     except DataError as err:

@@ -121,6 +121,8 @@ def _image_records(refnum: str, rows: list[dict[str, Any]], path: Path | None, i
         elif f.kind == "normal":
             if include_normals:
                 wanted.append((sid, row, f))
+            else:
+                yield SkipRecord(NAME, sid, where, "normal image (normals not requested)")
         elif f.kind == "calcification" and not include_calcifications:
             yield SkipRecord(NAME, sid, where, "calcification (not a mass)")
         elif row["x"] is None or row["y"] is None or row["radius"] is None:

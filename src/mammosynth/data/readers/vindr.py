@@ -119,8 +119,11 @@ def _image_records(root: Path, study: str, image_id: str, rows: list[dict[str, s
             yield SkipRecord(NAME, sid, image_id, f"no usable bounding box for {raw}")
         else:
             wanted.append((sid, row, f))
-    if not wanted and not (is_normal and include_normals):
+    if is_normal and not include_normals:
+        yield SkipRecord(NAME, image_id, image_id, "normal image (normals not requested)")
         return
+    if not wanted and not is_normal:
+        return  # every finding of this image was skipped above
     path = _image_path(root, study, image_id)
     if path is None:
         for sid in [w[0] for w in wanted] or [image_id]:
