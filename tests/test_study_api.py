@@ -202,3 +202,40 @@ def test_cli_help_and_analyze_json(study, tmp_path):
     res = runner.invoke(app, ["study", "analyze", str(path), "--out", str(tmp_path / "rep"), "--json"])
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["n_answers"] == 0
+
+
+def test_simulated_readers_through_cli_are_flagged_and_recover_d_prime(tmp_path):
+    from typer.testing import CliRunner
+
+    from mammosynth.cli import app
+    from mammosynth.errors import DataError
+    from mammosynth.study.create import create_study
+    from mammosynth.study.simulate import simulate_readers
+    from test_study_create import make_sets
+
+    store, synth = make_sets(tmp_path, n_real=20, n_synth=20)
+    study = create_study(store, synth, tmp_path / "study", readers=2, n_per_class=20, retest=4, seed=2,
+                         realism_score=True).path
+    runner = CliRunner()
+    res = runner.invoke(app, ["study", "simulate", str(study), "--d-prime", "2.0", "--seed", "1"])
+    assert res.exit_code == 0, res.output
+    with pytest.raises(DataError, match="already has answers"):
+        simulate_readers(study)
+    res = runner.invoke(app, ["study", "analyze", str(study), "--out", str(tmp_path / "rep"), "--json"])
+    metrics = json.loads(res.stdout)
+    assert metrics["n_answers"] == 2 * 44 and metrics["study"]["simulated"] == {"d_prime": 2.0, "seed": 1}
+    pooled = metrics["pooled"]
+    # 80 first showings of 40 images by readers with true d' = 2 (AUC = Phi(2 / sqrt 2) = 0.92);
+    # with 300 images the same simulation gives d' 1.92, AUC 0.907, so only sampling noise is allowed for
+    assert 1.2 < pooled["d_prime"] < 3.2 and 0.8 < pooled["auc"] < 0.995
+    lo, hi = pooled["auc_ci95_delong"]
+    assert lo < pooled["auc"] < hi and hi - lo < 0.2
+    # test-retest: recompute matches / pairs of the binary call from answers.csv by hand
+    with open(tmp_path / "rep" / "answers.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    first = {(r["reader"], r["item_id"]): r["call"] for r in rows if r["is_retest"] == "0"}
+    pairs = [(first[(r["reader"], r["item_id"])], r["call"]) for r in rows if r["is_retest"] == "1"]
+    assert len(pairs) == pooled["retest"]["n_pairs"] == 8
+    assert pooled["retest"]["sokal_michener"] == sum(a == b for a, b in pairs) / 8
+    assert pooled["realism"]["real"]["mean"] > pooled["realism"]["synthetic"]["mean"]
+    assert "SIMULATED READERS" in (tmp_path / "rep" / "report.html").read_text()

@@ -8,10 +8,11 @@ from typing import Optional
 
 import typer
 
-HELP = """Reader study: radiologists judge real vs synthetic images (seeds 002, 003, 004).
-
-Workflow: `study create` (sample + invitation links) -> send each reader their link ->
-`study serve` -> `study analyze`. See docs/study.md."""
+HELP = (
+    "Reader study: radiologists judge real vs synthetic images (seeds 002, 003, 004). "
+    "Workflow: `study create` (sample + invitation links), send each reader their link, "
+    "`study serve`, then `study analyze`. See docs/study.md."
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -81,6 +82,18 @@ def register(app: typer.Typer) -> None:
                        f"{m['accuracy'] if m['accuracy'] is None else round(m['accuracy'], 3)}, AUC "
                        f"{auc if auc is None else round(auc, 3)}, d' {m['d_prime'] if m['d_prime'] is None else round(m['d_prime'], 3)}")
         typer.echo(f"report: {out / 'report.html'}")
+
+    @study.command("simulate")
+    def simulate(
+        study_dir: Path = typer.Argument(..., help="A fresh study folder (no answers yet)."),
+        d_prime: float = typer.Option(1.0, "--d-prime", help="How well the simulated readers tell real from synthetic (0 = chance)."),
+        seed: int = typer.Option(0, "--seed", help="Seed of the simulated answers."),
+    ) -> None:
+        """Fill a fresh study with simulated readers, for demos and pipeline checks only (the report says so)."""
+        from mammosynth.study.simulate import simulate_readers
+
+        n = simulate_readers(study_dir, d_prime=d_prime, seed=seed)
+        typer.echo(f"{n} simulated answers saved in {study_dir} (marked as simulated)", err=True)
 
     @study.command("status")
     def status(study_dir: Path = typer.Argument(..., help="Study folder made by `study create`.")) -> None:

@@ -133,8 +133,10 @@ def create_app(study_dir: str | Path) -> FastAPI:
     @app.middleware("http")
     async def guard(request: Request, call_next):
         length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
-            response: Response = JSONResponse({"detail": "request body too large"}, status_code=413)
+        if request.method == "POST" and length is None:  # no unbounded (chunked) bodies
+            response: Response = JSONResponse({"detail": "Content-Length required"}, status_code=411)
+        elif length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
+            response = JSONResponse({"detail": "request body too large"}, status_code=413)
         else:
             response = await call_next(request)
         for k, v in SECURITY_HEADERS.items():
