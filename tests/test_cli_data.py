@@ -140,7 +140,7 @@ def test_help_explains_options(capsys):
         for opt in options:
             assert opt in out, (cmd, opt)
     rc, out, _ = _run(capsys, "data", "ingest", "--help")
-    assert "pixels" in out and "default 64" in out and "cbis-ddsm" in out
+    assert "pixels" in out and "[default: 64]" in out and "cbis-ddsm" in out
 
 
 def test_bad_source_and_size_are_one_line_errors(tmp_path, capsys):
@@ -158,3 +158,42 @@ def test_phantom_command(tmp_path, capsys):
     assert rc == 0
     info = json.loads(stdout)
     assert info["n_lesions"] == 3 and info["n_normals"] == 1 and info["normal_size"] == [128, 104]
+
+
+def test_sigkilled_ingest_leaves_no_file_under_the_final_name(tmp_path):
+    """SIGKILL (no cleanup runs) in the middle of an ingest: the final name never appears."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+    import time
+
+    F.write_folder_fixture(tmp_path / "f")
+    out = tmp_path / "killed.h5"
+    script = textwrap.dedent(f"""
+        import sys, time
+        from mammosynth.data import ingest
+        from mammosynth.data.readers import folder
+        real = folder.iter_records
+        def slow(*a, **k):
+            for i, rec in enumerate(real(*a, **k)):
+                yield rec
+                if i == 0:
+                    print("started", flush=True)
+                    time.sleep(60)  # killed here, with one record already in the store
+        folder.iter_records = slow
+        ingest.ingest("folder", {str(tmp_path / "f")!r}, [], {str(out)!r}, progress=False)
+    """)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert proc.stdout.readline().strip() == "started"
+        time.sleep(0.2)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == -signal.SIGKILL
+    assert not out.exists() and not (tmp_path / "killed.skips.csv").exists()

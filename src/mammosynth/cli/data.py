@@ -86,11 +86,11 @@ def _info_tables(info: dict[str, Any]) -> None:
 @data_app.command("phantom")
 def phantom_cmd(
     out: Path = typer.Option(..., "--out", help="Dataset file to write (.h5). Written atomically."),
-    lesions: int = typer.Option(400, "--lesions", min=0, help="Number of lesion patches to draw (default 400)."),
-    normals: int = typer.Option(24, "--normals", min=0, help="Number of normal full mammograms to draw (default 24)."),
-    size: int = typer.Option(64, "--size", help="Lesion patch side in pixels (64, 128 or 256; default 64)."),
-    seed: int = typer.Option(0, "--seed", help="Random seed; the same seed gives the same file (default 0)."),
-    normal_size: str = typer.Option("1024x832", "--normal-size", help="Normal mammogram canvas HxW in pixels (default 1024x832)."),
+    lesions: int = typer.Option(400, "--lesions", min=0, help="Number of lesion patches to draw."),
+    normals: int = typer.Option(24, "--normals", min=0, help="Number of normal full mammograms to draw."),
+    size: int = typer.Option(64, "--size", help="Lesion patch side in pixels (64, 128 or 256)."),
+    seed: int = typer.Option(0, "--seed", help="Random seed; the same seed gives the same file."),
+    normal_size: str = typer.Option("1024x832", "--normal-size", help="Normal mammogram canvas HxW in pixels."),
     as_json: bool = typer.Option(False, "--json", help="Print the dataset summary as one JSON object on stdout."),
 ) -> None:
     """Draw a procedural phantom dataset (breasts with BI-RADS-labelled masses) into FILE.h5."""
@@ -122,12 +122,12 @@ def ingest_cmd(
     root: Path = typer.Option(..., "--root", help="Folder holding the dataset's images (paths in the CSVs are relative to it)."),
     csv: Optional[list[Path]] = typer.Option(None, "--csv", help="Metadata file(s); repeat for several. CBIS-DDSM: the description CSVs; mias: Info.txt; vindr: finding_annotations.csv; folder: labels.csv; inbreast: INbreast.csv (optional). Default: looked up in --root."),
     out: Path = typer.Option(..., "--out", help="Dataset file to write (.h5); the skip report goes beside it as <name>.skips.csv."),
-    size: int = typer.Option(64, "--size", help="Lesion patch side in the store, pixels (64, 128 or 256; default 64)."),
-    normal_size: str = typer.Option("1024x832", "--normal-size", help="Canvas for normal mammograms, HxW pixels (default 1024x832)."),
-    normals: bool = typer.Option(True, "--normals/--no-normals", help="Also store lesion-free mammograms (default: yes)."),
+    size: int = typer.Option(64, "--size", help="Lesion patch side in the store, pixels (64, 128 or 256)."),
+    normal_size: str = typer.Option("1024x832", "--normal-size", help="Canvas for normal mammograms, HxW pixels."),
+    normals: bool = typer.Option(True, "--normals/--no-normals", help="Also store lesion-free mammograms."),
     calcifications: bool = typer.Option(False, "--calcifications", help="Keep calcification findings as non-mass lesions (default: skip them)."),
-    context: float = typer.Option(0.3, "--context", min=0.0, help="Context around a lesion, as a fraction of its larger side on each side (default 0.3)."),
-    split_seed: int = typer.Option(0, "--split-seed", help="Seed for the patient-level train/val/test split of patients without an official split (default 0)."),
+    context: float = typer.Option(0.3, "--context", min=0.0, help="Context around a lesion, as a fraction of its larger side on each side."),
+    split_seed: int = typer.Option(0, "--split-seed", help="Seed for the patient-level train/val/test split of patients without an official split."),
     as_json: bool = typer.Option(False, "--json", help="Print the ingest summary as one JSON object on stdout."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
@@ -215,10 +215,10 @@ def info_cmd(
 def preview_cmd(
     file: Path = typer.Argument(..., help="Dataset file (.h5)."),
     out: Path = typer.Option(..., "--out", help="PNG file to write (atomically)."),
-    lesions: int = typer.Option(32, "--lesions", min=0, help="Lesion patches to show, drawn at random (default 32)."),
-    normals: int = typer.Option(4, "--normals", min=0, help="Normal mammograms to show in the last row (default 4)."),
-    columns: int = typer.Option(8, "--columns", min=1, help="Patches per row (default 8)."),
-    seed: int = typer.Option(0, "--seed", help="Seed for choosing the patches (default 0)."),
+    lesions: int = typer.Option(32, "--lesions", min=0, help="Lesion patches to show, drawn at random."),
+    normals: int = typer.Option(4, "--normals", min=0, help="Normal mammograms to show in the last row."),
+    columns: int = typer.Option(8, "--columns", min=1, help="Patches per row."),
+    seed: int = typer.Option(0, "--seed", help="Seed for choosing the patches."),
 ) -> None:
     """Write a contact sheet: lesion patches with mask contours and shape/margin captions,
     and a row of normal mammograms with their breast outline."""
