@@ -28,6 +28,11 @@ _DICOM_SUFFIXES = (".dcm", ".dicom")
 # --------------------------------------------------------------------------------------
 # DICOM
 # --------------------------------------------------------------------------------------
+def _one_line(err: BaseException) -> str:
+    """``Type: message`` on one line (pydicom's plugin errors span several lines)."""
+    return f"{type(err).__name__}: " + " ".join(str(err).split())
+
+
 def _first(value: Any) -> float:
     """First value of a possibly multi-valued DICOM element, as float."""
     try:
@@ -84,7 +89,7 @@ def read_dicom(path: str | os.PathLike, apply_voi: bool = True) -> tuple[np.ndar
     try:
         ds = pydicom.dcmread(p)
     except Exception as err:  # InvalidDicomError, EOFError, struct errors on truncation
-        raise DataError(f"{p}: not a readable DICOM file ({type(err).__name__}: {err})") from err
+        raise DataError(f"{p}: not a readable DICOM file ({_one_line(err)})") from err
     if "PixelData" not in ds:
         raise DataError(f"{p}: DICOM file has no pixel data")
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
@@ -96,7 +101,7 @@ def read_dicom(path: str | os.PathLike, apply_voi: bool = True) -> tuple[np.ndar
         hint = ""
         if "plugin" in str(err).lower() or "handler" in str(err).lower():
             hint = " (a compressed transfer syntax: install pylibjpeg and pylibjpeg-openjpeg)"
-        raise DataError(f"{p}: cannot decode pixel data ({type(err).__name__}: {err}){hint}") from err
+        raise DataError(f"{p}: cannot decode pixel data ({_one_line(err)}){hint}") from err
     if raw.ndim != 2:
         raise DataError(f"{p}: expected one 2-D frame, got pixel array of shape {raw.shape}")
 
@@ -156,17 +161,6 @@ def read_dicom(path: str | os.PathLike, apply_voi: bool = True) -> tuple[np.ndar
     return arr.astype(np.float32, copy=False), meta
 
 
-def dicom_shape(path: str | os.PathLike) -> tuple[int, int]:
-    """(rows, columns) from the DICOM header alone (no pixel decoding); DataError if unreadable."""
-    import pydicom
-
-    try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True)
-        return int(ds.Rows), int(ds.Columns)
-    except Exception as err:
-        raise DataError(f"{path}: not a readable DICOM file ({type(err).__name__}: {err})") from err
-
-
 # --------------------------------------------------------------------------------------
 # Other image files
 # --------------------------------------------------------------------------------------
@@ -200,9 +194,9 @@ def _read_raster(p: Path) -> np.ndarray:
 
                 arr = np.asarray(tifffile.imread(p))
             except Exception as err2:
-                raise DataError(f"{p}: cannot read image ({type(err2).__name__}: {err2})") from err2
+                raise DataError(f"{p}: cannot read image ({_one_line(err2)})") from err2
         else:
-            raise DataError(f"{p}: cannot read image ({type(err).__name__}: {err})") from err
+            raise DataError(f"{p}: cannot read image ({_one_line(err)})") from err
     if arr.ndim == 3:
         arr = arr[..., :3].mean(axis=-1) if arr.shape[-1] in (3, 4) else arr[0]
     if arr.ndim != 2:
