@@ -46,7 +46,7 @@ DENSITY_FRACTION: dict[str, float] = {"A": 0.10, "B": 0.30, "C": 0.55, "D": 0.80
 TEXTURE_BETA = 3.0
 
 #: Display levels (processed image, [0, 1]) of the tissue classes.
-FAT_LEVEL = 0.20
+FAT_LEVEL = 0.17
 GLAND_LEVEL = 0.60
 PECTORAL_LEVEL = 0.56
 
@@ -486,7 +486,7 @@ def render_breast(seed: int, shape: tuple[int, int] = (1024, 832), view: str = "
         tissue += geo.pectoral * (muscle - tissue)
     # Fine texture at full resolution (structures below ~8 mm), where the coarse fields stop.
     fine = power_law_noise(r_fine, (H, W), TEXTURE_BETA, f_min=spacing / 8.0)
-    tissue += 0.05 * fine * (0.5 + gland) + 0.07 * np.minimum(thin, 1.3) * (1.0 - 0.4 * gland)
+    tissue += 0.08 * fine * (0.5 + gland) + 0.09 * np.minimum(thin, 1.3) * (1.0 - 0.4 * gland)
 
     # Thickness falloff over the last ~3 mm (semicircular edge of the compressed breast),
     # then the skin line as peripheral equalisation shows it.
@@ -498,7 +498,7 @@ def render_breast(seed: int, shape: tuple[int, int] = (1024, 832), view: str = "
     img = thickness * (tissue + skin * (1.0 - 0.5 * gland))
 
     # Quantum noise, then the detector's slight blur.
-    img = img + r_q.standard_normal((H, W), dtype=np.float32) * np.float32(0.008 * min(1.0, 0.2 / spacing) ** 0.5)
+    img = img + r_q.standard_normal((H, W), dtype=np.float32) * np.float32(0.012 * min(1.0, 0.2 / spacing) ** 0.5)
     if spacing < 0.15:
         img = ndi.gaussian_filter(img, 0.06 / spacing)
     img = np.where(mask, np.clip(img, 0.0, 1.0), 0.0).astype(np.float32)

@@ -43,13 +43,11 @@ def malignancy_probability(shape: str, margin: str) -> float:
     return float(np.clip(_P_MALIGNANT_MARGIN[margin] + _P_MALIGNANT_SHAPE[shape], 0.03, 0.97))
 
 
-def _combos(rng: np.random.Generator, n: int) -> list[tuple[str, str]]:
-    """n (shape, margin) pairs: the 20 combinations cycled, each block of 20 shuffled."""
+def _combos(rng: np.random.Generator) -> Iterator[tuple[str, str]]:
+    """Endless (shape, margin) pairs: the 20 combinations cycled, each block of 20 shuffled."""
     all_pairs = [(s, m) for s in SHAPES for m in MARGINS]
-    out: list[tuple[str, str]] = []
-    while len(out) < n:
-        out.extend(all_pairs[i] for i in rng.permutation(len(all_pairs)))
-    return out[:n]
+    while True:
+        yield from (all_pairs[i] for i in rng.permutation(len(all_pairs)))
 
 
 def _crop_square(img: np.ndarray, cx: float, cy: float, side: int) -> tuple[np.ndarray, int, int]:
@@ -76,13 +74,17 @@ def phantom_lesion_records(n: int, seed: int = 0, full_shape: tuple[int, int] = 
     Each record holds a square crop (at native pixel spacing, 204.8 mm / H per px) around the
     lesion with ``DEFAULT_CONTEXT`` padding, its exact mask, labels, bbox (x, y, w, h) and
     lesion_size (h, w) in full-image px. Patients ``PH0000``... hold 6-14 lesions each, all
-    in one breast image. Deterministic per (n, seed, full_shape).
+    in one breast image. Deterministic per (seed, full_shape); the first k records do not
+    depend on ``n``.
     """
     _check_n(n, "lesions")
     H, W = int(full_shape[0]), int(full_shape[1])
     spacing = default_spacing((H, W))
-    rng = np.random.default_rng(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, 0xA11]))
-    combos = _combos(rng, n)
+    # Separate streams for the label order and the drawing, so that the first k records of a
+    # run of n are the records of a run of k (a small set is a prefix of a bigger one).
+    label_seq, draw_seq = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, 0xA11]).spawn(2)
+    combos = _combos(np.random.default_rng(label_seq))
+    rng = np.random.default_rng(draw_seq)
     i = 0
     patient = 0
     while i < n:
@@ -103,7 +105,7 @@ def phantom_lesion_records(n: int, seed: int = 0, full_shape: tuple[int, int] = 
         depth_sorted = -depth.ravel()[order]
         pid = f"PH{patient:04d}"
         for _ in range(k):
-            shape, margin = combos[i]
+            shape, margin = next(combos)
             diameter_mm = float(np.clip(np.exp(rng.normal(np.log(DIAMETER_MEDIAN_MM), DIAMETER_SIGMA)), *DIAMETER_RANGE_MM))
             site = None
             for _shrink in range(6):
