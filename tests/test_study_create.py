@@ -119,7 +119,7 @@ def test_create_is_seeded(tmp_path):
         origin = dict(con.execute("SELECT item_id, origin FROM items").fetchall())
         out = [[(origin[i].split("/")[-1], r) for i, r in con.execute(
             "SELECT item_id, is_retest FROM presentations WHERE reader_id = ? ORDER BY position", (rid,))]
-            for (rid,) in con.execute("SELECT reader_id FROM readers")]
+            for (rid,) in con.execute("SELECT reader_id FROM readers ORDER BY reader_id")]
         con.close()
         return out
 
