@@ -224,3 +224,20 @@ def test_category_generation_is_traceable_in_the_manifest(trained_method, tmp_pa
         list(m.generate(1, seed=0, shape="lobulated"))
     free = list(m.generate(4, seed=1))
     assert all(s.shape in SHAPES and s.margin in MARGINS for s in free)
+
+
+def test_trains_through_trainer_and_generates_after_loading(tmp_path):
+    from mammosynth.train.run import load_method
+    from mammosynth.train.trainer import train
+
+    store = tiny_store(tmp_path / "s.h5")
+    cfg = small_cfg(steps=2, batch_size=4, log_every=1, sample_every=2, ckpt_every=2, n_samples=4, device="cpu")
+    run = train("birads-aegan", store, tmp_path / "runs", cfg, progress=False)
+    assert (run / "samples" / "step_000002.png").is_file()  # reals + reconstructions
+    m = load_method(run, device="cpu", expect="birads-aegan")
+    assert m.data_info["store_path"] == str(store.resolve()) and not m.nets["encoder"].training
+    samples = list(m.generate(3, seed=0, shape="round", margin="circumscribed"))
+    assert [s.shape for s in samples] == ["round"] * 3 and all(s.mask is not None and s.mask.any() for s in samples)
+    pair = list(m.interpolate(mode="pair", sources=["L000", "L001"], steps=8, n=16, spherical=False, extrapolate=0.0,
+                              seed=0, store=None))  # the options cli/synth.py passes
+    assert len(pair) == 10

@@ -1,0 +1,161 @@
+"""BI-RADS classifier and label fidelity: learns a separable set, masks missing labels,
+hand-made fidelity case, CLI JSON."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from mammosynth.data.birads import MARGINS, SHAPES, Label
+from mammosynth.data.records import LesionRecord
+from mammosynth.data.store import StoreWriter
+from mammosynth.errors import DataError
+from mammosynth.evaluate.label_fidelity import format_table, label_fidelity
+from mammosynth.models.classifier import BiradsClassifier, BiradsCNN, ClassifierConfig
+from mammosynth.synth.writer import Lesion, SyntheticSetWriter
+from mammosynth.train.method import StepContext
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    prev = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(prev)
+
+
+class EagerContext(StepContext):
+    def __init__(self, method, opts):
+        self.nets, self.opts, self.device, self.step, self.world_size, self.rank = method.nets, opts, torch.device("cpu"), 0, 1, 0
+
+    def autocast(self):
+        return contextlib.nullcontext()
+
+    def backward_step(self, loss, optimizer, retain_graph=False):
+        self.opts[optimizer].zero_grad(set_to_none=True)
+        loss.backward(retain_graph=retain_graph)
+        self.opts[optimizer].step()
+
+    def generator(self):
+        return torch.Generator().manual_seed(0)
+
+
+def bright_or_dark_store(path, n=24, size=16):
+    """Bright patches are round + circumscribed, dark ones irregular + spiculated; every
+    4th lesion has no shape label. Half train, half test."""
+    rng = np.random.default_rng(0)
+    mask = np.zeros((size, size), bool)
+    mask[4:12, 4:12] = True
+    with StoreWriter(path, patch_size=size, normal_size=(32, 32)) as w:
+        for i in range(n):
+            bright = i % 2 == 0
+            patch = ((0.75 if bright else 0.25) + 0.05 * rng.standard_normal((size, size))).astype(np.float32)
+            shape = ("ROUND" if bright else "IRREGULAR") if i % 4 != 1 else None
+            margin = "CIRCUMSCRIBED" if bright else "SPICULATED"
+            w.add_lesion(LesionRecord(
+                source="test", source_id=f"L{i}", patient_id=f"P{i}", patch=patch, mask=mask,
+                shape=Label(shape, shape.lower(), "exact") if shape else Label(None, None, "missing"),
+                margin=Label(margin, margin.lower(), "exact"), pathology=Label(None, None, "missing"),
+                split_hint="train" if i < n // 2 else "test"))
+    return path
+
+
+def test_cnn_shapes():
+    net = BiradsCNN(width=4)
+    s, m = net(torch.randn(2, 1, 64, 64))
+    assert s.shape == (2, len(SHAPES)) and m.shape == (2, len(MARGINS))
+    s, m = net(torch.randn(2, 1, 128, 128))
+    assert s.shape == (2, len(SHAPES))
+
+
+def test_classifier_learns_a_separable_set_and_masks_missing_shapes(tmp_path):
+    torch.manual_seed(0)
+    store = bright_or_dark_store(tmp_path / "s.h5")
+    m = BiradsClassifier(ClassifierConfig(width=8, n_stages=2, dropout=0.0, lr=1e-2), {"patch_size": 16, "store_path": str(store)})
+    ds = m.make_dataset(str(store))
+    batch = torch.utils.data.default_collate([ds[i] for i in range(len(ds))])
+    assert (batch["shape"] == -1).any()
+    ctx = EagerContext(m, m.build_optimizers())
+    for _ in range(30):
+        out = m.train_step(batch, ctx)
+    assert float(out["loss"]) < 0.3
+    m.on_load()
+    ev = m.evaluate_store(split="test")
+    assert ev["margin"]["accuracy"] == 1.0 and ev["shape"]["accuracy"] == 1.0
+    assert ev["shape"]["n"] == 9 and ev["margin"]["n"] == 12  # unknown shapes are not scored
+
+
+class MeanIntensityJudge:
+    """A hand-made classifier: bright (mean > 0) -> round/circumscribed, else irregular/spiculated."""
+
+    def __init__(self, store):
+        self.data_info = {"store_path": str(store)}
+        self.patch_size = 16
+
+    def predict_labels(self, images):
+        bright = images.mean(dim=(1, 2, 3)).numpy() > 0
+        return np.where(bright, 0, 3), np.where(bright, 0, 4)
+
+
+def write_set(out, items):
+    mask = np.zeros((16, 16), bool)
+    mask[4:12, 4:12] = True
+    with SyntheticSetWriter(out, method="test") as w:
+        for value, shape, margin in items:
+            w.add(np.full((16, 16), value, np.float32), [Lesion(mask=mask, shape=shape, margin=margin)])
+    return out
+
+
+def test_label_fidelity_on_a_hand_made_case(tmp_path):
+    store = bright_or_dark_store(tmp_path / "s.h5")
+    # 4 requested round/circumscribed: 3 bright (right), 1 dark (wrong); 2 irregular/spiculated: both dark (right);
+    # 1 with only a margin requested (spiculated) but bright (wrong)
+    synth = write_set(tmp_path / "gen", [(0.8, "round", "circumscribed")] * 3 + [(0.2, "round", "circumscribed")]
+                      + [(0.1, "irregular", "spiculated")] * 2 + [(0.9, None, "spiculated")])
+    rep = label_fidelity(MeanIntensityJudge(store), synth)
+    assert rep["n_generated"] == 7 and rep["n_real"] == 12
+    assert rep["real"] == {"shape_accuracy": 1.0, "margin_accuracy": 1.0}
+    cats = {(c["shape"], c["margin"]): c for c in rep["categories"]}
+    rc = cats[("round", "circumscribed")]
+    assert rc["n_generated"] == 4 and rc["generated_margin_accuracy"] == 0.75 and rc["real_margin_accuracy"] == 1.0
+    assert rc["margin_ratio"] == 0.75 and rc["margin_ratio_ok"] is False and rc["n_real_margin"] == 6
+    assert rc["generated_shape_accuracy"] == 0.75 and rc["n_real_shape"] == 6
+    ii = cats[("irregular", "spiculated")]
+    assert ii["margin_ratio"] == 1.0 and ii["margin_ratio_ok"] is True
+    assert ii["n_real_shape"] == 3  # real irregular lesions without a shape label are not scored
+    only_m = cats[(None, "spiculated")]
+    assert only_m["generated_margin_accuracy"] == 0.0 and only_m["generated_shape_accuracy"] is None
+    assert rep["generated"]["margin_accuracy"] == pytest.approx(5 / 7)
+    assert rep["generated"]["shape_accuracy"] == pytest.approx(5 / 6)
+    assert "| round | circumscribed | 4 | 0.75 |" in format_table(rep)
+    json.dumps(rep)  # JSON-ready
+    with pytest.raises(DataError, match="no manifest"):
+        label_fidelity(MeanIntensityJudge(store), tmp_path / "nothing")
+
+
+def test_trains_through_trainer_and_fidelity_cli(tmp_path):
+    from typer.testing import CliRunner
+
+    import typer
+
+    from mammosynth.cli.fidelity import register
+    from mammosynth.train.run import load_method
+    from mammosynth.train.trainer import train
+
+    store = bright_or_dark_store(tmp_path / "s.h5")
+    cfg = ClassifierConfig(width=4, n_stages=2, steps=3, batch_size=8, log_every=1, sample_every=0, ckpt_every=3, device="cpu")
+    run = train("classifier", store, tmp_path / "runs", cfg, progress=False)
+    m = load_method(run, device="cpu", expect="classifier")
+    assert isinstance(m, BiradsClassifier) and m.data_info["store_path"] == str(store.resolve())
+    synth = write_set(tmp_path / "gen", [(0.8, "round", "circumscribed"), (0.2, "irregular", "spiculated")])
+    app = typer.Typer()
+    app.command("version")(lambda: None)
+    register(app)
+    res = CliRunner().invoke(app, ["fidelity", "labels", "--classifier", str(tmp_path / "runs"), "--synthetic", str(synth), "--json"])
+    assert res.exit_code == 0, res.output
+    rep = json.loads(res.stdout)
+    assert rep["n_generated"] == 2 and len(rep["categories"]) == 2
