@@ -109,8 +109,8 @@ def test_read_image_raster_formats(tmp_path):
 def test_breast_mask_otsu_largest_component_holes_filled():
     img = synthetic_breast(200, 160, "L", seed=2)
     truth = img > 0.1
-    img = img.copy()
-    img[90:100, 30:40] = 0.0  # a dark hole inside the breast (fat or a marker) must be filled
+    img = np.where(truth, img, 0.02 + 0.01 * np.random.default_rng(2).random(img.shape)).astype(np.float32)  # detector noise
+    img[90:100, 30:40] = 0.0  # a dark hole inside the breast must be filled
     img[5:8, 150:155] = 0.9  # a bright label outside the breast must be dropped
     m = breast_mask(img)
     assert m[95, 35] and not m[6, 152]
@@ -172,3 +172,23 @@ def test_masks_from_shapes_and_binary_detection():
     assert sq[15, 20] and not sq[25, 20] and 180 <= sq.sum() <= 231
     assert is_binary_mask(np.where(sq, 255, 0)) and is_binary_mask(np.zeros((4, 4)))
     assert not is_binary_mask(synthetic_breast(30, 30))
+
+
+def test_breast_mask_on_real_mammograms_separates_air_not_dense_tissue():
+    """On real mammograms (air, fat, dense tissue) the mask must hold the fat too."""
+    from conftest import shared_data
+
+    for name in ("0_L-CC.png", "0_L-MLO.png"):
+        img = read_image(shared_data("reference-mammograms", name))
+        m = breast_mask(img)
+        assert 0.5 < m.mean() < 0.9, name
+        assert np.percentile(img[~m], 99) < 0.1  # what is left out is air
+        assert img[m].min() < 0.2  # dark fat near the skin line is inside the mask
+        assert laterality_from_image(img) == "L"
+
+
+def test_breast_mask_matches_the_phantom_outline():
+    phantom = pytest.importorskip("mammosynth.phantom")
+    b = phantom.render_breast(1, view="MLO", density="B")
+    m = breast_mask(b.image)
+    assert (m & b.breast_mask).sum() / (m | b.breast_mask).sum() > 0.97
