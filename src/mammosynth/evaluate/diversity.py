@@ -48,11 +48,24 @@ def _gaussian_window(size: int, sigma: float, device, dtype) -> torch.Tensor:
     return g
 
 
+def _band_matrix(n: int, g: torch.Tensor) -> torch.Tensor:
+    """(n, n-k+1) matrix M with (v @ M)[j] = sum_t g[t] v[j+t]: 'valid' 1-D filtering as a matmul."""
+    k = g.numel()
+    m = torch.zeros(n, n - k + 1, dtype=g.dtype, device=g.device)
+    cols = torch.arange(n - k + 1, device=g.device)
+    for t in range(k):
+        m[cols + t, cols] = g[t]
+    return m
+
+
 def _filter(x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-    """Separable 'valid' Gaussian filter of (B,C,H,W)."""
-    c = x.shape[1]
-    x = F.conv2d(x, g.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-    return F.conv2d(x, g.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+    """Separable 'valid' Gaussian filter of (B,C,H,W) -> (B,C,H-k+1,W-k+1).
+
+    Done as two banded matrix products, much faster on CPU than a 1-channel conv2d.
+    """
+    rows = _band_matrix(x.shape[-2], g)
+    cols = _band_matrix(x.shape[-1], g)
+    return rows.T @ x @ cols
 
 
 def _ssim_cs(x: torch.Tensor, y: torch.Tensor, g: torch.Tensor, data_range: float) -> tuple[torch.Tensor, torch.Tensor]:
