@@ -46,7 +46,7 @@ def simulate_readers(study_dir: str | Path, d_prime: float = 1.0, seed: int = 0,
         if con.execute("SELECT COUNT(*) FROM answers").fetchone()[0]:
             raise DataError(f"{study / db.DB_NAME}: the study already has answers; simulated readers only fill a fresh study")
         truth = {r["presentation_id"]: r["truth"] for r in con.execute(
-            "SELECT p.presentation_id, i.truth, p.item_id FROM presentations p JOIN items i ON i.item_id = p.item_id")}
+            "SELECT p.presentation_id, i.truth FROM presentations p JOIN items i ON i.item_id = p.item_id")}
         item_of = dict(con.execute("SELECT presentation_id, item_id FROM presentations").fetchall())
         with db.transaction(con):
             con.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('simulated', ?)",
