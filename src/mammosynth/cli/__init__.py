@@ -35,9 +35,9 @@ def version() -> None:
 
 
 def _register_all() -> None:
-    from mammosynth.cli import data, demo, evaluate, study, synth, train, weights
+    from mammosynth.cli import data, demo, evaluate, fidelity, study, synth, train, weights
 
-    for mod in (data, train, synth, weights, evaluate, study, demo):
+    for mod in (data, train, synth, weights, evaluate, fidelity, study, demo):
         mod.register(app)
 
 

@@ -116,8 +116,7 @@ def register(app: typer.Typer) -> None:
         device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
         json_out: bool = typer.Option(False, "--json", help="Print the insertion report as JSON on stdout."),
     ) -> None:
-        """Paste synthetic masses into normal mammograms (seed 001): mask DCGAN -> size and
-        position sampling -> infilling GAN -> seamless paste -> COCO boxes and masks."""
+        """Paste synthetic masses into normal mammograms (seed 001): mask DCGAN, size and position sampling, infilling GAN, seamless paste, COCO boxes and masks."""
         from mammosynth.synth.insert import insert_lesions
         from mammosynth.train.run import load_method, resolve_run
 
