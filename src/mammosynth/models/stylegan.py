@@ -170,10 +170,12 @@ class StyledConv(nn.Module):
         B, C, H, W = x.shape
         if self.kind == "modulated":
             s = self.affine(w)  # (B, C_in)
-            wt = self.weight[None] * self.scale * s[:, None, :, None, None]  # (B, O, I, k, k)
-            wt = wt * torch.rsqrt(wt.pow(2).sum([2, 3, 4], keepdim=True) + 1e-8)
-            out = F.conv2d(x.reshape(1, B * C, H, W), wt.reshape(B * self.c_out, C, *wt.shape[3:]), padding=wt.shape[-1] // 2, groups=B)
-            out = out.reshape(B, self.c_out, H, W)
+            weight = self.weight * self.scale
+            # modulate the input instead of the weight, demodulate the output: the same as
+            # StyleGAN2 eq. 1-3 (per-sample weights) but one shared, fast convolution
+            demod = torch.rsqrt(s.pow(2) @ weight.pow(2).sum([2, 3]).t() + 1e-8)  # (B, O)
+            out = F.conv2d(x * s[:, :, None, None], weight, padding=weight.shape[-1] // 2)
+            out = out * demod[:, :, None, None]
             out = self.noise(out, noise)
             return F.leaky_relu(out + self.bias[None, :, None, None], 0.2) * math.sqrt(2)
         out = F.conv2d(x, self.weight * self.scale, padding=self.weight.shape[-1] // 2)
