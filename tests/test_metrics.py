@@ -196,8 +196,9 @@ def test_extract_features_and_skip_without_weights(random_cache, tmp_path):
     with pytest.raises(WeightsError):
         extract_features(x, "vgg16", weights_dir=tmp_path)
     suite = feature_distance_suite(x, x, x, weights_dir=tmp_path)
-    assert set(suite) == {"FD-VGG16", "FD-EffNet"}
-    assert all("skipped" in v and "mammosynth weights get" in v["skipped"] for v in suite.values())
+    assert set(suite) == {"FD-VGG16", "FD-EffNet", "FID"}
+    assert "import-torchvision pt_inception" in suite["FID"]["skipped"]
+    assert all("mammosynth weights get" in suite[k]["skipped"] for k in ("FD-VGG16", "FD-EffNet"))
 
 
 def test_feature_suite_with_weights(random_cache):

@@ -214,6 +214,23 @@ def test_import_torchvision(tmp_path):
         W.import_torchvision("vgg19", tmp_path / "missing.pth", tmp_path / "cache")
 
 
+def test_import_pt_inception_and_fid_features(tmp_path):
+    from mammosynth.evaluate.features import extract_features
+    from mammosynth.nn.inception import FIDInceptionV3
+
+    torch.manual_seed(0)
+    # the 2015 port has no num_batches_tracked buffers: imitate that file
+    state = {k: v for k, v in FIDInceptionV3().state_dict().items() if not k.endswith("num_batches_tracked")}
+    torch.save(state, tmp_path / "pt_inception-2015-12-05-6726825d.pth")
+    rec = W.import_torchvision("pt_inception", tmp_path / "pt_inception-2015-12-05-6726825d.pth", tmp_path / "c")
+    assert rec.tensors == len(state)
+    feats = extract_features(torch.zeros(2, 1, 32, 32), "inception", weights_dir=tmp_path / "c")
+    assert feats.shape == (2, 2048) and np.isfinite(feats).all()
+    with pytest.raises(WeightsError, match="not the FID pt_inception"):
+        torch.save({"fc.weight": torch.zeros(2, 2)}, tmp_path / "other.pth")
+        W.import_torchvision("pt_inception", tmp_path / "other.pth", tmp_path / "c")
+
+
 def test_vgg_layout_matches_torchvision_indices():
     vgg19 = VGG("vgg19", layers=("conv5_4",))
     convs = [int(k.split(".")[1]) for k in vgg19.state_dict() if k.endswith(".weight")]

