@@ -92,10 +92,33 @@ def run_demo(s: DemoSettings) -> Path:
         ok = timer.run("evaluate", "quick evaluation of the generated lesions", lambda: _quick_evaluate(data, generated, eval_dir))
         if not ok:
             eval_dir = None
-    report = write_demo_report(out, data, mask_run, infill_run, generated, inserted, eval_dir, timer.rows)
+    study_dir = timer.run("reader study", "study create -> simulated readers (flagged) -> study analyze",
+                          lambda: _demo_study(data, generated, out, s.seed))
+    report = write_demo_report(out, data, mask_run, infill_run, generated, inserted, eval_dir, timer.rows, study_dir)
     console.rule()
     console.print(f"[bold green]demo finished[/] in {sum(r[2] for r in timer.rows):.0f} s. Report: [bold]{report}[/]")
     return report
+
+
+def _demo_study(data: Path, generated: Path, out: Path, seed: int) -> Path | None:
+    """A small reader study on the phantom: created exactly as for radiologists, then answered
+    by simulated readers (marked as such in the study and its report) so it can be analysed.
+    Serve it with ``mammosynth study serve`` to answer it yourself."""
+    import shutil
+
+    from mammosynth.study.analyze import analyze_study
+    from mammosynth.study.create import create_study
+    from mammosynth.study.simulate import simulate_readers
+
+    study = out / "study"
+    if study.exists():  # a re-run replaces the demo's own study
+        shutil.rmtree(study)
+    created = create_study(data, generated, study, readers=2, n_per_class=10, retest=2, seed=seed)
+    console.print(f"study with {len(created.invitations)} readers; answer it yourself with "
+                  f"[bold]mammosynth study serve {study}[/] (links in {study / 'invitations.csv'})")
+    simulate_readers(study, d_prime=1.0, seed=seed)
+    analyze_study(study, out / "study_report")
+    return out / "study_report"
 
 
 def _quick_evaluate(data: Path, synthetic: Path, out: Path) -> bool:
@@ -231,7 +254,7 @@ def _zoom_png(inserted: Path, path: Path, n: int = 8) -> None:
 
 
 def write_demo_report(out: Path, data: Path, mask_run: Path, infill_run: Path, generated: Path, inserted: Path,
-                      eval_dir: Path | None, timings: list[tuple[str, str, float]]) -> Path:
+                      eval_dir: Path | None, timings: list[tuple[str, str, float]], study_report: Path | None = None) -> Path:
     import shutil
 
     from mammosynth.data.store import Store
@@ -275,6 +298,11 @@ def write_demo_report(out: Path, data: Path, mask_run: Path, infill_run: Path, g
             summary = json.loads(metrics_path.read_text()).get("summary", {})
             if summary:
                 rep.table(["metric", "value"], sorted(summary.items()))
+    if study_report is not None and (study_report / "report.html").exists():
+        rep.h2("Reader study")
+        rel = study_report.relative_to(out)
+        rep.raw(f'<p>A 2-reader study on these patches, answered by <b>simulated</b> readers so the analysis can be shown: '
+                f'<a href="{rel}/report.html">{rel}/report.html</a>. Real readers: <code>mammosynth study serve {out.name}/study</code>.</p>')
     rep.h2("Files")
     rep.table(["what", "path"], [
         ("dataset", data.relative_to(out)), ("mask DCGAN run", mask_run.relative_to(out)),
