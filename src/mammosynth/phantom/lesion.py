@@ -82,8 +82,11 @@ def mass_contour(rng: np.random.Generator, shape: str, margin: str) -> tuple[np.
     if margin == "microlobulated":
         k = int(rng.integers(10, 17))
         amp = rng.uniform(0.09, 0.13)
-        # Scallops with sharp inward cusps: |cos| bumps, not a sinusoid.
-        r = r * (1.0 + amp * (np.abs(np.cos(0.5 * k * theta + rng.uniform(0, np.pi))) ** 0.6 - 0.7))
+        # Scallops with sharp inward cusps (|cos| bumps, not a sinusoid), of uneven width and
+        # depth so the border does not look like a gear wheel.
+        warp = theta + _harmonics(rng, theta, np.arange(1, 4), rng.normal(0, 0.6 / k, 3) * k / 4)
+        depth = 1.0 + 0.4 * _harmonics(rng, theta, np.arange(1, 4), rng.normal(0, 0.6, 3))
+        r = r * (1.0 + amp * np.clip(depth, 0.3, 1.6) * (np.abs(np.cos(0.5 * k * warp + rng.uniform(0, np.pi))) ** 0.6 - 0.7))
     r = r / np.sqrt(np.mean(r * r))  # unit mean-square radius keeps the area comparable
     return r.astype(np.float32), float(aspect)
 
