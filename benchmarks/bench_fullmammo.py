@@ -13,6 +13,13 @@ output-demodulation form (same maths).
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_fullmammo.py --steps 6 --modconv
     # GPU: --device cuda --amp bf16
 
+``--inversion ENCODER_RUN --data STORE`` instead measures reconstruction quality of held-out
+lesions (the store's test split): PSNR and LPIPS (VGG, official linear layers; the VGG16
+conv4_3 feature distance when LPIPS weights are absent) for G(E(x)) alone vs after the eq. 4
+optimisation, and prints a table (``--inv-steps``, ``--n``).
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_fullmammo.py --inversion RUNS/00001-stylegan-encoder --data phantom.h5
+
 Numbers on a shared machine are noisy: compare ratios, and rerun before trusting a small
 difference. Prints a table; ``--json FILE`` writes the rows.
 """
@@ -180,6 +187,44 @@ def _row(name, device, batch_size, steps, warmup, method_step, eager_step):
             "ratio": round(t_e / t_m, 3)}
 
 
+def inversion_table(run: str, data: str, n: int, steps: int, split: str = "test") -> list[dict]:
+    """PSNR / LPIPS of held-out lesions: encoder alone vs eq. 4 optimisation (mean +- std)."""
+    import numpy as np
+
+    from mammosynth.errors import WeightsError
+    from mammosynth.synth.inversion import invert_tensor, load_encoder_run, psnr
+
+    method = load_encoder_run(run, "cpu")
+    ds = method.make_dataset(data, split)
+    ds.augment = False
+    k = min(n, len(ds))
+    x = torch.stack([ds[i]["image"] for i in range(k)])
+    t = time.perf_counter()
+    inv = invert_tensor(method, x, steps=steps)
+    secs = time.perf_counter() - t
+    try:
+        from mammosynth.evaluate.lpips import lpips_distance
+
+        dist = lambda a, b: lpips_distance(a, b, net="vgg", device="cpu")  # noqa: E731
+        dname = "LPIPS (vgg)"
+    except (WeightsError, ImportError):
+        from mammosynth.models.stylegan_encoder import make_feature_fn
+
+        fn, dname, _ = make_feature_fn("vgg")
+        dist = lambda a, b: np.array([float(F.mse_loss(fa, fb)) for fa, fb in zip(fn(a)[0], fn(b)[0])])  # noqa: E731
+        dname = f"VGG16 conv4_3 MSE"
+    rows = []
+    for what, rec in (("G(E(x)) encoder only", inv.x_encoder), (f"G(w_inv) after {steps} steps eq. 4", inv.x_optimised)):
+        p = psnr(rec, x).numpy()
+        try:
+            d = dist(rec.clamp(-1, 1), x)
+        except WeightsError:
+            d = np.full(k, np.nan)
+        rows.append({"reconstruction": what, "n": k, "psnr_db": f"{p.mean():.2f} +- {p.std():.2f}", dname: f"{d.mean():.4f} +- {d.std():.4f}"})
+    rows.append({"reconstruction": f"optimisation time: {secs / k:.2f} s per image ({steps} steps, batch {k}, CPU)"})
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--device", default="cpu")
@@ -189,7 +234,19 @@ def main() -> None:
     ap.add_argument("--modconv", action="store_true", help="also time StyleGAN2's grouped per-sample modulated conv")
     ap.add_argument("--only", nargs="*", default=None)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--inversion", default=None, help="stylegan-encoder run: measure reconstruction instead of speed")
+    ap.add_argument("--data", default=None, help="store for --inversion (its test split)")
+    ap.add_argument("--n", type=int, default=32)
+    ap.add_argument("--inv-steps", type=int, default=100)
     args = ap.parse_args()
+    if args.inversion:
+        rows = inversion_table(args.inversion, args.data, args.n, args.inv_steps)
+        for r in rows:
+            print(" | ".join(str(v) for v in r.values()))
+        if args.json:
+            with open(args.json, "w") as fh:
+                json.dump(rows, fh, indent=2)
+        return
     dev = torch.device(args.device)
     torch.manual_seed(0)
     rows = []

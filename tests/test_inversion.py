@@ -118,10 +118,13 @@ def test_invert_interpolate_compose_files(runs, tmp_path):
     assert (tmp_path / "inv" / "inversion.png").exists()
     lat = np.load(tmp_path / "inv" / "latents.npz")
     assert lat["w_optimised"].shape[0] == 2 and lat["psnr_optimised"].shape == (2,)
-    frames = interpolate(e_run, [files[0], files[1], 7], tmp_path / "interp", frames=3, loop=True)
+    frames = interpolate(e_run, [files[0], files[1], 7], tmp_path / "interp", steps=2, loop=True)
     assert len(frames) == 9 and frames[-1].source_ids == ["seed:7", str(files[0])]
     with Image.open(tmp_path / "interp" / "interpolation.gif") as gif:
         assert gif.n_frames == 9
+    # store lesions by index, through the method hook the CLI calls
+    enc_frames = list(runs[2].interpolate(mode="pair", sources=["0", "3"], steps=1, seed=0))
+    assert len(enc_frames) == 3 and enc_frames[0].source_ids == ["0", "3"]
     with Image.open(tmp_path / "interp" / "interpolation_strip.png") as strip:
         assert strip.size[1] > strip.size[0] / 3 - 1  # one row per leg
     res = compose(e_run, files[0], files[1], tmp_path / "comp", steps=5, lambda_perceptual=0.0)

@@ -153,8 +153,15 @@ def test_train_load_generate(tiny_runs):
     assert 0.0 <= samples[0].image.min() and samples[0].image.max() <= 1.0
     again = list(m.generate(1, seed=3, truncation=0.7))
     assert np.allclose(again[0].image, samples[0].image, atol=1e-6)  # seeded and noise fixed
-    frames = list(m.interpolate(seeds=[1, 2, 3], frames=4, loop=True))
-    assert len(frames) == 12 and frames[0].source_ids == ["seed:1", "seed:2"]
+    # the options `mammosynth interpolate` passes
+    frames = list(m.interpolate(mode="loop", sources=["seed:1", "seed:2", "seed:3"], steps=3, n=16, spherical=False,
+                                extrapolate=0.0, seed=0, store=None))
+    assert len(frames) == 12 and frames[0].source_ids == ["seed:1", "seed:2"] and frames[-1].source_ids == ["seed:3", "seed:1"]
+    pair = list(m.interpolate(mode="pair", sources=[], steps=2, seed=5, spherical=True))
+    assert len(pair) == 4 and pair[-1].weights == [1.0, 0.0] and pair[0].source_ids == ["seed:5", "seed:6"]
+    assert len(list(m.interpolate(mode="triangle", steps=2))) == 6
+    with pytest.raises(ConfigError):
+        list(m.interpolate(mode="category"))
     enc = load_method(e_run, device="cpu")
     assert isinstance(enc, StyleGANEncoder)
     # the encoder run is self-contained: its frozen generator equals the stylegan run's EMA generator

@@ -470,25 +470,13 @@ class StyleGAN(Method):
             for s, img in zip(seeds, imgs):
                 yield Sample(image=to_unit(img), seed=s, extra={"truncation": psi, "data": self.cfg.data})
 
-    @torch.no_grad()
     def interpolate(self, **options: Any) -> Iterator["Sample"]:
-        """Latent interpolation between seeds (W space): options ``seeds`` (>= 2 ints),
-        ``frames`` per leg (8), ``loop`` (True: A->B->...->A), ``truncation``."""
-        from mammosynth.synth.inversion import interpolation_path
-        from mammosynth.synth.sample import Sample
+        """W-space interpolation between seeds (options of `mammosynth interpolate`: ``mode``
+        pair | loop | triangle, ``sources`` as ints or ``seed:N``, ``steps``, ``spherical``,
+        ``extrapolate``, ``seed``, ``truncation``). See synth.inversion.interpolation_samples."""
+        from mammosynth.synth.inversion import interpolation_samples
 
-        G = self.nets["generator"]
-        dev = next(G.parameters()).device
-        seeds = [int(s) for s in options.get("seeds") or [0, 1, 2]]
-        if len(seeds) < 2:
-            raise ConfigError(f"interpolate needs at least two seeds, got {seeds}")
-        psi = float(options.get("truncation") if options.get("truncation") is not None else self.cfg.truncation_psi)
-        z = torch.stack([torch.randn(G.z_dim, generator=torch.Generator().manual_seed(s)) for s in seeds]).to(dev)
-        ws = self._psi_w(G, z, psi)
-        ids = [f"seed:{s}" for s in seeds]
-        for frame_ws, src, wts in interpolation_path(ws, int(options.get("frames", 8)), bool(options.get("loop", True))):
-            img = G.synthesize(frame_ws[None], noise_mode="const")[0]
-            yield Sample(image=to_unit(img), seed=seeds[0], source_ids=[ids[i] for i in src], weights=wts, extra={"space": "W"})
+        return iter(interpolation_samples(self, **options))
 
 
 def to_unit(img: torch.Tensor) -> np.ndarray:

@@ -315,9 +315,11 @@ class StyleGANEncoder(Method):
         return self.as_stylegan().generate(n, seed, **options)
 
     def interpolate(self, **options: Any) -> Iterator["Sample"]:
-        """Interpolate between encoded images: ``images`` (paths, >= 2) or ``seeds``;
-        ``frames`` per leg (8); ``loop`` (True: A->B->C->A); ``invert_steps`` (0: encoder codes
-        only; > 0: each code refined with eq. 4 first). See synth.inversion.interpolation_samples."""
+        """Interpolate between encoded sources (options of `mammosynth interpolate`: ``mode``
+        pair | loop | triangle, ``sources`` = image paths, store lesion indices / source ids or
+        ``seed:N``, ``steps``, ``spherical``, ``extrapolate``, ``seed``, ``store``; plus
+        ``invert_steps`` (0: encoder codes; > 0: refined by eq. 4 first)). See
+        synth.inversion.interpolation_samples."""
         from mammosynth.synth.inversion import interpolation_samples
 
         return iter(interpolation_samples(self, **options))

@@ -195,11 +195,13 @@ def save_gif(path: str | Path, frames_u8: Sequence[np.ndarray], duration_ms: int
 # ---------------------------------------------------------------------------------------
 # interpolation (seed 004 Fig. 3)
 # ---------------------------------------------------------------------------------------
-def interpolation_path(codes: torch.Tensor, frames: int = 8, loop: bool = True) -> Iterator[tuple[torch.Tensor, tuple[int, int], list[float]]]:
-    """Linear interpolation through K codes (K, ...) A -> B -> ... (-> A when ``loop``).
+def interpolation_path(codes: torch.Tensor, frames: int = 8, loop: bool = True, spherical: bool = False,
+                       extrapolate: float = 0.0) -> Iterator[tuple[torch.Tensor, tuple[int, int], list[float]]]:
+    """Interpolation through K codes (K, ...): A -> B -> ... (-> A when ``loop``).
 
-    Yields (code, (i, j), [1 - t, t]) with ``frames`` codes per leg, t = 0, 1/frames, ...; an open
-    path ends on the last code itself.
+    Yields (code, (i, j), [1 - t, t]) with ``frames`` codes per leg at t = 0, 1/frames, ...; an
+    open path ends on the last code itself. ``spherical`` uses slerp (per code vector);
+    ``extrapolate`` (open A -> B only) extends t to [-e, 1 + e].
     """
     if frames < 1:
         raise ConfigError(f"frames per leg must be >= 1, got {frames}")
@@ -207,84 +209,160 @@ def interpolation_path(codes: torch.Tensor, frames: int = 8, loop: bool = True) 
     legs = [(i, (i + 1) % K) for i in range(K if loop and K > 2 else K - 1)]
     if loop and K == 2:
         legs = [(0, 1), (1, 0)]
+    mix = _slerp if spherical else (lambda a, b, t: torch.lerp(a, b, t))
+    if extrapolate > 0 and not loop and K == 2:
+        n = frames + 1
+        ts = [-extrapolate + (1 + 2 * extrapolate) * k / (n - 1) for k in range(n)] if n > 1 else [0.0]
+        for t in ts:
+            yield mix(codes[0], codes[1], t), (0, 1), [1.0 - t, t]
+        return
     for i, j in legs:
         for f in range(frames):
             t = f / frames
-            yield torch.lerp(codes[i], codes[j], t), (i, j), [1.0 - t, t]
+            yield mix(codes[i], codes[j], t), (i, j), [1.0 - t, t]
     if not loop:
         yield codes[K - 1], (K - 1, K - 1), [1.0, 0.0]
 
 
-def _codes_for_sources(method, sources: Sequence[Any], invert_steps: int, truncation: float | None,
-                       lambda_perceptual: float, lambda_enc: float) -> tuple[torch.Tensor, list[str]]:
-    """W+ codes for image paths (encoded, optionally refined by eq. 4) or int seeds (mapped)."""
+def _slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
+    """Spherical interpolation of the last-dimension vectors of a and b (falls back to lerp when parallel)."""
+    na, nb = a.norm(dim=-1, keepdim=True), b.norm(dim=-1, keepdim=True)
+    cos = ((a / na.clamp_min(1e-8)) * (b / nb.clamp_min(1e-8))).sum(-1, keepdim=True).clamp(-1, 1)
+    omega = torch.acos(cos)
+    so = torch.sin(omega)
+    lin = torch.lerp(a, b, t)
+    sl = (torch.sin((1 - t) * omega) * a + torch.sin(t * omega) * b) / so.clamp_min(1e-8)
+    return torch.where(so.abs() < 1e-4, lin, sl)
+
+
+def _generator_cfg(method):
+    """(G, StyleGANConfig, encoder or None) of a stylegan or stylegan-encoder method."""
     G = method.nets["generator"]
+    enc = method.nets["encoder"] if "encoder" in method.nets else None
+    return G, getattr(method, "gcfg", method.cfg), enc
+
+
+def _store_lesion(store: str | None, key: str) -> torch.Tensor:
+    """(H, W) [0,1] patch of a store lesion by index or source_id."""
+    from mammosynth.data.store import Store
+
+    if not store:
+        raise ConfigError(f"source {key!r} is not an image file, and no dataset is known to look it up in (pass --data)")
+    with Store(store) as s:
+        if key.isdigit():
+            idx = int(key)
+            if idx >= s.n_lesions:
+                raise DataError(f"{store}: lesion index {idx} out of range (0..{s.n_lesions - 1})")
+        else:
+            ids = [v.decode() if isinstance(v, bytes) else str(v) for v in s.h5["lesions/source_id"][...]]
+            if key not in ids:
+                raise DataError(f"{store}: no lesion with source_id {key!r} (and no file of that name)")
+            idx = ids.index(key)
+        return torch.from_numpy(s.lesions(indices=[idx]).patch[0].astype(np.float32))
+
+
+def _codes_for_sources(method, sources: Sequence[Any], invert_steps: int, truncation: float | None,
+                       lambda_perceptual: float, lambda_enc: float, store: str | None = None) -> tuple[torch.Tensor, list[str]]:
+    """W+ codes (K, n_ws, w_dim) for sources: int or "seed:N" (mapped z), image paths or store
+    lesion ids/indices (encoded by E, refined by eq. 4 when ``invert_steps`` > 0)."""
+    G, gcfg, enc = _generator_cfg(method)
     dev = next(G.parameters()).device
     size = tuple(G.size)
     codes, ids = [], []
-    psi = method.gcfg.truncation_psi if truncation is None else float(truncation)
+    psi = gcfg.truncation_psi if truncation is None else float(truncation)
+    store = store or method.data_info.get("store_path")
     for s in sources:
-        if _is_seed(s):
-            z = torch.randn(1, G.z_dim, generator=torch.Generator().manual_seed(int(s))).to(dev)
+        seed = _seed_of(s)
+        if seed is not None:
+            z = torch.randn(1, G.z_dim, generator=torch.Generator().manual_seed(seed)).to(dev)
             with torch.no_grad():
                 w = G.mapping(z)
                 if psi != 1.0:
                     w = G.mean_w().to(w).lerp(w, psi)
                 codes.append(w[:, None].expand(-1, G.n_ws, -1)[0].cpu())
-            ids.append(f"seed:{int(s)}")
-        else:
+            ids.append(f"seed:{seed}")
+            continue
+        if enc is None:
+            raise ConfigError(f"source {s!r}: encoding an image needs a stylegan-encoder run; a stylegan run takes seeds (seed:N)")
+        if Path(str(s)).is_file():
             x = load_image(s, size)
-            inv = invert_tensor(method, x, steps=invert_steps, lambda_perceptual=lambda_perceptual, lambda_enc=lambda_enc)
-            w = inv.w_optimised[0]
-            codes.append(w if w.dim() == 2 else w[None].expand(G.n_ws, -1))
-            ids.append(str(s))
+        else:
+            x = to_tensor(_store_lesion(store, str(s)).numpy(), size) * 2.0 - 1.0
+        inv = invert_tensor(method, x, steps=invert_steps, lambda_perceptual=lambda_perceptual, lambda_enc=lambda_enc)
+        w = inv.w_optimised[0]
+        codes.append(w if w.dim() == 2 else w[None].expand(G.n_ws, -1))
+        ids.append(str(s))
     return torch.stack(codes), ids
 
 
-def interpolation_samples(method, images: Sequence[Any] | None = None, seeds: Sequence[int] | None = None, frames: int = 8,
-                          loop: bool = True, invert_steps: int = 0, truncation: float | None = None,
-                          lambda_perceptual: float = 5e-5, lambda_enc: float = 2.0, **_: Any) -> list:
-    """Samples along the interpolation path between sources (image paths and/or seeds)."""
+def _seed_of(s: Any) -> int | None:
+    if isinstance(s, (int, np.integer)):
+        return int(s)
+    if isinstance(s, str) and s.startswith("seed:") and s[5:].lstrip("-").isdigit():
+        return int(s[5:])
+    return None
+
+
+def interpolation_samples(method, sources: Sequence[Any] = (), mode: str = "loop", steps: int = 8, spherical: bool = False,
+                          extrapolate: float = 0.0, seed: int = 0, store: str | None = None, invert_steps: int = 0,
+                          truncation: float | None = None, lambda_perceptual: float = 5e-5, lambda_enc: float = 2.0,
+                          **_: Any) -> list:
+    """Samples along a W+ path (the options of ``mammosynth interpolate``).
+
+    ``mode``: ``pair`` A -> B (``steps`` in-between points, then B), ``loop`` A -> B -> C -> A
+    (seed 004 Fig. 3), ``triangle`` barycentric points of A, B, C. ``sources``: ints or
+    ``seed:N`` (random latents), image paths, or lesion indices / source ids of ``store``
+    (default: the run's dataset); without sources, seeds ``seed, seed+1, (seed+2)``.
+    """
     from mammosynth.synth.sample import Sample
 
-    sources = list(images or []) + list(seeds or [])
-    if len(sources) < 2:
-        raise ConfigError(f"interpolate needs at least two sources (images or seeds), got {len(sources)}")
-    codes, ids = _codes_for_sources(method, sources, invert_steps, truncation, lambda_perceptual, lambda_enc)
+    if mode not in ("pair", "loop", "triangle"):
+        raise ConfigError(f"interpolate mode {mode!r} is not available for {method.name}; use pair, loop or triangle")
+    need = 2 if mode == "pair" else 3
+    sources = list(sources) or [seed + i for i in range(need)]
+    if len(sources) < (2 if mode != "triangle" else 3):
+        raise ConfigError(f"interpolate --mode {mode} needs at least {2 if mode != 'triangle' else 3} sources, got {len(sources)}")
+    codes, ids = _codes_for_sources(method, sources, invert_steps, truncation, lambda_perceptual, lambda_enc, store)
     G = method.nets["generator"]
     dev = next(G.parameters()).device
+    if mode == "triangle":
+        n = max(1, steps)
+        path = []
+        for i in range(n + 1):
+            for j in range(n + 1 - i):
+                wts = [i / n, j / n, (n - i - j) / n]
+                path.append((sum(w * c for w, c in zip(wts, codes[:3])), (0, 1, 2), wts))
+    else:
+        path = [(c, ij, w) for c, ij, w in interpolation_path(codes, steps + 1, mode == "loop", spherical, extrapolate)]
     out = []
     with torch.no_grad():
-        for k, (code, (i, j), wts) in enumerate(interpolation_path(codes, frames, loop)):
+        for k, (code, idx, wts) in enumerate(path):
             img = G.synthesize(code[None].to(dev), noise_mode="const")[0]
-            out.append(Sample(image=to_uint8(img).astype(np.float32) / 255.0, seed=k, source_ids=[ids[i], ids[j]], weights=wts,
-                              extra={"frame": k, "space": "W+"}))
+            out.append(Sample(image=to_uint8(img).astype(np.float32) / 255.0, seed=seed, source_ids=[ids[i] for i in idx],
+                              weights=[float(w) for w in wts], extra={"frame": k, "space": "W+", "mode": mode}))
     return out
 
 
-def interpolate(run: Any, sources: Sequence[str | Path | int], out_dir: str | Path, frames: int = 8, loop: bool = True,
+def interpolate(run: Any, sources: Sequence[str | Path | int], out_dir: str | Path, steps: int = 8, loop: bool = True,
                 invert_steps: int = 0, truncation: float | None = None, lambda_perceptual: float = 5e-5, lambda_enc: float = 2.0,
                 device: str = "auto", gif_ms: int = 80, name: str = "interpolation") -> list:
-    """A -> B (-> C -> A with ``loop``) through encoded images (paths) or seeds (ints).
+    """A -> B (-> C -> A with ``loop``) through encoded images / store lesions or seeds.
 
-    Writes ``out_dir/<name>_strip.png`` (every frame in a row, one row per leg) and
+    Writes ``out_dir/<name>_strip.png`` (one row per leg, ``steps + 1`` frames each) and
     ``out_dir/<name>.gif`` (looping animation). Returns the frames as Samples.
     """
     method = load_encoder_run(run, device)
-    ordered = [s if not _is_seed(s) else int(s) for s in sources]
-    samples = interpolation_samples(method, images=ordered, seeds=None, frames=frames, loop=loop, invert_steps=invert_steps,
-                                    truncation=truncation, lambda_perceptual=lambda_perceptual, lambda_enc=lambda_enc)
+    samples = interpolation_samples(method, sources=list(sources), mode="loop" if loop else "pair", steps=steps,
+                                    invert_steps=invert_steps, truncation=truncation, lambda_perceptual=lambda_perceptual,
+                                    lambda_enc=lambda_enc)
     out = Path(out_dir)
     frames_u8 = [to_uint8(s.image) for s in samples]
-    rows = [frames_u8[i:i + frames] for i in range(0, len(frames_u8), frames)]
+    per_leg = steps + 1
+    rows = [frames_u8[i:i + per_leg] for i in range(0, len(frames_u8), per_leg)]
     save_png(out / f"{name}_strip.png", grid_u8(rows))
     save_gif(out / f"{name}.gif", frames_u8 + ([] if loop else frames_u8[::-1]), duration_ms=gif_ms,
              scale=max(1, 128 // max(frames_u8[0].shape)))
     return samples
-
-
-def _is_seed(s: Any) -> bool:
-    return isinstance(s, (int, np.integer)) or (isinstance(s, str) and s.lstrip("-").isdigit() and not Path(s).exists())
 
 
 # ---------------------------------------------------------------------------------------
