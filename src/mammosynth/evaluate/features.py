@@ -40,8 +40,8 @@ FEATURE_DIMS = {"vgg16": 512, "effnet": 1280, "inception": 2048}
 
 
 def pick_device(device: str | torch.device | None = None) -> torch.device:
-    """``device`` if given, else CUDA when available, else CPU."""
-    if device is not None:
+    """``device`` if given (``"auto"`` = not given), else CUDA when available, else CPU."""
+    if device is not None and str(device) != "auto":
         return torch.device(device)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
