@@ -239,6 +239,11 @@ def test_vgg_layout_matches_torchvision_indices():
     outs = vgg16(torch.zeros(1, 3, 32, 32))
     assert [tuple(o.shape) for o in outs] == [(1, 64, 32, 32), (1, 256, 8, 8), (1, 512, 2, 2)]
     assert len(vgg16.features) == 24  # truncated after pool4
+    # frozen trunk, but gradients reach the input (the infilling GAN's feature-matching loss needs this)
+    vgg16.requires_grad_(False)
+    x = torch.randn(1, 3, 16, 16, requires_grad=True)
+    sum(o.square().mean() for o in vgg16(x)).backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
 
 
 def test_cli_info_and_get(fake_archives, tmp_path, capsys):
