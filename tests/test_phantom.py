@@ -184,8 +184,13 @@ def test_bad_mass_arguments_raise(cc_breast: PhantomBreast) -> None:
 
 
 # -- records and the store ----------------------------------------------------------------
-def test_lesion_records_are_balanced_labelled_and_consistent() -> None:
-    recs = list(phantom_lesion_records(40, seed=1, full_shape=SMALL))
+@pytest.fixture(scope="module")
+def lesion_records() -> list:
+    return list(phantom_lesion_records(40, seed=1, full_shape=SMALL))
+
+
+def test_lesion_records_are_balanced_labelled_and_consistent(lesion_records) -> None:
+    recs = lesion_records
     assert len(recs) == 40
     # The first 20 are one full cycle of the 20 shape x margin pairs.
     assert len({(r.shape.value, r.margin.value) for r in recs[:20]}) == 20
@@ -202,28 +207,36 @@ def test_lesion_records_are_balanced_labelled_and_consistent() -> None:
         assert r.lesion_size == (h, w) and r.bbox[2:] == (w, h)
         assert r.patch.shape[0] == round(max(h, w) * (1 + 2 * DEFAULT_CONTEXT))
         assert r.laterality in ("L", "R") and r.view in ("CC", "MLO") and r.pixel_spacing_mm > 0
+        # The crop lies inside the full image (no invented background beyond the detector edge)
+        # and holds the whole lesion bounding box.
+        cx0, cy0 = r.extra["crop_xy"]
+        side = r.patch.shape[0]
+        assert 0 <= cx0 and cx0 + side <= SMALL[1] and 0 <= cy0 and cy0 + side <= SMALL[0]
+        bx, by, bw, bh = r.bbox
+        assert cx0 <= bx and bx + bw <= cx0 + side and cy0 <= by and by + bh <= cy0 + side
         # Plausible mass sizes: 8-35 mm (spicules may extend the bounding box).
         assert 7.0 <= max(h, w) * r.pixel_spacing_mm <= 35.0 * 2.6
     a = next(phantom_lesion_records(1, seed=1, full_shape=SMALL))
     np.testing.assert_array_equal(a.patch, recs[0].patch)
 
 
-def test_pathology_follows_the_margin() -> None:
+def test_pathology_follows_the_margin(lesion_records) -> None:
     assert malignancy_probability("irregular", "spiculated") > 0.9
     assert malignancy_probability("round", "circumscribed") < 0.1
-    recs = list(phantom_lesion_records(60, seed=2, full_shape=SMALL))
+    recs = lesion_records
     malignant = {m: np.mean([r.pathology.value == "malignant" for r in recs if r.margin.value == m]) for m in MARGINS}
     assert malignant["spiculated"] > malignant["circumscribed"]
 
 
 def test_normal_records_cycle_views_sides_and_densities() -> None:
-    recs = list(phantom_normal_records(8, seed=0, full_shape=SMALL))
+    shape = (256, 208)
+    recs = list(phantom_normal_records(8, seed=0, full_shape=shape))
     assert [r.view for r in recs] == ["CC", "MLO"] * 4
     assert [r.laterality for r in recs] == ["L", "L", "R", "R"] * 2
     assert [r.density for r in recs] == ["A", "A", "B", "B", "C", "C", "D", "D"]
     assert recs[0].patient_id == recs[1].patient_id != recs[2].patient_id
     for r in recs:
-        assert r.image.shape == r.breast_mask.shape == SMALL and r.breast_mask.any()
+        assert r.image.shape == r.breast_mask.shape == shape and r.breast_mask.any()
         assert r.image[~r.breast_mask].max() == 0.0
     # A right breast has its chest wall on the right.
     assert recs[2].breast_mask[:, -1].mean() > 0.5 and recs[2].breast_mask[:, 0].mean() == 0.0
@@ -231,20 +244,20 @@ def test_normal_records_cycle_views_sides_and_densities() -> None:
 
 def test_write_phantom_store_round_trips(tmp_path) -> None:
     out = tmp_path / "phantom.h5"
-    manifest = write_phantom_store(out, n_lesions=40, n_normals=4, patch_size=32, full_shape=SMALL,
-                                   normal_size=(192, 156), seed=3, progress=False)
-    assert manifest["n_lesions"] == 40 and manifest["n_normals"] == 4
+    manifest = write_phantom_store(out, n_lesions=20, n_normals=2, patch_size=32, full_shape=(320, 260),
+                                   normal_size=(160, 130), seed=3, progress=False)
+    assert manifest["n_lesions"] == 20 and manifest["n_normals"] == 2
     prov = manifest["provenance"]
     assert prov["source"] == "phantom" and prov["seed"] == 3 and prov["phantom_version"] == 1
     with Store(out) as store:
-        assert store.n_lesions == 40 and store.n_normals == 4 and store.patch_size == 32
+        assert store.n_lesions == 20 and store.n_normals == 2 and store.patch_size == 32
         les = store.lesions()
-        assert les.patch.shape == (40, 32, 32) and les.mask.any(axis=(1, 2)).all()
+        assert les.patch.shape == (20, 32, 32) and les.mask.any(axis=(1, 2)).all()
         assert (les.shape >= 0).all() and (les.margin >= 0).all() and (les.pathology >= 0).all()
         info = store.info()
         assert info["n_skipped"] == 0
-        # Two full cycles of the 20 pairs: exactly balanced.
-        assert all(info["shape"][s] == 10 for s in SHAPES) and all(info["margin"][m] == 8 for m in MARGINS)
+        # One full cycle of the 20 pairs: exactly balanced.
+        assert all(info["shape"][s] == 5 for s in SHAPES) and all(info["margin"][m] == 4 for m in MARGINS)
         # Patient-level splits: no patient in two splits; every split used.
         split = store.h5["lesions/split"][...]
         pids = np.asarray(les.patient_id)
@@ -252,7 +265,7 @@ def test_write_phantom_store_round_trips(tmp_path) -> None:
             assert len(set(split[pids == p])) == 1
         assert set(split) <= set(range(len(SPLITS)))
         normal = store.normal(0)
-        assert normal["image"].shape == (192, 156) and normal["breast_mask"].any()
+        assert normal["image"].shape == (160, 130) and normal["breast_mask"].any()
         assert (store.lesion_sizes() > 0).all()
 
 

@@ -51,15 +51,19 @@ def _combos(rng: np.random.Generator) -> Iterator[tuple[str, str]]:
 
 
 def _crop_square(img: np.ndarray, cx: float, cy: float, side: int) -> tuple[np.ndarray, int, int]:
-    """A side x side crop centred on (cx, cy), zero-padded beyond the image; returns (crop, x0, y0)."""
+    """A side x side crop centred on (cx, cy), shifted to lie inside the image where it fits
+    (the detector edge has no background beyond it), zero-padded only where the image is
+    smaller than the crop. Returns (crop, x0, y0) with (x0, y0) the crop's corner in ``img``.
+    """
     H, W = img.shape
     x0 = int(round(cx - side / 2))
     y0 = int(round(cy - side / 2))
+    x0 = min(max(x0, 0), W - side) if side <= W else (W - side) // 2
+    y0 = min(max(y0, 0), H - side) if side <= H else (H - side) // 2
     out = np.zeros((side, side), img.dtype)
     sx0, sy0 = max(0, x0), max(0, y0)
     sx1, sy1 = min(W, x0 + side), min(H, y0 + side)
-    if sx1 > sx0 and sy1 > sy0:
-        out[sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0] = img[sy0:sy1, sx0:sx1]
+    out[sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0] = img[sy0:sy1, sx0:sx1]
     return out, x0, y0
 
 
@@ -72,8 +76,9 @@ def phantom_lesion_records(n: int, seed: int = 0, full_shape: tuple[int, int] = 
     """Stream ``n`` phantom mass records, balanced over the 20 shape x margin pairs.
 
     Each record holds a square crop (at native pixel spacing, 204.8 mm / H per px) around the
-    lesion with ``DEFAULT_CONTEXT`` padding, its exact mask, labels, bbox (x, y, w, h) and
-    lesion_size (h, w) in full-image px. Patients ``PH0000``... hold 6-14 lesions each, all
+    lesion with ``DEFAULT_CONTEXT`` padding (shifted to stay inside the image next to its
+    edge), its exact mask, labels, bbox (x, y, w, h) and lesion_size (h, w) in full-image
+    px. Patients ``PH0000``... hold 6-14 lesions each, all
     in one breast image. Deterministic per (seed, full_shape); the first k records do not
     depend on ``n``.
     """
@@ -100,8 +105,12 @@ def phantom_lesion_records(n: int, seed: int = 0, full_shape: tuple[int, int] = 
         pad = ((0, 0), (chest_pad, 0)) if laterality == "L" else ((0, 0), (0, chest_pad))
         depth = ndi.distance_transform_edt(np.pad(usable, pad, mode="edge"))
         depth = depth[:, chest_pad:] if laterality == "L" else depth[:, :W]
+        # Keep the mass itself inside the image too (the chest wall and top edge are no skin).
+        yy, xx = np.mgrid[0:H, 0:W]
+        depth = np.minimum(depth, np.minimum(np.minimum(xx, W - 1 - xx), np.minimum(yy, H - 1 - yy)))
         # Pixels sorted by depth once, so each lesion draws a site with one searchsorted.
         order = np.argsort(-depth, axis=None, kind="stable")
+        gland_flat = breast.glandular.ravel()
         depth_sorted = -depth.ravel()[order]
         pid = f"PH{patient:04d}"
         for _ in range(k):
@@ -113,7 +122,12 @@ def phantom_lesion_records(n: int, seed: int = 0, full_shape: tuple[int, int] = 
                 need = 0.75 * diameter_px + 2.0 / spacing
                 n_ok = int(np.searchsorted(depth_sorted, -need, side="left"))
                 if n_ok:
-                    j = int(order[int(rng.integers(n_ok))])
+                    # Reported masses are the visible ones: prefer sites in less dense
+                    # tissue (accept with 1 - 0.75 x glandular weight), as a reader would.
+                    for _try in range(20):
+                        j = int(order[int(rng.integers(n_ok))])
+                        if rng.random() < 1.0 - 0.75 * float(gland_flat[j]):
+                            break
                     site = (float(j % W), float(j // W))
                     break
                 diameter_mm *= 0.8  # a big mass in a small breast: draw it smaller
@@ -131,8 +145,15 @@ def phantom_lesion_records(n: int, seed: int = 0, full_shape: tuple[int, int] = 
             by0, by1, bx0, bx1 = int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
             bh, bw = by1 - by0, bx1 - bx0
             side = int(round(max(bh, bw) * (1.0 + 2.0 * DEFAULT_CONTEXT)))
-            patch, px0, py0 = _crop_square(win, (bx0 + bx1) / 2, (by0 + by1) / 2, side)
-            mask, _, _ = _crop_square(mwin, (bx0 + bx1) / 2, (by0 + by1) / 2, side)
+            # Crop from the breast with this mass pasted in (the window alone may be too
+            # small once the crop is shifted off an image edge).
+            full = breast.image.copy()
+            full[y0:y1, x0:x1] = win
+            full_mask = np.zeros((H, W), bool)
+            full_mask[y0:y1, x0:x1] = mwin
+            ccx, ccy = x0 + (bx0 + bx1) / 2, y0 + (by0 + by1) / 2
+            patch, px0, py0 = _crop_square(full, ccx, ccy, side)
+            mask, _, _ = _crop_square(full_mask, ccx, ccy, side)
             pathology = "malignant" if rng.random() < malignancy_probability(shape, margin) else "benign"
             yield LesionRecord(
                 source="phantom",
@@ -150,7 +171,7 @@ def phantom_lesion_records(n: int, seed: int = 0, full_shape: tuple[int, int] = 
                 pixel_spacing_mm=spacing,
                 density=density,
                 extra={"diameter_mm": round(diameter_mm, 2), "center_xy": (int(cx), int(cy)),
-                       "crop_xy": (x0 + px0, y0 + py0), "breast_seed": breast_seed, "mass_seed": mass_seed},
+                       "crop_xy": (px0, py0), "breast_seed": breast_seed, "mass_seed": mass_seed},
             )
             i += 1
         patient += 1

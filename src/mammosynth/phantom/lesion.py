@@ -1,20 +1,22 @@
 """Masses in every BI-RADS shape and margin, rendered into phantom tissue.
 
 A mass is a solid of projected thickness ``p`` (an ellipsoid-like profile,
-``p = sqrt(1 - q^2)`` with ``q`` the radius normalised by the contour ``R(theta)``). It adds
+``p = (1 - q^2)^0.35`` with ``q`` the radius normalised by the contour ``R(theta)``). It adds
 attenuation to what lies in front of and behind it, so it is *blended*, never pasted::
 
     I_out = 1 - (1 - I_tissue) * exp(-c * p)
 
-after it displaces part of the tissue it occupies (``I_tissue`` pulled 45% of the way to
-the glandular level at the centre). c ~ 0.65-1.0 (a mass over fat at I = 0.2 reaches
-~0.65-0.75; over dense tissue it gains less, as real masses are harder to see in dense
+after it displaces part of the tissue it occupies (at its centre 60% of ``I_tissue`` is
+replaced by a homogeneous level halfway between the local mean and the glandular level, so
+the texture inside the mass is damped). c ~ 0.75-1.1 (a mass over fat at I = 0.2 reaches
+~0.7-0.8; over dense tissue it gains less, as real masses are harder to see in dense
 breasts). The tissue texture stays visible, damped, through the mass.
 
 Shapes (the contour ``R(theta)``): round (aspect 0.88-1), oval (aspect 0.5-0.72), lobulated
-(3-5 broad lobes with notches between), irregular (many random harmonics, no symmetry).
-Margins: circumscribed (sharp edge), obscured (sharp edge with 30-60% of the border hidden by
-overlying dense tissue), microlobulated (12-20 small scallops along the border), ill_defined
+(3-5 broad lobes with notches between), irregular (random harmonics plus angular
+extensions, no symmetry).
+Margins: circumscribed (sharp edge), obscured (sharp edge with 100-200 degrees of the border
+hidden by overlying dense tissue), microlobulated (10-16 uneven small scallops), ill_defined
 (edge blurred over 15-30% of the radius and frayed by noise), spiculated (10-24 tapering
 spicules radiating 0.5-1.3 radii beyond the border, with a slightly blurred body edge).
 
@@ -168,7 +170,8 @@ def render_mass_window(image: np.ndarray, breast: np.ndarray, center_xy: tuple[f
         # Frayed boundary: the edge wanders with noise, then blurs over 15-30% of the radius.
         fray = power_law_noise(rng, (h, w), 2.5)
         q = q * (1.0 + 0.08 * fray)
-    profile = np.sqrt(np.clip(1.0 - q * q, 0.0, 1.0))
+    # A flattened ellipsoid profile: steep near the border, so outlines stay crisp.
+    profile = np.clip(1.0 - q * q, 0.0, 1.0) ** 0.35
     mask = q < 1.0
     if margin == "ill_defined":
         sigma = rng.uniform(0.15, 0.30) * radius
@@ -180,7 +183,7 @@ def render_mass_window(image: np.ndarray, breast: np.ndarray, center_xy: tuple[f
         profile = ndi.gaussian_filter(profile, max(0.35, 0.08 * mm))
 
     size_mm = diameter_px / mm
-    contrast = rng.uniform(0.65, 1.0) * (0.85 + 0.3 * min(1.0, size_mm / 30.0))
+    contrast = rng.uniform(0.75, 1.1) * (0.85 + 0.3 * min(1.0, size_mm / 30.0))
     # Internal heterogeneity: a mass is not a flat disc.
     inner = 1.0 + 0.14 * power_law_noise(rng, (h, w), 2.8)
     atten = contrast * profile * inner
@@ -191,8 +194,11 @@ def render_mass_window(image: np.ndarray, breast: np.ndarray, center_xy: tuple[f
         mask |= core
     # The mass displaces the tissue it occupies (partial replacement, which also damps the
     # texture seen through it), then adds its own attenuation on top.
-    displaced = 0.45 * np.clip(profile, 0, 1)
-    base = image * (1.0 - displaced) + displaced * GLAND_LEVEL
+    displaced = 0.6 * np.clip(profile, 0, 1)
+    # Homogeneous mass tissue replaces the local texture, at a level between the local mean
+    # and the glandular level.
+    local = ndi.gaussian_filter(image, max(1.0, 0.5 * radius))
+    base = image * (1.0 - displaced) + displaced * (0.5 * local + 0.5 * GLAND_LEVEL)
     out = 1.0 - (1.0 - base) * np.exp(-atten)
     if margin == "obscured":
         # Overlying fibroglandular tissue hides a 100-200 degree sector of the border.
