@@ -429,10 +429,10 @@ def render_breast(seed: int, shape: tuple[int, int] = (1024, 832), view: str = "
 
     # Fat lobules (~3-13 mm, several sizes) scallop the dense tissue; their septa are thin walls.
     size_var = _smoothstep(-1.0, 1.0, power_law_noise(r_lob, (h, w), 3.0, f_min=cs / 30.0))
-    core_c, septa_c = _lobules(r_lob, h, w, 5.0 / cs, size_var)
-    gland_c *= 1.0 - 0.6 * ndi.gaussian_filter(core_c, 0.5 / cs)
+    core_c, septa_c = _lobules(r_lob, h, w, 6.5 / cs, size_var)
+    gland_c *= 1.0 - 0.7 * ndi.gaussian_filter(core_c, 0.5 / cs)
     strength = 0.5 + 0.5 * np.tanh(power_law_noise(r_lob, (h, w), 3.0, f_min=cs / 20.0) + 0.3)
-    septa_c = ndi.gaussian_filter(septa_c * strength, max(0.3 / cs, 0.5))
+    septa_c = ndi.gaussian_filter(septa_c * strength, max(0.35 / cs, 0.5))
     septa_c /= np.float32(septa_c.max() + 1e-6)
 
     # Fibrous strands: trabeculae running towards the nipple, and Cooper's ligaments that
@@ -475,13 +475,29 @@ def render_breast(seed: int, shape: tuple[int, int] = (1024, 832), view: str = "
     halo_c = ndi.gaussian_filter(thin_pad.reshape(h, f, w, f).mean(axis=(1, 3)), 0.4 / cs)
     halo_c /= np.float32(np.percentile(halo_c, 99.9) + 1e-6)
 
+    # Ligaments: fewer, broad (~1-2 mm) curvilinear bands running tens of millimetres through
+    # fat and gland alike; smooth, so drawn on the coarse grid.
+    n_lig = int(area_mm2 / 1200.0)
+    sel = r_str.choice(pick, n_lig)
+    starts = np.stack([sel % W, sel // W], 1).astype(np.float32) / f
+    heads = np.arctan2(ny / f - starts[:, 1], nx / f - starts[:, 0]) + r_str.normal(0, 0.5, n_lig)
+    heads += np.where(r_str.random(n_lig) < 0.5, 0.0, np.pi)
+    pts, t, owner = random_curves(r_str, starts, heads, r_str.uniform(20.0, 70.0, n_lig) / cs,
+                                  curvature=0.05 * cs / 0.2, step=0.7)
+    per = r_str.uniform(0.3, 1.0, n_lig).astype(np.float32)
+    lig_c = _splat((h, w), pts, per[owner] * np.maximum(np.sin(np.pi * t), 0) ** 0.7)
+    lig_c = ndi.gaussian_filter(lig_c, 0.45 / cs)
+    lig_c /= np.float32(np.percentile(lig_c[lig_c > 0], 99.5) + 1e-6) if (lig_c > 0).any() else 1.0
+    lig_c = np.minimum(lig_c, 1.2) * _coarse(mask, f)
+
     # Tissue density: fat + glandular + anatomical texture + strands + septa. Everything
     # smooth is summed on the coarse grid; only the fine texture and thin strands are full-res.
     fat_var_c = power_law_noise(r_fine, (h, w), 3.0, f_min=cs / 40.0)
     tissue_c = (FAT_LEVEL + 0.03 * fat_var_c + (GLAND_LEVEL - FAT_LEVEL) * gland_c
                 + 0.04 * streaks_c * (0.5 + gland_c)
                 + 0.12 * np.minimum(halo_c, 1.3) * (1.0 - 0.4 * gland_c)
-                + 0.17 * septa_c * (1.0 - 0.3 * gland_c))
+                + 0.20 * septa_c * (1.0 - 0.15 * gland_c)
+                + 0.16 * lig_c * (1.0 - 0.3 * gland_c))
     if view == "MLO":
         # Pectoral muscle: bright, fibres along its border, brighter in the chest-wall corner.
         along_muscle = float(np.arctan2(-geo.pect_size[1], geo.pect_size[0]))
@@ -498,7 +514,7 @@ def render_breast(seed: int, shape: tuple[int, int] = (1024, 832), view: str = "
         tissue += geo.pectoral * (muscle - tissue)
     # Fine texture at full resolution (structures below ~8 mm), where the coarse fields stop.
     fine = power_law_noise(r_fine, (H, W), TEXTURE_BETA, f_min=spacing / 8.0)
-    tissue += 0.08 * fine * (0.5 + gland) + 0.09 * np.minimum(thin, 1.3) * (1.0 - 0.4 * gland)
+    tissue += 0.075 * fine * (0.45 + gland) + 0.12 * np.minimum(thin, 1.3) * (1.0 - 0.4 * gland)
 
     # Thickness falloff over the last ~3 mm (semicircular edge of the compressed breast),
     # then the skin line as peripheral equalisation shows it.
@@ -510,7 +526,7 @@ def render_breast(seed: int, shape: tuple[int, int] = (1024, 832), view: str = "
     img = thickness * (tissue + skin * (1.0 - 0.5 * gland))
 
     # Quantum noise, then the detector's slight blur.
-    img = img + r_q.standard_normal((H, W), dtype=np.float32) * np.float32(0.012 * min(1.0, 0.2 / spacing) ** 0.5)
+    img = img + r_q.standard_normal((H, W), dtype=np.float32) * np.float32(0.011 * min(1.0, 0.2 / spacing) ** 0.5)
     if spacing < 0.15:
         img = ndi.gaussian_filter(img, 0.06 / spacing)
     img = np.where(mask, np.clip(img, 0.0, 1.0), 0.0).astype(np.float32)
