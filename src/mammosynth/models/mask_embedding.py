@@ -65,7 +65,7 @@ class MaskEmbeddingConfig(TrainConfig):
     kernel_decay: float = 0.8
     phase_steps: list[int] = field(default_factory=lambda: [2000] * 7)  # steps per phase
     phase_batch_sizes: list[int] = field(default_factory=lambda: [64, 64, 32, 32, 16, 8, 4])
-    phase_lrs: list[float] = field(default_factory=lambda: [1e-3, 1e-3, 1e-3, 8e-4, 6e-4, 4e-4, 2e-4])
+    phase_lrs: list[float] = field(default_factory=lambda: [2e-4, 2e-4, 2e-4, 2e-4, 1.5e-4, 1e-4, 1e-4])
     fade_fraction: float = 0.5  # part of each phase (after the first) over which alpha ramps 0 -> 1
     n_critic: int = 1  # critic updates per generator update
     gp_lambda: float = 10.0
