@@ -2,8 +2,9 @@
 fp32 loop of the same networks and losses, in the same process.
 
 For each generator (U-Net, CRN), patch size and batch size it times ``--steps`` training
-iterations after ``--warmup`` and reports images/s for both, and their ratio (method / eager;
-> 1 means the method path is faster). The eager reference builds the same Tri-label, runs the
+iterations of each path after ``--warmup`` (the two paths' steps interleaved, so load drift on
+a shared machine hits both alike) and reports images/s for both, and their ratio (method /
+eager; > 1 means the method path is faster). The eager reference builds the same Tri-label, runs the
 same G, PatchGAN and feature-matching loss with zero_grad/backward/step and nothing else (no
 autocast, no channels_last, no compile, no requires_grad toggling).
 
@@ -109,15 +110,21 @@ class Row:
         return self.method_ips / self.eager_ips if self.eager_ips else float("nan")
 
 
-def _time(fn, steps: int, warmup: int, device: torch.device, warm_fn=None) -> float:
+def _time_interleaved(fns, steps: int, warmup: int, device: torch.device, warm_fns) -> list[float]:
+    """Seconds spent in each of ``fns`` over ``steps`` calls, the calls interleaved
+    (a, b, a, b, ...) so that load drifting on a shared machine hits both alike."""
     for _ in range(warmup):
-        (warm_fn or fn)()
+        for w in warm_fns:
+            w()
     _sync(device)
-    t0 = time.perf_counter()
+    spent = [0.0] * len(fns)
     for _ in range(steps):
-        fn()
-    _sync(device)
-    return time.perf_counter() - t0
+        for i, fn in enumerate(fns):
+            t0 = time.perf_counter()
+            fn()
+            _sync(device)
+            spent[i] += time.perf_counter() - t0
+    return spent
 
 
 def bench_one(generator: str, size: int, batch: int, args, device: torch.device) -> Row:
@@ -136,10 +143,6 @@ def bench_one(generator: str, size: int, batch: int, args, device: torch.device)
     opts = method.build_optimizers()
     step_nets = {k: (torch.compile(v) if args.compile else v) for k, v in method.nets.items()}
     ctx = BenchContext(step_nets, opts, device, args.amp)
-    # warm-up on a 2-image slice: same kernels and shapes per image, a fraction of the time on CPU
-    warm = {k: v[: min(batch, args.warmup_batch or batch)] for k, v in data.items()}
-    method_s = _time(lambda: method.train_step(data, ctx), args.steps, args.warmup, device,
-                     lambda: method.train_step(warm, ctx))
     # eager reference: fresh copies of the same networks, fp32, contiguous, no compile
     torch.manual_seed(0)
     ref = InfillGAN(cfg, {"patch_size": size})
@@ -148,8 +151,12 @@ def bench_one(generator: str, size: int, batch: int, args, device: torch.device)
     ref_opts = ref.build_optimizers()
     gen = torch.Generator(device=device).manual_seed(0)
     G, D = ref.nets["generator"], ref.nets["discriminator"]
-    eager_s = _time(lambda: eager_step(ref, G, D, ref_opts, data, gen), args.steps, args.warmup, device,
-                    lambda: eager_step(ref, G, D, ref_opts, warm, gen))
+    # warm-up on a 2-image slice: same kernels and shapes per image, a fraction of the time on CPU
+    warm = {k: v[: min(batch, args.warmup_batch or batch)] for k, v in data.items()}
+    method_s, eager_s = _time_interleaved(
+        [lambda: method.train_step(data, ctx), lambda: eager_step(ref, G, D, ref_opts, data, gen)],
+        args.steps, args.warmup, device,
+        [lambda: method.train_step(warm, ctx), lambda: eager_step(ref, G, D, ref_opts, warm, gen)])
     n_img = args.steps * batch
     return Row(generator, size, batch, n_img / method_s, n_img / eager_s, method.fm_status)
 
