@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mammosynth.data.context import PAPER_MARGIN_FACTOR, NoiseRegion, margin_ring, tri_label
+from mammosynth.data.context import PAPER_MARGIN_FACTOR, margin_ring, tri_label
 from mammosynth.errors import ConfigError, DataError, WeightsError
 from mammosynth.losses import d_loss_bce, g_loss_bce
 from mammosynth.train.method import Method, StepContext, TrainConfig, requires_grad
