@@ -11,7 +11,8 @@ from mammosynth.demo import DemoSettings, run_demo
 def test_demo_end_to_end(tmp_path, monkeypatch):
     monkeypatch.setenv("MAMMOSYNTH_WEIGHTS", str(tmp_path / "no-weights"))  # the offline fallback path
     s = DemoSettings(out=tmp_path / "demo", n_lesions=40, n_normals=6, full_shape=(256, 208), n_generate=12,
-                     n_insert=3, mask_steps=3, infill_steps=3)
+                     n_insert=3, mask_steps=3, infill_steps=3, evaluate=False,  # evaluate has its own tests
+                     overrides={"mask-dcgan": ["batch_size=4"], "infill": ["batch_size=2"]})
     report = run_demo(s)
     html = report.read_text()
     for section in ("What ran", "Inserted masses", "Real and synthetic", "Sample grids", "Training curves", "Reader study"):

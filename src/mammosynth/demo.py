@@ -113,7 +113,13 @@ def _demo_study(data: Path, generated: Path, out: Path, seed: int) -> Path | Non
     study = out / "study"
     if study.exists():  # a re-run replaces the demo's own study
         shutil.rmtree(study)
-    created = create_study(data, generated, study, readers=2, n_per_class=10, retest=2, seed=seed)
+    from mammosynth.data.store import Store
+    from mammosynth.synth.writer import read_manifest
+
+    with Store(data) as st:
+        n_real = len(st.split_indices("lesions", "test"))
+    per_class = max(1, min(10, n_real, len(read_manifest(generated))))
+    created = create_study(data, generated, study, readers=2, n_per_class=per_class, retest=min(2, per_class), seed=seed)
     console.print(f"study with {len(created.invitations)} readers; answer it yourself with "
                   f"[bold]mammosynth study serve {study}[/] (links in {study / 'invitations.csv'})")
     simulate_readers(study, d_prime=1.0, seed=seed)
