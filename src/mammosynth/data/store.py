@@ -71,6 +71,24 @@ def resize_image(img: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return resize(img.astype(np.float32), shape, order=1, anti_aliasing=True, preserve_range=True).astype(np.float32)
 
 
+def block_mean(img: np.ndarray, factor: int) -> np.ndarray:
+    """Downsample by an integer ``factor`` with block means (exact area averaging, fast);
+    the trailing rows/columns that do not fill a block are dropped."""
+    if factor <= 1:
+        return img.astype(np.float32, copy=False)
+    h, w = (img.shape[0] // factor) * factor, (img.shape[1] // factor) * factor
+    return img[:h, :w].astype(np.float32).reshape(h // factor, factor, w // factor, factor).mean(axis=(1, 3))
+
+
+def shrink(img: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Resize to ``shape``; large reductions first take whole-number block means (3-4x faster
+    than an anti-aliased resize of the full image, same result up to interpolation error)."""
+    factor = int(min(img.shape[0] / shape[0], img.shape[1] / shape[1]) // 1)
+    if factor >= 2:
+        img = block_mean(img, factor)
+    return resize_image(img, shape)
+
+
 def resize_mask(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """Resize a binary mask by area-averaging then thresholding at 0.5 (keeps thin parts fairer than nearest)."""
     if mask.shape == tuple(shape):
@@ -204,8 +222,8 @@ class StoreWriter:
         h, w = max(1, round(img.shape[0] * scale)), max(1, round(img.shape[1] * scale))
         canvas = np.zeros((H, W), np.float32)
         mcanvas = np.zeros((H, W), bool)
-        canvas[:h, :w] = resize_image(img, (h, w))
-        mcanvas[:h, :w] = resize_mask(bmask, (h, w))
+        canvas[:h, :w] = shrink(img, (h, w))
+        mcanvas[:h, :w] = shrink(bmask.astype(np.float32), (h, w)) >= 0.5
         nor = self._h5["normals"]
         self._append(nor["image"], to_uint16(canvas))
         self._append(nor["breast_mask"], mcanvas.astype(np.uint8))
