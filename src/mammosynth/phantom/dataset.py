@@ -106,8 +106,9 @@ def phantom_lesion_records(n: int, seed: int = 0, full_shape: tuple[int, int] = 
         depth = ndi.distance_transform_edt(np.pad(usable, pad, mode="edge"))
         depth = depth[:, chest_pad:] if laterality == "L" else depth[:, :W]
         # Keep the mass itself inside the image too (the chest wall and top edge are no skin).
-        yy, xx = np.mgrid[0:H, 0:W]
-        depth = np.minimum(depth, np.minimum(np.minimum(xx, W - 1 - xx), np.minimum(yy, H - 1 - yy)))
+        xs, ys = np.arange(W), np.arange(H)
+        border = np.minimum(np.minimum(xs, W - 1 - xs)[None, :], np.minimum(ys, H - 1 - ys)[:, None])
+        depth = np.minimum(depth, border)
         # Pixels sorted by depth once, so each lesion draws a site with one searchsorted.
         order = np.argsort(-depth, axis=None, kind="stable")
         gland_flat = breast.glandular.ravel()
@@ -145,15 +146,15 @@ def phantom_lesion_records(n: int, seed: int = 0, full_shape: tuple[int, int] = 
             by0, by1, bx0, bx1 = int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
             bh, bw = by1 - by0, bx1 - bx0
             side = int(round(max(bh, bw) * (1.0 + 2.0 * DEFAULT_CONTEXT)))
-            # Crop from the breast with this mass pasted in (the window alone may be too
-            # small once the crop is shifted off an image edge).
-            full = breast.image.copy()
-            full[y0:y1, x0:x1] = win
-            full_mask = np.zeros((H, W), bool)
-            full_mask[y0:y1, x0:x1] = mwin
+            # Crop the breast, then lay the rendered window over it (the window alone may be
+            # too small once the crop is shifted off an image edge).
             ccx, ccy = x0 + (bx0 + bx1) / 2, y0 + (by0 + by1) / 2
-            patch, px0, py0 = _crop_square(full, ccx, ccy, side)
-            mask, _, _ = _crop_square(full_mask, ccx, ccy, side)
+            patch, px0, py0 = _crop_square(breast.image, ccx, ccy, side)
+            mask = np.zeros_like(patch, dtype=bool)
+            ox0, oy0 = max(x0, px0), max(y0, py0)
+            ox1, oy1 = min(x1, px0 + side), min(y1, py0 + side)
+            patch[oy0 - py0:oy1 - py0, ox0 - px0:ox1 - px0] = win[oy0 - y0:oy1 - y0, ox0 - x0:ox1 - x0]
+            mask[oy0 - py0:oy1 - py0, ox0 - px0:ox1 - px0] = mwin[oy0 - y0:oy1 - y0, ox0 - x0:ox1 - x0]
             pathology = "malignant" if rng.random() < malignancy_probability(shape, margin) else "benign"
             yield LesionRecord(
                 source="phantom",

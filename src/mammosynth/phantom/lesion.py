@@ -93,7 +93,7 @@ def mass_contour(rng: np.random.Generator, shape: str, margin: str) -> tuple[np.
     return r.astype(np.float32), float(aspect)
 
 
-def _spicules(rng: np.random.Generator, dx: np.ndarray, dy: np.ndarray, radius: float, contour: np.ndarray,
+def _spicules(rng: np.random.Generator, dx: np.ndarray, dy: np.ndarray, radius: float,
               to_contour) -> tuple[np.ndarray, np.ndarray]:
     """Tapering straight spicules radiating from the border; (intensity, core mask) in the window."""
     n = int(rng.integers(10, 25))
@@ -165,7 +165,7 @@ def render_mass_window(image: np.ndarray, breast: np.ndarray, center_xy: tuple[f
         t = np.mod(np.arctan2(va, ua), 2 * np.pi)
         return float(contour[int(t / (2 * np.pi) * _N_THETA) % _N_THETA] / np.hypot(ua, va))
 
-    mm = 1.0 / pixel_spacing_mm
+    px_per_mm = 1.0 / pixel_spacing_mm
     if margin == "ill_defined":
         # Frayed boundary: the edge wanders with noise, then blurs over 15-30% of the radius.
         fray = power_law_noise(rng, (h, w), 2.5)
@@ -180,15 +180,15 @@ def render_mass_window(image: np.ndarray, breast: np.ndarray, center_xy: tuple[f
     elif margin == "spiculated":
         profile = ndi.gaussian_filter(profile, max(0.5, 0.05 * radius))
     else:
-        profile = ndi.gaussian_filter(profile, max(0.35, 0.08 * mm))
+        profile = ndi.gaussian_filter(profile, max(0.35, 0.08 * px_per_mm))
 
-    size_mm = diameter_px / mm
+    size_mm = diameter_px / px_per_mm
     contrast = rng.uniform(0.75, 1.1) * (0.85 + 0.3 * min(1.0, size_mm / 30.0))
     # Internal heterogeneity: a mass is not a flat disc.
     inner = 1.0 + 0.14 * power_law_noise(rng, (h, w), 2.8)
     atten = contrast * profile * inner
     if margin == "spiculated":
-        spic, core = _spicules(rng, dx, dy, radius, contour, to_contour)
+        spic, core = _spicules(rng, dx, dy, radius, to_contour)
         spic = ndi.gaussian_filter(spic, 0.5)
         atten = np.maximum(atten, 1.0 * contrast * spic)
         mask |= core
