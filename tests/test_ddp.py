@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -21,6 +22,16 @@ from mammosynth.train.trainer import Trainer, seed_everything
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_trainer import TinyConfig, TinyRegression, make_store  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """These tests are timed on one thread (OpenMP spinning on a shared machine costs more than it gains)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
 
 
 def _dump(trainer: Trainer, path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, List, Optional
 
@@ -94,4 +95,5 @@ def register(app: typer.Typer) -> None:
         from mammosynth.train.trainer import train
 
         run = train(method, data, out, cfg, resume=resume, progress=progress, config_source=source)
-        typer.echo(str(run))
+        if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 reports
+            typer.echo(str(run))

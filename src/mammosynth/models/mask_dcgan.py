@@ -211,6 +211,33 @@ class MaskDCGAN(Method):
             ctx.backward_step(loss_g, "G")
         return {"loss_d": loss_d.detach(), "loss_g": loss_g.detach()}
 
+    #: Latents used to recompute the EMA generator's BatchNorm statistics (4 batches of 64).
+    bn_calibration_batches = (4, 64)
+
+    @torch.no_grad()
+    def finalize_ema(self, ema_nets: dict[str, nn.Module]) -> None:
+        """Recompute the EMA generator's BatchNorm running statistics from its own activations
+        (population averages over 256 seeded latents). The statistics copied from the training
+        generator lag behind and belong to other weights; with them eval-mode samples are
+        noise early in training."""
+        G = ema_nets["generator"]
+        bns = [m for m in G.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        if not bns:
+            return
+        device = next(G.parameters()).device
+        momenta = [bn.momentum for bn in bns]
+        for bn in bns:
+            bn.reset_running_stats()
+            bn.momentum = None  # cumulative average over the calibration batches
+        G.train()
+        gen = torch.Generator().manual_seed(12345)
+        n_batches, batch = self.bn_calibration_batches
+        for _ in range(n_batches):
+            G(sample_latent(batch, self.cfg.nz, self.cfg.latent, gen).to(device))
+        for bn, m in zip(bns, momenta):
+            bn.momentum = m
+        G.eval()
+
     @torch.no_grad()
     def sample_grid(self, nets: dict[str, nn.Module], n: int, seed: int) -> torch.Tensor:
         """(n, 1, S, S) raw generator outputs in [-1, 1] for fixed latents (seeded)."""

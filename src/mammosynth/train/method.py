@@ -164,6 +164,11 @@ class Method(abc.ABC):
     def load_extra_state(self, state: dict[str, Any]) -> None:
         pass
 
+    def finalize_ema(self, ema_nets: dict[str, nn.Module]) -> None:
+        """Called on the EMA copies before a sample grid and before inference weights are
+        saved, e.g. to recompute BatchNorm statistics for the averaged weights (the copied
+        running statistics belong to the training weights). Must not touch the global RNG."""
+
     def batch_size(self, step: int) -> int | None:
         """Per-phase batch size (progressive growing); None = ``cfg.batch_size``. The trainer
         rebuilds its DataLoader whenever the value changes."""

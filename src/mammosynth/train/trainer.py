@@ -347,6 +347,7 @@ class Trainer:
 
     def _save(self) -> None:
         """Checkpoint + inference weights. Collective (RNG states of all ranks); rank 0 writes."""
+        self._finalize_ema()  # on every rank: keeps EMA buffers identical across processes
         rng = json.dumps(_rng_state(self.gen)).encode()
         all_rng = [json.loads(b) for b in D.gather_bytes(rng, self.device, self.dist.world_size)]
         if self.dist.is_main:
@@ -439,7 +440,15 @@ class Trainer:
         raise DataError(f"{self.data}: the data loader yielded no batch")
 
     # -- logging ---------------------------------------------------------------------------
+    def _finalize_ema(self) -> None:
+        if self.ema:
+            with torch.no_grad():
+                self.method.finalize_ema(self.ema)
+            for net in self.ema.values():
+                net.eval()
+
     def _sample_grid(self) -> None:
+        self._finalize_ema()
         nets = {k: self.ema.get(k, v) for k, v in self.nets.items()}
         modes = {k: v.training for k, v in nets.items()}
         for v in nets.values():
