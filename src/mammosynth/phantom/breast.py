@@ -296,7 +296,8 @@ def _outline(rng: np.random.Generator, view: str, H: int, W: int, spacing: float
     pad = 2 * f
     top = pad if pad_top else 0
     padded = np.pad(mask, ((top, 0), (pad, 0)), mode="edge")
-    depth = _depth_px(padded, f)[top:, pad:] * np.float32(spacing)
+    # At most 2x coarser: the skin profile is steep, and coarser distances show as steps.
+    depth = _depth_px(padded, min(f, 2))[top:, pad:] * np.float32(spacing)
     return _Geometry(mask=mask, depth_mm=depth, nipple=nipple, chest=chest, pectoral=pect * mask, pect_size=pect_size)
 
 

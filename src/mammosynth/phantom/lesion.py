@@ -15,8 +15,8 @@ breasts). The tissue texture stays visible, damped, through the mass.
 Shapes (the contour ``R(theta)``): round (aspect 0.88-1), oval (aspect 0.5-0.72), lobulated
 (3-5 broad lobes with notches between), irregular (random harmonics plus angular
 extensions, no symmetry).
-Margins: circumscribed (sharp edge), obscured (sharp edge with 100-200 degrees of the border
-hidden by overlying dense tissue), microlobulated (10-16 uneven small scallops), ill_defined
+Margins: circumscribed (sharp edge), obscured (sharp edge with 120-220 degrees of the border
+hidden by overlying dense tissue), microlobulated (8-13 uneven small scallops), ill_defined
 (edge blurred over 15-30% of the radius and frayed by noise), spiculated (10-24 tapering
 spicules radiating 0.5-1.3 radii beyond the border, with a slightly blurred body edge).
 
@@ -82,13 +82,14 @@ def mass_contour(rng: np.random.Generator, shape: str, margin: str) -> tuple[np.
             d = np.abs(np.angle(np.exp(1j * (theta - c))))
             r += rng.uniform(0.15, 0.35) * np.clip(1 - d / rng.uniform(0.25, 0.5), 0, 1) ** 1.2
     if margin == "microlobulated":
-        k = int(rng.integers(10, 17))
-        amp = rng.uniform(0.09, 0.13)
+        # Few enough, deep enough scallops to survive a 64 px patch (~12 px each at 40 px).
+        k = int(rng.integers(8, 14))
+        amp = rng.uniform(0.14, 0.18)
         # Scallops with sharp inward cusps (|cos| bumps, not a sinusoid), of uneven width and
         # depth so the border does not look like a gear wheel.
         warp = theta + _harmonics(rng, theta, np.arange(1, 4), rng.normal(0, 0.6 / k, 3) * k / 4)
         depth = 1.0 + 0.4 * _harmonics(rng, theta, np.arange(1, 4), rng.normal(0, 0.6, 3))
-        r = r * (1.0 + amp * np.clip(depth, 0.3, 1.6) * (np.abs(np.cos(0.5 * k * warp + rng.uniform(0, np.pi))) ** 0.6 - 0.7))
+        r = r * (1.0 + amp * np.clip(depth, 0.3, 1.6) * (np.abs(np.cos(0.5 * k * warp + rng.uniform(0, np.pi))) - 0.64))
     r = r / np.sqrt(np.mean(r * r))  # unit mean-square radius keeps the area comparable
     return r.astype(np.float32), float(aspect)
 
@@ -201,9 +202,9 @@ def render_mass_window(image: np.ndarray, breast: np.ndarray, center_xy: tuple[f
     base = image * (1.0 - displaced) + displaced * (0.5 * local + 0.5 * GLAND_LEVEL)
     out = 1.0 - (1.0 - base) * np.exp(-atten)
     if margin == "obscured":
-        # Overlying fibroglandular tissue hides a 100-200 degree sector of the border.
+        # Overlying fibroglandular tissue hides a 120-220 degree sector of the border.
         centre_angle = rng.uniform(0, 2 * np.pi)
-        half_width = np.radians(rng.uniform(50, 100))
+        half_width = np.radians(rng.uniform(60, 110))
         ang = np.arctan2(dy, dx)
         d_ang = np.abs(np.angle(np.exp(1j * (ang - centre_angle))))
         sector = 1.0 - _smoothstep(half_width * 0.6, half_width * 1.2, d_ang)
@@ -212,7 +213,7 @@ def render_mass_window(image: np.ndarray, breast: np.ndarray, center_xy: tuple[f
         dense = _smoothstep(-0.6, 0.6, clouds + 0.5) * sector * band
         dense = ndi.gaussian_filter(dense, max(0.6, 0.04 * radius))
         # Dense tissue in front of the mass adds attenuation of its own over that sector.
-        out = 1.0 - (1.0 - out) * np.exp(-rng.uniform(0.6, 0.9) * dense * (1.0 + 0.15 * clouds))
+        out = 1.0 - (1.0 - out) * np.exp(-rng.uniform(0.8, 1.1) * dense * (1.0 + 0.15 * clouds))
     out = np.where(breast, np.clip(out, 0.0, 1.0), image).astype(np.float32)
     mask &= breast
     return out, mask
