@@ -27,17 +27,20 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mammosynth.data.birads import MARGINS, SHAPES, parse_term
+from mammosynth.data.birads import MARGINS, PATHOLOGIES, SHAPES, parse_term
 from mammosynth.errors import ConfigError, DataError
 from mammosynth.losses import d_loss_bce, g_loss_bce, masked_cross_entropy
 from mammosynth.train.method import Method, StepContext, TrainConfig, requires_grad
+
+if TYPE_CHECKING:
+    from mammosynth.synth.sample import Sample
 
 
 @dataclass
@@ -415,13 +418,10 @@ class BiradsAEGAN(Method):
         (0.05) grid and decode. With no category requested, each sample's category is drawn in
         proportion to its frequency among labelled seeds. ``pathology`` also restricts seeds."""
         from mammosynth.synth import latent
-        from mammosynth.synth.sample import Sample
 
         bank = self._seed_bank(store, split or self.cfg.seed_split)
         shape_i = SHAPES.index(parse_term(shape, SHAPES, "shape")) if shape else None
         margin_i = MARGINS.index(parse_term(margin, MARGINS, "margin")) if margin else None
-        from mammosynth.data.birads import PATHOLOGIES
-
         path_i = PATHOLOGIES.index(parse_term(pathology, PATHOLOGIES, "pathology")) if pathology else None
         eligible = np.ones(len(bank.source_ids), bool)
         if path_i is not None:

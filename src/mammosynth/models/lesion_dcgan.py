@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Literal
+from typing import TYPE_CHECKING, Any, Iterator, Literal
 
 import numpy as np
 import torch
@@ -30,6 +30,9 @@ from mammosynth.data.birads import MARGINS, PATHOLOGIES, SHAPES, parse_term
 from mammosynth.errors import ConfigError
 from mammosynth.losses import d_loss_bce, g_loss_bce
 from mammosynth.train.method import Method, StepContext, TrainConfig, requires_grad
+
+if TYPE_CHECKING:
+    from mammosynth.synth.sample import Sample
 
 VOCABS: dict[str, tuple[str, ...]] = {"margin": MARGINS, "shape": SHAPES, "pathology": PATHOLOGIES}
 
