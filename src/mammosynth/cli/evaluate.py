@@ -23,17 +23,31 @@ def register(app: typer.Typer) -> None:
         max_images: int = typer.Option(1000, "--max-images", min=8, help="At most this many images per set (randomly chosen)."),
         quick: bool = typer.Option(False, "--quick", help="Fewer bootstrap resamples and a reduced t-SNE (for a first look)."),
         downstream_steps: int = typer.Option(300, "--downstream-steps", min=1, help="Training steps per detector in the downstream experiment."),
+        downstream_seeds: int = typer.Option(3, "--downstream-seeds", min=1, help="Detectors trained per amount (seeds 0..N-1); CIs need >= 2."),
+        downstream_amounts: str = typer.Option("0,0.5,1", "--downstream-amounts", help="Synthetic lesions added, as fractions of the real training lesions, comma-separated (0 = real only)."),
+        detector: str = typer.Option("unet", "--detector", help="Downstream detector: unet (U-Net segmentation -> boxes; CPU or GPU) or retinanet (MONAI; needs torchvision + monai)."),
         seed: int = typer.Option(0, "--seed", help="Random seed for sampling, splits and bootstraps."),
         device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
         json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
     ) -> None:
         """Measure realism, diversity, memorisation, label/mask fidelity and downstream benefit of a synthetic set."""
+        from mammosynth.errors import ConfigError
         from mammosynth.evaluate.run import evaluate as run_eval
 
+        try:
+            amounts = tuple(float(a) for a in downstream_amounts.split(",") if a.strip())
+        except ValueError as err:
+            raise ConfigError(f"--downstream-amounts: expected comma-separated numbers, got {downstream_amounts!r}") from err
+        if downstream:
+            from mammosynth.evaluate.downstream import check_detector
+
+            check_detector(detector)  # fail before the other sections run, not after
         metrics = run_eval(real, synthetic, out, quick=quick, downstream=downstream, classifier=classifier, segmenter=segmenter,
-                           weights_dir=weights_dir, max_images=max_images, seed=seed, device=device, downstream_steps=downstream_steps)
+                           weights_dir=weights_dir, max_images=max_images, seed=seed, device=device, downstream_steps=downstream_steps,
+                           downstream_seeds=tuple(range(downstream_seeds)), downstream_amounts=amounts, detector=detector)
         if json_out:
-            print_json({"summary": metrics["summary"], "skipped": metrics["skipped"], "report": str(out / "report.html")})
+            print_json({"summary": metrics["summary"], "skipped": metrics["skipped"], "seconds": metrics["seconds"],
+                        "report": str(out / "report.html"), "metrics": str(out / "metrics.json")})
         else:
             for k, v in metrics["summary"].items():
                 console.print(f"  {k}: {v:.4g}" if isinstance(v, float) else f"  {k}: {v}")

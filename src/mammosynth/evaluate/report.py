@@ -1,26 +1,52 @@
-"""HTML report of ``mammosynth evaluate`` (``report.html`` beside ``metrics.json``)."""
+"""HTML report of ``mammosynth evaluate`` (``report.html`` beside ``metrics.json``).
+
+Every section of :data:`mammosynth.evaluate.run.SECTIONS` appears: with its numbers and plots
+when it ran, or with the reason it was skipped. Numbers come from the metrics dict only, so
+the page and metrics.json always agree.
+"""
 
 from __future__ import annotations
 
+import html
+import math
 from pathlib import Path
 from typing import Any
 
 from mammosynth.evaluate.html import HtmlReport
 
 _EXPLAIN = {
-    "feature_distances": "Frechet distance (FD) and kernel inception-style distance (KID) in ImageNet feature spaces of "
-                         "VGG16 and EfficientNet-Lite0 (not Inception: these are not FID). The floor compares real train "
-                         "with real test lesions; the ratio score/floor is 1 when synthetic lesions are as close to the test "
-                         "set as held-out real ones.",
-    "lpips": "Mean LPIPS distance between real test and synthetic lesions (seed 001, Table 1), with the official linear layers.",
-    "prdc": "k-NN manifold precision (fidelity), recall (diversity), density and coverage (Naeem et al. 2020, k = 5).",
-    "diversity": "1 - MS-SSIM over random pairs within a set: higher = more diverse. Compare synthetic with real.",
-    "memorisation": "Distance from each synthetic lesion to its nearest real training lesion; near-copies are flagged.",
-    "tsne": "t-SNE of real lesions, synthetic lesions and normal tissue (seed 003 protocol).",
-    "two_sample": "A small CNN trained to tell real from synthetic; held-out ROC AUC with a bootstrap CI. 0.5 = indistinguishable.",
-    "label_fidelity": "BI-RADS classifier accuracy on generated lesions vs on the real test split, per requested category.",
-    "mask_fidelity": "Dice between the requested lesion mask and the lesion a segmenter (trained on real data) finds.",
-    "downstream": "Mass detection trained on real only vs real + synthetic, tested on a fixed real split (seed 001 sec. 4.5).",
+    "feature_distances": "Frechet distance (FD) and kernel distance (KID, unbiased MMD^2 with a cubic polynomial kernel) "
+                         "between Gaussian fits of ImageNet features: VGG16 conv5_3 and EfficientNet-Lite0 (not Inception, "
+                         "so these are not FID; FID appears only when the pt_inception weights were imported). The floor "
+                         "compares real train with real test lesions; the ratio score/floor is 1 when synthetic lesions are "
+                         "as close to the test set as held-out real ones, and grows as they drift away. FD-pixels16 is the "
+                         "same on 16x16 downsampled pixels and needs no weights.",
+    "lpips": "Mean LPIPS distance (official v0.1 linear layers) over all pairs of 100 real test and 100 synthetic lesions, "
+             "as in seed 001 Table 1. 0 = perceptually identical; compare across models on the same real set.",
+    "prdc": "k-NN manifold precision (share of synthetic lesions inside the real manifold: fidelity), recall (share of real "
+            "lesions inside the synthetic manifold: diversity), density and coverage (Naeem et al. 2020, k = 5), in each "
+            "ImageNet feature space, synthetic vs real test. Density about 1 and coverage near that of real data are good.",
+    "diversity": "1 - MS-SSIM over random pairs within a set: higher = more diverse. Synthetic far below real test means "
+                 "mode collapse.",
+    "memorisation": "Distance from each synthetic lesion to its nearest real training lesion (RMS pixels, minimum over "
+                    "flips/rotations). A synthetic lesion closer than the 1st percentile of training-to-training "
+                    "nearest-neighbour distances is flagged as a near-copy and shown beside its neighbour.",
+    "tsne": "t-SNE of pixel vectors of real lesions, synthetic lesions and normal tissue (seed 003 protocol: up to 500 "
+            "per group, perplexity capped by the sample count). Synthetic points mixed among real ones is good; a "
+            "separate synthetic island means the generator has a tell.",
+    "two_sample": "Classifier two-sample test: a small CNN trained to tell real from synthetic lesions on one half of a "
+                  "balanced sample; ROC AUC on the other half with a bootstrap 95% CI. 0.5 = indistinguishable, 1.0 = "
+                  "always told apart. The automatic stand-in for a reader study.",
+    "label_fidelity": "The BI-RADS classifier (trained on real lesions) applied to generated lesions: accuracy of the requested "
+                      "shape/margin on generated lesions vs on real test lesions of the same category. A ratio near 1 means the "
+                      "generator draws what it was asked for as recognisably as nature does.",
+    "mask_fidelity": "A U-Net segmenter trained on real lesions segments each synthetic image; Dice between the mask the "
+                     "lesion was asked to fill and the segmented lesion. The segmenter's Dice on real test lesions is the "
+                     "ceiling to compare with.",
+    "downstream": "Mass detection trained on real only vs real + synthetic lesions, tested on one fixed real split of lesion "
+                  "patches and lesion-free normal tiles (seed 001 sec. 4.5): recall (TPR) at IoU >= 0.5, FROC area (mean "
+                  "sensitivity over 0-8 false positives per image), CPM and AP@0.5; mean and 95% CI over seeds, gains "
+                  "paired by seed.",
 }
 _TITLES = {
     "feature_distances": "Feature distances (FD / KID)", "lpips": "LPIPS", "prdc": "Precision, recall, density, coverage",
@@ -28,60 +54,107 @@ _TITLES = {
     "label_fidelity": "Label fidelity", "mask_fidelity": "Mask fidelity", "downstream": "Downstream detection",
 }
 _PLOTS = {
-    "memorisation": [("memorisation_hist.png", "Nearest-real-neighbour distances"), ("memorisation_pairs.png", "Flagged near-copies: synthetic | nearest real")],
-    "tsne": [("tsne.png", "t-SNE embedding")],
-    "downstream": [("downstream_recall.png", "Recall vs synthetic lesions added (mean and 95% CI over seeds)"),
-                   ("downstream_froc.png", "FROC curves (first seed)")],
+    "memorisation": [("memorisation_histogram.png", "Nearest-real-training-neighbour distances: synthetic vs real train"),
+                     ("memorisation_pairs.png", "Flagged near-copies (or, when none, the closest pairs): synthetic | nearest real")],
+    "tsne": [("tsne.png", "t-SNE embedding (red x real, green o synthetic, purple ^ normal tissue)")],
+    "mask_fidelity": [("mask_fidelity.png", "Requested mask (green) vs segmented lesion (red), from worst to best Dice")],
+    "downstream": [("downstream_recall.png", "Recall vs synthetic lesions added (mean and 95% CI over seeds; dots: seeds)"),
+                   ("downstream_froc.png", "FROC curves, mean over seeds")],
 }
+_HIDE = {"fppi", "sensitivity", "runs", "froc", "embedding", "distances", "pairs", "categories", "flagged", "png",
+         "histogram_png", "pairs_png", "plots"}
 
 
 def _flat(d: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    """Nested dict -> (dotted key, scalar) rows; long lists and plot names left out (they are in metrics.json)."""
     rows: list[tuple[str, Any]] = []
     if isinstance(d, dict):
         for k, v in d.items():
-            if k in {"fppi", "sensitivity", "runs", "froc", "embedding", "distances", "pairs", "categories"}:
+            if k in _HIDE:
                 continue
-            rows += _flat(v, f"{prefix}{k}." if prefix or True else k)
-    elif isinstance(d, (list, tuple)) and len(d) <= 8 and all(not isinstance(x, (dict, list)) for x in d):
-        rows.append((prefix.rstrip("."), ", ".join(f"{x:.4g}" if isinstance(x, float) else str(x) for x in d)))
-    elif not isinstance(d, (list, tuple)):
+            rows += _flat(v, f"{prefix}{k}.")
+    elif isinstance(d, (list, tuple)):
+        if len(d) <= 8 and all(not isinstance(x, (dict, list)) for x in d):
+            rows.append((prefix.rstrip("."), ", ".join(_fmt(x) for x in d)))
+    else:
         rows.append((prefix.rstrip("."), d))
     return rows
 
 
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "n/a"
+    if isinstance(v, float):
+        return "n/a" if not math.isfinite(v) else f"{v:.4g}"
+    return str(v)
+
+
+def _ci(c: dict) -> str:
+    lo, hi = c.get("ci", [None, None])
+    return "n/a (1 seed)" if lo is None or hi is None else f"{lo:.3f} to {hi:.3f}"
+
+
 def write_report(metrics: dict, out: str | Path) -> Path:
+    """Write ``out/report.html`` from the metrics dict of :func:`mammosynth.evaluate.run.evaluate`."""
+    from mammosynth.evaluate.run import SECTIONS
+
     out = Path(out)
     inp = metrics["inputs"]
     rep = HtmlReport("mammosynth evaluation",
                      f"real: {inp['real']} ({inp['n_real_train']} train / {inp['n_real_test']} test lesions) — "
-                     f"synthetic: {inp['synthetic']} ({inp['n_synthetic']} images) — patch {inp['patch_size']} px")
+                     f"synthetic: {inp['synthetic']} ({inp['n_synthetic']} images, {inp.get('n_synthetic_with_mask', 0)} with masks)"
+                     f" — patch {inp['patch_size']} px{' — quick mode' if inp.get('quick') else ''}")
     rep.h2("Summary")
-    rep.table(["metric", "value"], list(metrics["summary"].items()))
-    if metrics["skipped"]:
+    rep.table(["metric", "value"], [(k, _fmt(v)) for k, v in metrics["summary"].items()])
+    ran = [s for s in SECTIONS if s in metrics["results"]]
+    skipped = metrics["skipped"]
+    rep.raw("<p>" + " ".join(
+        f'<a href="#{s}" class="{"ok" if s in metrics["results"] else "bad"}">{html.escape(_TITLES[s])}'
+        f'{"" if s in metrics["results"] else " (skipped)"}</a> ·' for s in SECTIONS).rstrip(" ·") + "</p>")
+    if skipped:
         rep.h2("Skipped")
-        rep.table(["section", "why"], sorted(metrics["skipped"].items()))
+        rep.table(["section", "why"], sorted(skipped.items()))
     rep.h2("Samples")
     for name, cap in (("samples_real.png", "real test lesions"), ("samples_synthetic.png", "synthetic lesions")):
         if (out / name).exists():
             rep.figure(name, cap)
-    for key, title in _TITLES.items():
-        if key not in metrics["results"]:
-            continue
-        rep.h2(title)
+    for key in SECTIONS:
+        rep.raw(f'<a id="{key}"></a>')
+        rep.h2(_TITLES[key])
         rep.p(_EXPLAIN[key])
+        if key not in ran:
+            rep.note(f"skipped: {skipped.get(key, 'not run')}")
+            continue
         res = metrics["results"][key]
-        if key == "label_fidelity" and res.get("categories"):
-            cats = res["categories"]
-            rep.table(["shape", "margin", "n", "margin acc. generated", "margin acc. real", "ratio", "ok (>= 0.8)"],
-                      [(c.get("shape"), c.get("margin"), c.get("n_generated"), c.get("generated_margin_accuracy"),
-                        c.get("real_margin_accuracy"), c.get("margin_ratio"), c.get("margin_ratio_ok")) for c in cats])
-        if key == "downstream":
-            rep.table(["synthetic added", "recall mean", "recall 95% CI", "FROC AUC", "CPM", "recall gain"],
-                      [(s["n_synthetic"], s["recall"]["mean"], "{:.3f}-{:.3f}".format(*s["recall"]["ci"]), s["froc_auc"]["mean"],
-                        s["cpm"]["mean"], s["recall_gain_vs_real_only"]["mean"]) for s in res["summary"]])
-            rep.p(f"Detector: {res['detector']}.")
+        if key == "feature_distances":
+            rows = []
+            for name, r in res.items():
+                if "skipped" in r:
+                    rows.append((name, "skipped", r["skipped"], "", "", ""))
+                else:
+                    rows.append((name, _fmt(r["score"]), _fmt(r["floor"]), _fmt(r["ratio"]),
+                                 f"{_fmt(r['kid_score'].get('mean'))} / {_fmt(r['kid_floor'].get('mean'))}", r["kid_name"]))
+            rep.table(["space", "FD score (synthetic vs test)", "FD floor (train vs test)", "ratio", "KID score / floor", "KID"], rows)
+        elif key == "label_fidelity" and res.get("categories"):
+            rep.table(["quantity", "value"], [(k, _fmt(v)) for k, v in _flat(res)])
+            rep.table(["shape", "margin", "n", "margin acc. generated", "margin acc. real", "ratio", "shape acc. generated",
+                       "shape acc. real", "ratio", f"margin ok (>= {res.get('margin_ratio_target', 0.8)})"],
+                      [(c.get("shape"), c.get("margin"), c.get("n_generated"), _fmt(c.get("generated_margin_accuracy")),
+                        _fmt(c.get("real_margin_accuracy")), _fmt(c.get("margin_ratio")), _fmt(c.get("generated_shape_accuracy")),
+                        _fmt(c.get("real_shape_accuracy")), _fmt(c.get("shape_ratio")), _fmt(c.get("margin_ratio_ok")))
+                       for c in res["categories"]])
+        elif key == "downstream":
+            rep.p(f"Detector: {res['detector']}. {res['n_real_train_lesions']} real training lesions; test set "
+                  f"{res['n_test_images']} tiles with {res['n_test_lesions']} lesions; {res['steps']} steps per detector; "
+                  f"seeds {', '.join(map(str, res['seeds']))}. COCO files of the test set and every run's detections: "
+                  f"{res.get('coco_dir', '')}/.")
+            rep.table(["synthetic added", "recall mean", "recall 95% CI", "recall gain (paired)", "gain 95% CI", "FROC AUC",
+                       "CPM", "AP@0.5"],
+                      [(s["n_synthetic"], _fmt(s["recall"]["mean"]), _ci(s["recall"]), _fmt(s["recall_gain_vs_real_only"]["mean"]),
+                        _ci(s["recall_gain_vs_real_only"]), _fmt(s["froc_auc"]["mean"]), _fmt(s["cpm"]["mean"]),
+                        _fmt(s["ap50"]["mean"])) for s in res["summary"]])
         else:
-            rep.table(["quantity", "value"], _flat(res))
+            rep.table(["quantity", "value"], [(k, _fmt(v)) for k, v in _flat(res)])
         for fname, cap in _PLOTS.get(key, []):
             if (out / fname).exists():
                 rep.figure(fname, cap)

@@ -2,18 +2,20 @@
 
 Sections (each records its own seconds; one that cannot run says why and is skipped, never
 faked): feature distances (FD/KID in VGG16 and EfficientNet-Lite0 feature spaces, with the
-real-train vs real-test floor), LPIPS (seed 001 Table 1), k-NN precision/recall/density/
-coverage, MS-SSIM diversity, memorisation (nearest real training image), t-SNE (seed 003),
-the classifier two-sample test, label fidelity (BI-RADS classifier), mask fidelity
-(segmenter Dice) and, with ``downstream=True``, the detection experiment of seed 001 sec. 4.5.
+real-train vs real-test floor; a weight-free pixel-space FD beside them), LPIPS (seed 001
+Table 1), k-NN precision/recall/density/coverage, MS-SSIM diversity, memorisation (nearest
+real training image), t-SNE (seed 003), the classifier two-sample test, label fidelity
+(BI-RADS classifier), mask fidelity (segmenter Dice) and, with ``downstream=True``, the
+detection experiment of seed 001 sec. 4.5.
 
-Writes ``OUT/report.html``, ``OUT/metrics.json`` (every number) and PNG plots beside them.
+Writes ``OUT/report.html``, ``OUT/metrics.json`` (every number; NaN written as null) and PNG
+plots beside them. Images everywhere: numpy (N, S, S) float in [0, 1], S = the store's patch size.
 """
 
 from __future__ import annotations
 
-import json
 import logging
+import math
 import time
 import traceback
 from pathlib import Path
@@ -23,10 +25,14 @@ import numpy as np
 
 from mammosynth.data.store import Store
 from mammosynth.errors import MammosynthError, WeightsError
-from mammosynth.evaluate.synthetic import load_synthetic_patches
-from mammosynth.io import write_json_atomic
+from mammosynth.evaluate.synthetic import SyntheticPatches, load_synthetic_patches
+from mammosynth.io import atomic_path, write_json_atomic
 
 log = logging.getLogger(__name__)
+
+#: Every section, in report order (metrics.json has each under "results" or "skipped").
+SECTIONS = ("feature_distances", "lpips", "prdc", "diversity", "memorisation", "tsne", "two_sample",
+            "label_fidelity", "mask_fidelity", "downstream")
 
 
 def _section(results: dict, skipped: dict, seconds: dict, name: str, fn: Callable[[], Any]) -> None:
@@ -56,52 +62,69 @@ def evaluate(
     device: str = "auto",
     downstream_steps: int = 300,
     downstream_seeds: tuple[int, ...] = (0, 1, 2),
+    downstream_amounts: tuple[float, ...] = (0.0, 0.5, 1.0),
+    detector: str = "unet",
 ) -> dict:
     """Evaluate the synthetic set ``synthetic`` against the store ``real``; returns metrics.json's dict.
 
-    ``quick`` skips t-SNE's full protocol and uses fewer bootstrap resamples (for the demo).
+    ``max_images`` caps each population (real train, real test, synthetic; random, seeded).
+    ``quick`` (the demo's mode): FD/KID in EfficientNet-Lite0 and pixel space only (VGG16 and
+    Inception at 224/299 px dominate CPU time), t-SNE with 1,000 instead of 4,000 iterations,
+    200 instead of 1,000 bootstrap resamples, 10 C2ST epochs, real training images capped at 300. ``detector``: "unet" (default, CPU) or "retinanet" (needs
+    torchvision + MONAI). Raises MammosynthError when the inputs cannot be evaluated at all.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
+    dev = None if device == "auto" else device
     with Store(real) as st:
         S = st.patch_size
         rng = np.random.default_rng(seed)
 
-        def take(split: str) -> np.ndarray:
+        def take(split: str, cap: int) -> np.ndarray:
             idx = st.split_indices("lesions", split)
-            if len(idx) > max_images:
-                idx = np.sort(rng.choice(idx, max_images, replace=False))
+            if len(idx) > cap:
+                idx = np.sort(rng.choice(idx, cap, replace=False))
             return st.lesions(indices=idx).patch
 
-        real_train, real_test = take("train"), take("test")
-        normal_tiles = _normal_tiles(st, S, n=min(500, max_images), seed=seed)
-    syn = load_synthetic_patches(synthetic, S, limit=max_images)
-    if len(real_test) < 2 or len(real_train) < 2:
-        raise MammosynthError(f"{real}: need at least 2 train and 2 test lesions to evaluate against (found {len(real_train)} and {len(real_test)})")
+        real_train = take("train", min(max_images, 300) if quick else max_images)
+        real_test = take("test", max_images)
+        if len(real_test) < 2 or len(real_train) < 2:
+            raise MammosynthError(f"{real}: need at least 2 train and 2 test lesions to evaluate against "
+                                  f"(found {len(real_train)} and {len(real_test)})")
+        syn = load_synthetic_patches(synthetic, S, limit=max_images)
+        # as many tissue tiles as the larger lesion group (seed 003: 500 per group at most)
+        normal_tiles = _normal_tiles(st, S, n=min(500, max_images, max(len(real_test), len(syn.images))), seed=seed)
     results: dict[str, Any] = {}
     skipped: dict[str, str] = {}
     seconds: dict[str, float] = {}
     feats: dict[str, dict[str, np.ndarray]] = {}
 
-    from mammosynth.evaluate import frechet, lpips
+    from mammosynth.evaluate import lpips
 
-    _section(results, skipped, seconds, "feature_distances", lambda: frechet.feature_distance_suite(
-        real_train, real_test, syn.images, weights_dir=weights_dir, device=None if device == "auto" else device,
-        seed=seed, features=feats))
+    nets = ("effnet",) if quick else ("vgg16", "effnet", "inception")
+    _section(results, skipped, seconds, "feature_distances", lambda: _feature_distances(
+        real_train, real_test, syn.images, weights_dir, dev, seed, feats, nets))
+    if quick:
+        skipped["feature_distances.FD-VGG16"] = ("quick mode: VGG16 at 224 px costs about 15 GFLOP per image on the CPU; "
+                                                 "run `mammosynth evaluate` without --quick for FD-VGG16 (and FID when imported)")
     for name, r in list(results.get("feature_distances", {}).items()):
         if isinstance(r, dict) and "skipped" in r:
             skipped[f"feature_distances.{name}"] = r["skipped"]
     _section(results, skipped, seconds, "lpips", lambda: {
-        net: lpips.mean_lpips(real_test, syn.images, net=net, seed=seed, weights_dir=weights_dir).to_dict() for net in ("alex", "vgg")})
-    _section(results, skipped, seconds, "prdc", lambda: _prdc(feats, seed))
-    _section(results, skipped, seconds, "diversity", lambda: _diversity(real_test, syn.images, seed))
-    _section(results, skipped, seconds, "memorisation", lambda: _memorisation(real_train, syn.images, out, feats, seed))
+        net: lpips.mean_lpips(real_test, syn.images, net=net, seed=seed, weights_dir=weights_dir, device=dev).to_dict()
+        for net in ("alex", "vgg")})
+    _section(results, skipped, seconds, "prdc", lambda: _prdc(feats))
+    _section(results, skipped, seconds, "diversity", lambda: _diversity(real_test, syn.images, seed, dev))
+    _section(results, skipped, seconds, "memorisation", lambda: _memorisation(real_train, syn.images, out, feats))
     _section(results, skipped, seconds, "tsne", lambda: _tsne(real_test, syn.images, normal_tiles, out, quick, seed))
     from mammosynth.evaluate.two_sample import classifier_two_sample_test
 
-    _section(results, skipped, seconds, "two_sample", lambda: classifier_two_sample_test(
-        real_test, syn.images, seed=seed, n_boot=200 if quick else 1000, epochs=10 if quick else 15))
+    real_pool = np.concatenate([real_test, real_train])
+    _section(results, skipped, seconds, "two_sample", lambda: {
+        **classifier_two_sample_test(real_pool, syn.images, seed=seed, size=S, n_boot=200 if quick else 1000,
+                                     epochs=10 if quick else 15, device=dev),
+        "real_pool": "real test + train lesions (the classifier sees an equal number of each class)"})
     if classifier is not None:
         from mammosynth.evaluate.label_fidelity import label_fidelity
 
@@ -109,26 +132,29 @@ def evaluate(
     else:
         skipped["label_fidelity"] = "no --classifier run given (train one with `mammosynth train classifier`)"
     if segmenter is not None:
-        _section(results, skipped, seconds, "mask_fidelity", lambda: mask_fidelity(segmenter, syn, real, device=device))
+        _section(results, skipped, seconds, "mask_fidelity", lambda: mask_fidelity(segmenter, syn, real, out=out, device=device))
     else:
         skipped["mask_fidelity"] = "no --segmenter run given (train one with `mammosynth train segmenter`)"
     if downstream:
         from mammosynth.evaluate.downstream import downstream_detection
 
         _section(results, skipped, seconds, "downstream", lambda: downstream_detection(
-            real, synthetic, out, steps=downstream_steps, seeds=downstream_seeds, device=device, progress=False))
+            real, synthetic, out, amounts=downstream_amounts, steps=downstream_steps, seeds=downstream_seeds,
+            device=device, progress=False, detector=detector))
     else:
         skipped["downstream"] = "not requested (pass --downstream)"
-    _grid(real_test, syn.images, out / "samples.png", seed)
+    _grid(real_test, syn.images, out, seed)
     metrics = {
         "inputs": {"real": str(real), "synthetic": str(synthetic), "patch_size": S, "n_real_train": int(len(real_train)),
-                   "n_real_test": int(len(real_test)), "n_synthetic": int(len(syn.images)), "n_normal_tiles": int(len(normal_tiles)),
-                   "seed": seed, "quick": quick},
+                   "n_real_test": int(len(real_test)), "n_synthetic": int(len(syn.images)),
+                   "n_synthetic_with_mask": int(syn.masks.any(axis=(1, 2)).sum()), "n_normal_tiles": int(len(normal_tiles)),
+                   "seed": seed, "quick": quick, "max_images": max_images, "weights_dir": str(weights_dir) if weights_dir else None},
         "summary": summarise(results),
         "results": results,
         "skipped": skipped,
         "seconds": {**seconds, "total": round(time.perf_counter() - t_start, 2)},
     }
+    metrics = _json_clean(metrics)
     write_json_atomic(out / "metrics.json", metrics)
     from mammosynth.evaluate.report import write_report
 
@@ -136,8 +162,28 @@ def evaluate(
     return metrics
 
 
+def _json_clean(obj: Any) -> Any:
+    """Plain JSON types, NaN/inf -> None (strict JSON has no NaN), numpy -> Python."""
+    if isinstance(obj, dict):
+        return {str(k): _json_clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_clean(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _json_clean(obj.tolist())
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if math.isfinite(obj) else None
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
 def _normal_tiles(st: Store, size: int, n: int, seed: int) -> np.ndarray:
-    """Lesion-free tissue tiles from normals (the third population of the seed-003 t-SNE)."""
+    """(n, size, size) lesion-free tissue tiles in [0, 1] from the store's normals (the third
+    population of the seed-003 t-SNE); (0, size, size) when the store has no normals."""
     import torch
 
     from mammosynth.models.segmenter import tile_from_normal
@@ -146,76 +192,131 @@ def _normal_tiles(st: Store, size: int, n: int, seed: int) -> np.ndarray:
     if len(idx) == 0:
         return np.zeros((0, size, size), np.float32)
     rng = np.random.default_rng([seed, 17])
+    picks = np.sort(rng.choice(idx, n, replace=True))  # sorted: each normal is read once
     tiles = []
-    cache: dict[int, dict] = {}
-    for _ in range(n):
-        j = int(rng.choice(idx))
-        if j not in cache:
-            nm = st.normal(j)
-            cache = {j: {"image": torch.from_numpy(nm["image"])[None] * 2 - 1, "mask": torch.from_numpy(nm["breast_mask"].astype(np.float32))[None]}}
-        tiles.append(((tile_from_normal(cache[j]["image"], cache[j]["mask"], size, rng)["image"][0] + 1) / 2).numpy())
-    return np.stack(tiles)
+    for j in np.unique(picks):
+        nm = st.normal(int(j))
+        image = torch.from_numpy(nm["image"])[None] * 2 - 1
+        breast = torch.from_numpy(nm["breast_mask"].astype(np.float32))[None]
+        for _ in range(int((picks == j).sum())):
+            tiles.append(((tile_from_normal(image, breast, size, rng)["image"][0] + 1) / 2).numpy())
+    return np.stack(tiles).astype(np.float32)
 
 
-def _prdc(feats: dict, seed: int) -> dict:
+def _feature_distances(real_train, real_test, synth, weights_dir, device, seed: int, feats: dict,
+                       nets: tuple[str, ...] = ("vgg16", "effnet", "inception")) -> dict:
+    """FD/KID floor, score and ratio per ImageNet feature space, plus a weight-free pixel-space FD."""
+    from mammosynth.evaluate import frechet
+    from mammosynth.evaluate.features import pixel_features
+
+    res = frechet.feature_distance_suite(real_train, real_test, synth, nets=nets, weights_dir=weights_dir, device=device,
+                                         seed=seed, features=feats)
+    # pixels area-resized to 16x16 (256-d): enough samples for a stable covariance on small sets
+    px = {k: pixel_features(v, size=16) for k, v in (("train", real_train), ("test", real_test), ("synthetic", synth))}
+    res["FD-pixels16"] = frechet.fd_with_floor(px["train"], px["test"], px["synthetic"], "FD-pixels16", "KID-pixels16",
+                                               seed=seed).to_dict()
+    return res
+
+
+def _prdc(feats: dict) -> dict:
     from mammosynth.evaluate.prdc import prdc
 
     if not feats:
-        raise WeightsError("no learned features were computed (feature-network weights missing), so PRDC has no feature space")
-    out = {}
-    for net, f in feats.items():
-        r = prdc(f["test"], f["synthetic"], k=5)
-        out[net] = r if isinstance(r, dict) else r.to_dict()
-    return out
+        raise WeightsError("no ImageNet features were computed (feature-network weights missing: run `mammosynth weights get`), "
+                           "so PRDC has no feature space")
+    return {net: prdc(f["test"], f["synthetic"], k=5).to_dict() for net, f in feats.items()}
 
 
-def _diversity(real: np.ndarray, synth: np.ndarray, seed: int) -> dict:
-    from mammosynth.evaluate.diversity import ms_ssim_diversity
+def _diversity(real: np.ndarray, synth: np.ndarray, seed: int, device) -> dict:
+    from mammosynth.evaluate.diversity import msssim_diversity
 
-    def one(x):
-        r = ms_ssim_diversity(x, seed=seed)
-        return r if isinstance(r, dict) else r.to_dict()
-
-    return {"real_test": one(real), "synthetic": one(synth)}
+    return {"real_test": msssim_diversity(real, seed=seed, device=device).to_dict(),
+            "synthetic": msssim_diversity(synth, seed=seed, device=device).to_dict()}
 
 
-def _memorisation(real_train: np.ndarray, synth: np.ndarray, out: Path, feats: dict, seed: int) -> dict:
-    from mammosynth.evaluate.memorisation import memorisation_report
+def _memorisation(real_train: np.ndarray, synth: np.ndarray, out: Path, feats: dict) -> dict:
+    """Pixel space (with PNGs); also VGG16 feature space when those features exist."""
+    from mammosynth.evaluate.memorisation import memorisation_check
 
-    r = memorisation_report(real_train, synth, out_dir=out)
-    return r if isinstance(r, dict) else r.to_dict()
+    r = memorisation_check(synth, real_train, out_dir=out).summary()
+    for key in ("histogram_png", "pairs_png"):  # relative names: the report folder can move
+        if r.get(key):
+            r[key] = Path(r[key]).name
+    if "vgg16" in feats:
+        f = feats["vgg16"]
+        fr = memorisation_check(synth, real_train, space="features", synthetic_features=f["synthetic"],
+                                train_features=f["train"]).summary()
+        r["vgg16_features"] = {k: fr[k] for k in ("threshold", "n_flagged", "fraction_flagged", "synthetic_to_train_median",
+                                                  "train_to_train_median")}
+    return r
 
 
 def _tsne(real: np.ndarray, synth: np.ndarray, normal: np.ndarray, out: Path, quick: bool, seed: int) -> dict:
-    from mammosynth.evaluate.tsne import tsne_plot
+    from mammosynth.evaluate.tsne import SEED003_ITERATIONS, tsne_embedding
 
-    r = tsne_plot(real, synth, normal, out / "tsne.png", seed=seed, quick=quick)
-    return r if isinstance(r, dict) else r.to_dict()
+    res = tsne_embedding(real, synth, normal if len(normal) else None, n_iter=1000 if quick else SEED003_ITERATIONS,
+                         seed=seed, out_png=out / "tsne.png")
+    s = res.summary()
+    s["png"] = "tsne.png"
+    return s
 
 
-def mask_fidelity(segmenter_run: str | Path, syn: Any, real_store: str | Path, device: str = "auto") -> dict:
+def mask_fidelity(segmenter_run: str | Path | Any, syn: SyntheticPatches, real_store: str | Path, out: Path | None = None,
+                  device: str = "auto", threshold: float = 0.5) -> dict:
     """Dice between the mask each synthetic lesion was asked to fill and the lesion the
-    segmenter finds in it, next to the segmenter's Dice on the real test split."""
+    segmenter finds in it (``prob >= threshold``), next to the segmenter's Dice on the real
+    test split (its ceiling). ``segmenter_run``: a run folder or a loaded Segmenter. Writes
+    ``mask_fidelity.png`` (requested = green, segmented = red) when ``out`` is given."""
     import torch
 
     from mammosynth.models.segmenter import dice_coefficient
     from mammosynth.train.run import load_method
 
-    seg = load_method(segmenter_run, device=device, expect="segmenter")
+    seg = load_method(segmenter_run, device=device, expect="segmenter") if isinstance(segmenter_run, (str, Path)) else segmenter_run
     has = syn.masks.any(axis=(1, 2))
     if not has.any():
-        raise MammosynthError("the synthetic set has no lesion masks to compare against")
+        raise MammosynthError("the synthetic set has no lesion masks to compare against (mask fidelity needs masks/)")
     x = torch.from_numpy(syn.images[has])[:, None] * 2 - 1
-    pred = seg.predict(x)[:, 0].numpy() >= 0.5
-    d_syn = [dice_coefficient(p, m) for p, m in zip(pred, syn.masks[has])]
+    pred = seg.predict(x)[:, 0].numpy() >= threshold
+    d_syn = np.array([dice_coefficient(p, m) for p, m in zip(pred, syn.masks[has])])
     with Store(real_store) as st:
         les = st.lesions(split="test")
-    pr = seg.predict(torch.from_numpy(les.patch)[:, None] * 2 - 1)[:, 0].numpy() >= 0.5
-    d_real = [dice_coefficient(p, m) for p, m in zip(pr, les.mask)]
-    ms, mr = float(np.mean(d_syn)), float(np.mean(d_real)) if d_real else float("nan")
-    return {"dice_synthetic_mean": ms, "dice_synthetic_std": float(np.std(d_syn)), "n_synthetic": int(has.sum()),
-            "dice_real_test_mean": mr, "n_real_test": len(d_real), "ratio": ms / mr if mr > 0 else None,
-            "segmenter": str(segmenter_run)}
+    if len(les.index) == 0:
+        raise MammosynthError(f"{real_store}: no test-split lesions to measure the segmenter's own Dice on")
+    pr = seg.predict(torch.from_numpy(les.patch)[:, None] * 2 - 1)[:, 0].numpy() >= threshold
+    d_real = np.array([dice_coefficient(p, m) for p, m in zip(pr, les.mask)])
+    ms, mr = float(d_syn.mean()), float(d_real.mean())
+    result = {"dice_synthetic_mean": ms, "dice_synthetic_median": float(np.median(d_syn)), "dice_synthetic_std": float(d_syn.std()),
+              "fraction_synthetic_dice_over_0.5": float((d_syn > 0.5).mean()), "n_synthetic": int(has.sum()),
+              "dice_real_test_mean": mr, "dice_real_test_median": float(np.median(d_real)), "n_real_test": int(len(d_real)),
+              "ratio_synthetic_to_real": ms / mr if mr > 0 else None, "threshold": threshold,
+              "segmenter": str(getattr(seg, "run_dir", segmenter_run))}
+    if out is not None:
+        _mask_png(syn.images[has], syn.masks[has], pred, d_syn, Path(out) / "mask_fidelity.png")
+        result["png"] = "mask_fidelity.png"
+    return result
+
+
+def _mask_png(images: np.ndarray, requested: np.ndarray, found: np.ndarray, dice: np.ndarray, path: Path, n: int = 8) -> None:
+    """Worst, median and best Dice examples with the requested (green) and segmented (red) outlines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    order = np.argsort(dice)
+    pick = order[np.unique(np.linspace(0, len(order) - 1, min(n, len(order))).round().astype(int))]
+    fig, axes = plt.subplots(1, len(pick), figsize=(1.7 * len(pick), 2.1), squeeze=False)
+    for ax, k in zip(axes[0], pick):
+        ax.imshow(images[k], cmap="gray", vmin=0, vmax=1)
+        ax.contour(requested[k], levels=[0.5], colors="lime", linewidths=0.8)
+        if found[k].any():
+            ax.contour(found[k], levels=[0.5], colors="red", linewidths=0.8)
+        ax.set_title(f"Dice {dice[k]:.2f}", fontsize=8)
+        ax.axis("off")
+    fig.suptitle("requested mask (green) vs segmented lesion (red), worst to best", fontsize=9)
+    fig.tight_layout()
+    _save(fig, path)
 
 
 def summarise(results: dict) -> dict[str, Any]:
@@ -223,10 +324,11 @@ def summarise(results: dict) -> dict[str, Any]:
     s: dict[str, Any] = {}
     for name, r in (results.get("feature_distances") or {}).items():
         if isinstance(r, dict) and "ratio" in r:
-            s[f"{name} score"] = r["score"]
-            s[f"{name} floor (real train vs test)"] = r["floor"]
-            s[f"{name} ratio score/floor"] = r["ratio"]
-            s[f"{r['kid_name']} score"] = r["kid_score"].get("mean")
+            s[f"{name} ratio score/floor (1 = as close as held-out real)"] = r["ratio"]
+            s[f"{name} score (synthetic vs real test)"] = r["score"]
+            s[f"{name} floor (real train vs real test)"] = r["floor"]
+            s[f"{r['kid_name']} score (synthetic vs real test)"] = r["kid_score"].get("mean")
+            s[f"{r['kid_name']} floor (real train vs real test)"] = r["kid_floor"].get("mean")
     for net, r in (results.get("lpips") or {}).items():
         s[f"LPIPS-{net} mean real<->synthetic"] = r.get("mean")
     for net, r in (results.get("prdc") or {}).items():
@@ -236,51 +338,63 @@ def summarise(results: dict) -> dict[str, Any]:
     div = results.get("diversity") or {}
     for who in ("real_test", "synthetic"):
         if who in div:
-            v = div[who].get("diversity", div[who].get("mean"))
-            s[f"MS-SSIM diversity ({who})"] = v
+            s[f"MS-SSIM diversity ({who.replace('_', ' ')})"] = div[who].get("mean")
     mem = results.get("memorisation") or {}
     if "n_flagged" in mem:
-        s["near-copies flagged"] = mem["n_flagged"]
+        s["near-copies flagged (pixel space)"] = f"{mem['n_flagged']} of {mem['n_synthetic']}"
     ts = results.get("two_sample")
     if ts:
         s["two-sample AUC (0.5 = indistinguishable)"] = ts["auc"]
-        s["two-sample AUC 95% CI"] = f"{ts['auc_ci'][0]:.3f}-{ts['auc_ci'][1]:.3f}"
+        if ts["auc_ci"][0] is not None:
+            s["two-sample AUC 95% CI"] = f"{ts['auc_ci'][0]:.3f}-{ts['auc_ci'][1]:.3f}"
     lf = results.get("label_fidelity")
     if lf:
-        s["label fidelity: margin accuracy generated"] = lf.get("generated", {}).get("margin_accuracy")
-        s["label fidelity: margin accuracy real test"] = lf.get("real", {}).get("margin_accuracy")
+        for kind in ("margin", "shape"):
+            g, r = lf.get("generated", {}).get(f"{kind}_accuracy"), lf.get("real", {}).get(f"{kind}_accuracy")
+            if g is not None:
+                s[f"label fidelity: {kind} accuracy on generated"] = g
+            if r is not None:
+                s[f"label fidelity: {kind} accuracy on real test"] = r
     mf = results.get("mask_fidelity")
     if mf:
-        s["mask fidelity Dice (synthetic)"] = mf["dice_synthetic_mean"]
+        s["mask fidelity Dice (synthetic, requested vs segmented)"] = mf["dice_synthetic_mean"]
         s["segmenter Dice (real test)"] = mf["dice_real_test_mean"]
     ds = results.get("downstream")
     if ds:
-        last = ds["summary"][-1]
-        s["downstream recall (real only)"] = ds["summary"][0]["recall"]["mean"]
+        first, last = ds["summary"][0], ds["summary"][-1]
+        s["downstream recall (real only)"] = first["recall"]["mean"]
         s[f"downstream recall (+{last['n_synthetic']} synthetic)"] = last["recall"]["mean"]
-        s["downstream recall gain"] = last["recall_gain_vs_real_only"]["mean"]
+        g = last["recall_gain_vs_real_only"]
+        s["downstream recall gain"] = g["mean"]
+        if g["ci"][0] is not None and math.isfinite(g["ci"][0]):
+            s["downstream recall gain 95% CI"] = f"{g['ci'][0]:+.3f} to {g['ci'][1]:+.3f}"
+        s["downstream FROC AUC (real only -> most synthetic)"] = f"{first['froc_auc']['mean']:.3f} -> {last['froc_auc']['mean']:.3f}"
         s["detector"] = ds["detector"]
     return s
 
 
-def _grid(real: np.ndarray, synth: np.ndarray, path: Path, seed: int, n: int = 16) -> None:
+def _save(fig, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+
+
+def _grid(real: np.ndarray, synth: np.ndarray, out: Path, seed: int, n: int = 16) -> None:
+    """``samples_real.png`` and ``samples_synthetic.png``: n random patches of each, 2 rows."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     rng = np.random.default_rng(seed)
-    fig, axes = plt.subplots(2, n // 2, figsize=(n * 0.8, 2.0 * 2), squeeze=False)
-    fig2, axes2 = plt.subplots(2, n // 2, figsize=(n * 0.8, 2.0 * 2), squeeze=False)
-    for arr, axs, f, title in ((real, axes, fig, "real"), (synth, axes2, fig2, "synthetic")):
-        pick = rng.choice(len(arr), min(n, len(arr)), replace=False)
+    for arr, title, name in ((real, "real test lesions", "samples_real.png"), (synth, "synthetic lesions", "samples_synthetic.png")):
+        fig, axs = plt.subplots(2, n // 2, figsize=(n * 0.8, 2.0 * 2), squeeze=False)
         for ax in axs.ravel():
             ax.axis("off")
-        for ax, k in zip(axs.ravel(), pick):
+        for ax, k in zip(axs.ravel(), rng.choice(len(arr), min(n, len(arr)), replace=False)):
             ax.imshow(arr[k], cmap="gray", vmin=0, vmax=1)
-        f.suptitle(title)
-        f.tight_layout()
-    fig.savefig(path.with_name("samples_real.png"), dpi=100)
-    fig2.savefig(path.with_name("samples_synthetic.png"), dpi=100)
-    plt.close(fig)
-    plt.close(fig2)
+        fig.suptitle(title)
+        fig.tight_layout()
+        _save(fig, out / name)
