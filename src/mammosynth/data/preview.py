@@ -74,7 +74,8 @@ def write_preview(
             ax.set_axis_off()
             ax.imshow(nrm["image"], cmap="gray", vmin=0.0, vmax=1.0)
             ax.contour(nrm["breast_mask"].astype(np.float32), levels=[0.5], colors="yellow", linewidths=0.6)
-            ax.set_title(f"normal {nrm['source_id']}"[:28], fontsize=6.5, pad=2)
+            sid = nrm["source_id"]
+            ax.set_title(f"normal …{sid[-20:]}" if len(sid) > 20 else f"normal {sid}", fontsize=6.5, pad=2)
     fig.suptitle(title, fontsize=8)
     with atomic_path(out, suffix=".png") as tmp:
         fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
