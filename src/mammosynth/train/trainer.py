@@ -103,7 +103,12 @@ class ResumableSampler(DistributedSampler):
 
 class SeededItems(Dataset):
     """Wraps a dataset so ``ds[(index, seed)]`` runs the item's random augmentation under its own
-    seed, leaving the caller's global RNG states untouched."""
+    seed (torch, numpy and ``random`` global RNGs).
+
+    The torch and ``random`` states of the caller are restored afterwards; numpy's global RNG is
+    left reseeded (saving and restoring its state costs ~0.2 ms per item). Methods draw their
+    own randomness from ``ctx.generator()`` or torch, so this stays exact and cheap.
+    """
 
     def __init__(self, dataset: Dataset) -> None:
         self.dataset = dataset
@@ -113,16 +118,15 @@ class SeededItems(Dataset):
 
     def __getitem__(self, key: tuple[int, int]) -> Any:
         index, seed = key
-        saved = (torch.get_rng_state(), np.random.get_state(), random.getstate())
-        torch.manual_seed(seed)
+        saved = (torch.get_rng_state(), random.getstate())
+        torch.default_generator.manual_seed(seed)  # torch.manual_seed also walks every device: 100x slower
         np.random.seed(seed % 2**32)
         random.seed(seed)
         try:
             return self.dataset[index]
         finally:
             torch.set_rng_state(saved[0])
-            np.random.set_state(saved[1])
-            random.setstate(saved[2])
+            random.setstate(saved[1])
 
 
 def _worker_init(worker_id: int) -> None:
