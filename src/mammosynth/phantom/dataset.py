@@ -99,19 +99,22 @@ def phantom_lesion_records(n: int, seed: int = 0, full_shape: tuple[int, int] = 
         density = DENSITIES[int(rng.choice(4, p=DENSITY_MIX))]
         breast_seed = int(rng.integers(0, 2**31 - 1))
         breast = render_breast(breast_seed, (H, W), view=view, laterality=laterality, density=density)
-        # Sites: inside the breast, off the pectoral muscle, away from the skin.
-        usable = breast.breast_mask & ~ndi.binary_dilation(breast.pectoral_mask, iterations=3)
-        chest_pad = 8
+        # Sites: inside the breast, off the pectoral muscle, away from the skin; candidates
+        # on a grid ``g`` px apart (a site is a mass centre, so sub-grid precision is moot).
+        g = 2 if min(H, W) >= 256 else 1
+        usable = (breast.breast_mask & ~ndi.binary_dilation(breast.pectoral_mask, iterations=3))[g // 2::g, g // 2::g]
+        gh, gw = usable.shape
+        chest_pad = 4
         pad = ((0, 0), (chest_pad, 0)) if laterality == "L" else ((0, 0), (0, chest_pad))
-        depth = ndi.distance_transform_edt(np.pad(usable, pad, mode="edge"))
-        depth = depth[:, chest_pad:] if laterality == "L" else depth[:, :W]
+        depth = ndi.distance_transform_edt(np.pad(usable, pad, mode="edge")).astype(np.float32) * g
+        depth = depth[:, chest_pad:] if laterality == "L" else depth[:, :gw]
         # Keep the mass itself inside the image too (the chest wall and top edge are no skin).
-        xs, ys = np.arange(W), np.arange(H)
-        border = np.minimum(np.minimum(xs, W - 1 - xs)[None, :], np.minimum(ys, H - 1 - ys)[:, None])
+        grid_x, grid_y = np.arange(gw) * g + g // 2, np.arange(gh) * g + g // 2
+        border = np.minimum(np.minimum(grid_x, W - 1 - grid_x)[None, :], np.minimum(grid_y, H - 1 - grid_y)[:, None])
         depth = np.minimum(depth, border)
-        # Pixels sorted by depth once, so each lesion draws a site with one searchsorted.
+        # Candidates sorted by depth once, so each lesion draws a site with one searchsorted.
         order = np.argsort(-depth, axis=None, kind="stable")
-        gland_flat = breast.glandular.ravel()
+        gland_flat = breast.glandular[g // 2::g, g // 2::g].ravel()
         depth_sorted = -depth.ravel()[order]
         pid = f"PH{patient:04d}"
         for _ in range(k):
@@ -129,7 +132,7 @@ def phantom_lesion_records(n: int, seed: int = 0, full_shape: tuple[int, int] = 
                         j = int(order[int(rng.integers(n_ok))])
                         if rng.random() < 1.0 - 0.75 * float(gland_flat[j]):
                             break
-                    site = (float(j % W), float(j // W))
+                    site = (float(grid_x[j % gw]), float(grid_y[j // gw]))
                     break
                 diameter_mm *= 0.8  # a big mass in a small breast: draw it smaller
             if site is None:

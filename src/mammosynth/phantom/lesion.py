@@ -198,7 +198,8 @@ def render_mass_window(image: np.ndarray, breast: np.ndarray, center_xy: tuple[f
     displaced = 0.6 * np.clip(profile, 0, 1)
     # Homogeneous mass tissue replaces the local texture, at a level between the local mean
     # and the glandular level.
-    local = ndi.gaussian_filter(image, max(1.0, 0.5 * radius))
+    box = max(3, int(radius) | 1)
+    local = ndi.uniform_filter(ndi.uniform_filter(image, box), box)  # ~Gaussian, O(1) per pixel
     base = image * (1.0 - displaced) + displaced * (0.5 * local + 0.5 * GLAND_LEVEL)
     out = 1.0 - (1.0 - base) * np.exp(-atten)
     if margin == "obscured":
