@@ -18,6 +18,11 @@ from torch.utils.data import Dataset
 from mammosynth.data.store import Store
 
 
+#: Lesion sets smaller than this are read into memory once per process (the HDF5 read and
+#: gzip decode cost ~3 ms per patch, more than the whole augmentation).
+IN_MEMORY_BYTES = 512 * 2**20
+
+
 class _H5Dataset(Dataset):
     group = "lesions"
 
@@ -85,13 +90,31 @@ class LesionDataset(_H5Dataset):
         self.augment = augment
         self.crop_scale = crop_scale
         self.size = size
+        self._cache: dict[str, np.ndarray] | None = None
+        self.in_memory = len(self.indices) * self.patch_size**2 * 3 < IN_MEMORY_BYTES
+
+    def _arrays(self) -> dict[str, np.ndarray] | None:
+        """All of this split's lesions as arrays (read once per process), or None if too large."""
+        if not self.in_memory:
+            return None
+        if self._cache is None:
+            g = self._file()["lesions"]
+            idx = np.asarray(self.indices)
+            self._cache = {k: g[k][...][idx] if len(idx) else g[k][:0] for k in ("patch", "mask", "shape", "margin", "pathology")}
+        return self._cache
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state["_cache"] = None
+        return state
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        h5 = self._file()
         j = int(self.indices[i])
-        g = h5["lesions"]
-        image = torch.from_numpy(g["patch"][j].astype(np.float32) / 65535.0).unsqueeze(0)
-        mask = torch.from_numpy(g["mask"][j].astype(np.float32)).unsqueeze(0)
+        cache = self._arrays()
+        g = cache if cache is not None else self._file()["lesions"]
+        k = i if cache is not None else j
+        image = torch.from_numpy(g["patch"][k].astype(np.float32) / 65535.0).unsqueeze(0)
+        mask = torch.from_numpy(g["mask"][k].astype(np.float32)).unsqueeze(0)
         if self.size is not None and self.size != image.shape[-1]:
             image = F.interpolate(image[None], size=(self.size, self.size), mode="bilinear", antialias=True, align_corners=False)[0]
             mask = (F.interpolate(mask[None], size=(self.size, self.size), mode="bilinear", align_corners=False)[0] >= 0.5).float()
@@ -104,9 +127,9 @@ class LesionDataset(_H5Dataset):
         return {
             "image": image * 2.0 - 1.0,
             "mask": mask,
-            "shape": torch.tensor(int(g["shape"][j]), dtype=torch.int64),
-            "margin": torch.tensor(int(g["margin"][j]), dtype=torch.int64),
-            "pathology": torch.tensor(int(g["pathology"][j]), dtype=torch.int64),
+            "shape": torch.tensor(int(g["shape"][k]), dtype=torch.int64),
+            "margin": torch.tensor(int(g["margin"][k]), dtype=torch.int64),
+            "pathology": torch.tensor(int(g["pathology"][k]), dtype=torch.int64),
             "index": torch.tensor(j, dtype=torch.int64),
         }
 
