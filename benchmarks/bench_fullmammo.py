@@ -181,10 +181,26 @@ def grouped_modconv_forward(self: StyledConv, x, w, noise=None):
 
 # -- driver -----------------------------------------------------------------------------------------
 def _row(name, device, batch_size, steps, warmup, method_step, eager_step):
-    t_m = _time(method_step, steps, warmup, device)
-    t_e = _time(eager_step, steps, warmup, device)
-    return {"method": name, "batch": batch_size, "method_img_s": round(batch_size / t_m, 2), "eager_fp32_img_s": round(batch_size / t_e, 2),
-            "ratio": round(t_e / t_m, 3)}
+    """Interleave method and eager steps (one each, ``steps`` times) and compare medians, so
+    load changes on a shared machine hit both alike."""
+    for i in range(warmup):
+        method_step(i)
+        eager_step(i)
+    t_m, t_e = [], []
+    for i in range(steps):
+        t_m.append(_one(method_step, warmup + i, device))
+        t_e.append(_one(eager_step, warmup + i, device))
+    tm, te = sorted(t_m)[len(t_m) // 2], sorted(t_e)[len(t_e) // 2]
+    return {"method": name, "batch": batch_size, "method_img_s": round(batch_size / tm, 2), "eager_fp32_img_s": round(batch_size / te, 2),
+            "ratio": round(te / tm, 3)}
+
+
+def _one(fn, i, device) -> float:
+    _sync(device)
+    t = time.perf_counter()
+    fn(i)
+    _sync(device)
+    return time.perf_counter() - t
 
 
 def inversion_table(run: str, data: str, n: int, steps: int, split: str = "test") -> list[dict]:

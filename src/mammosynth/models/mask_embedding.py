@@ -40,6 +40,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Iterator, Literal
 
 import numpy as np
@@ -420,9 +421,25 @@ class MaskEmbeddingGAN(Method):
         self._state_loaded = True
 
     def on_load(self) -> None:
+        """After loading inference weights: take (phase, alpha) from the run's latest checkpoint
+        (a run stopped early generates at the size it reached), else from its last step."""
         super().on_load()
-        if not getattr(self, "_state_loaded", False):  # weights without extra state: the run's last step
-            self.phase, self.alpha = self.phase_at(self.cfg.steps - 1)
+        if getattr(self, "_state_loaded", False):
+            return
+        self.phase, self.alpha = self.phase_at(self.cfg.steps - 1)
+        run_dir = getattr(self, "run_dir", None)
+        if run_dir is None:
+            return
+        from mammosynth.errors import CheckpointError
+        from mammosynth.train.checkpoint import find_checkpoint, read_checkpoint_meta
+
+        try:
+            ckpt = find_checkpoint(Path(run_dir) / "checkpoint")
+            extra = read_checkpoint_meta(ckpt).get("extra_state") if ckpt is not None else None
+        except CheckpointError:
+            extra = None
+        if extra and "phase" in extra:
+            self.phase, self.alpha = int(extra["phase"]), float(extra.get("alpha", 1.0))
 
     @property
     def size(self) -> tuple[int, int]:
