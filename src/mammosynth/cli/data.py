@@ -90,27 +90,21 @@ def phantom_cmd(
     normals: int = typer.Option(24, "--normals", min=0, help="Number of normal full mammograms to draw."),
     size: int = typer.Option(64, "--size", help="Lesion patch side in pixels (64, 128 or 256)."),
     seed: int = typer.Option(0, "--seed", help="Random seed; the same seed gives the same file."),
-    normal_size: str = typer.Option("1024x832", "--normal-size", help="Normal mammogram canvas HxW in pixels."),
+    normal_size: str = typer.Option("1024x832", "--normal-size", help="Normal mammogram canvas HxW in pixels (drawn at 1024x832, 0.2 mm/px, then resized)."),
+    contact_sheet: Optional[Path] = typer.Option(None, "--contact-sheet", help="Also write a labelled contact sheet PNG (4 mammograms + one patch per shape x margin)."),
     as_json: bool = typer.Option(False, "--json", help="Print the dataset summary as one JSON object on stdout."),
 ) -> None:
     """Draw a procedural phantom dataset (breasts with BI-RADS-labelled masses) into FILE.h5."""
-    import inspect
-
     from mammosynth.data.store import Store
+    from mammosynth.phantom import write_phantom_store
 
     _check_patch_size(size)
     hw = parse_hw(normal_size)
-    try:
-        from mammosynth.phantom import write_phantom_store
-    except ImportError as err:
-        raise ConfigError(f"the phantom generator is not available in this install ({err})") from err
-    kwargs: dict[str, Any] = {"seed": seed, "progress": not as_json}
-    params = inspect.signature(write_phantom_store).parameters
-    if "normal_size" in params:
-        kwargs["normal_size"] = hw
-    elif hw != (1024, 832):
-        raise ConfigError("this phantom generator does not support --normal-size")
-    write_phantom_store(out, lesions, normals, size, **kwargs)
+    write_phantom_store(out, lesions, normals, size, normal_size=hw, seed=seed, progress=not as_json)
+    if contact_sheet is not None:
+        from mammosynth.phantom.contact_sheet import write_contact_sheet
+
+        write_contact_sheet(contact_sheet, seed=seed, patch_size=size)
     with Store(out) as store:
         info = store.info()
     _print_json(info) if as_json else _info_tables(info)

@@ -127,6 +127,9 @@ class StoreWriter:
         fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
         os.close(fd)
         self._tmp = Path(tmp)
+        from mammosynth.io import _umask
+
+        os.chmod(self._tmp, 0o666 & ~_umask())
         self._h5 = h5py.File(self._tmp, "w")
         self._n_lesions = 0
         self._n_normals = 0
