@@ -66,7 +66,7 @@ def test_evaluate_end_to_end_without_weights(tiny, tmp_path, monkeypatch):
     empty.mkdir()
     monkeypatch.setenv("MAMMOSYNTH_WEIGHTS", str(empty))
     out = tmp_path / "report"
-    m = evaluate(store, syn, out, quick=True, weights_dir=empty, seed=0)
+    m = evaluate(store, syn, out, weights_dir=empty, seed=0)
     # sections needing ImageNet weights are skipped with the reason; the rest have numbers
     for name in ("lpips", "prdc"):
         assert name in m["skipped"] and name not in m["results"]
@@ -138,6 +138,7 @@ def test_cli_json_prints_one_json_object(tiny, tmp_path, monkeypatch):
     obj = json.loads(res.stdout)  # the whole of stdout is one JSON object
     assert set(obj) >= {"summary", "skipped", "report", "metrics"}
     assert math.isfinite(obj["summary"]["two-sample AUC (0.5 = indistinguishable)"])
+    assert "quick mode" in obj["skipped"]["feature_distances.FD-VGG16"]
     assert Path(obj["report"]).exists()
 
 

@@ -128,15 +128,17 @@ def write_coco(gts: Sequence[np.ndarray], dets: Sequence[tuple[np.ndarray, np.nd
         write_json_atomic(det_path, res, indent=None)
 
 
-def _mean_ci(values: Sequence[float]) -> dict:
-    """Mean and t-based 95% CI over seeds (CI is NaN with fewer than two values)."""
+def _mean_ci(values: Sequence[float], bounds: tuple[float, float] = (0.0, 1.0)) -> dict:
+    """Mean and t-based 95% CI over seeds, clipped to the metric's ``bounds`` (NaN CI with
+    fewer than two values)."""
     v = np.asarray(values, np.float64)
     if len(v) < 2:
         return {"mean": float(v.mean()) if len(v) else float("nan"), "ci": [float("nan"), float("nan")], "n": len(v)}
     from scipy import stats
 
     half = stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v))
-    return {"mean": float(v.mean()), "ci": [float(v.mean() - half), float(v.mean() + half)], "n": len(v)}
+    lo, hi = np.clip([v.mean() - half, v.mean() + half], *bounds)
+    return {"mean": float(v.mean()), "ci": [float(lo), float(hi)], "n": len(v)}
 
 
 def downstream_detection(
@@ -209,8 +211,8 @@ def downstream_detection(
         rs = [r for r in rows if r["amount"] == a]
         summary.append({"amount": a, "n_synthetic": rs[0]["n_synthetic"],
                         **{key: _mean_ci([r[key] for r in rs]) for key in ("recall", "froc_auc", "cpm", "ap50")},
-                        "recall_gain_vs_real_only": _mean_ci([r["recall"] - base[r["seed"]]["recall"] for r in rs]),
-                        "froc_auc_gain_vs_real_only": _mean_ci([r["froc_auc"] - base[r["seed"]]["froc_auc"] for r in rs])})
+                        "recall_gain_vs_real_only": _mean_ci([r["recall"] - base[r["seed"]]["recall"] for r in rs], (-1.0, 1.0)),
+                        "froc_auc_gain_vs_real_only": _mean_ci([r["froc_auc"] - base[r["seed"]]["froc_auc"] for r in rs], (-1.0, 1.0))})
     _plot(rows, summary, out)
     return {"detector": description, "detector_name": detector, "iou_threshold": 0.5, "n_real_train_lesions": n_real,
             "n_synthetic_available": int(len(syn_images)), "n_test_images": int(len(test_images)),

@@ -70,7 +70,7 @@ def evaluate(
     ``max_images`` caps each population (real train, real test, synthetic; random, seeded).
     ``quick`` (the demo's mode): FD/KID in EfficientNet-Lite0 and pixel space only (VGG16 and
     Inception at 224/299 px dominate CPU time), t-SNE with 1,000 instead of 4,000 iterations,
-    200 instead of 1,000 bootstrap resamples, 10 C2ST epochs, real training images capped at 300. ``detector``: "unet" (default, CPU) or "retinanet" (needs
+    200 instead of 1,000 bootstrap resamples, 10 C2ST epochs, real training images capped at 200. ``detector``: "unet" (default, CPU) or "retinanet" (needs
     torchvision + MONAI). Raises MammosynthError when the inputs cannot be evaluated at all.
     """
     out = Path(out)
@@ -87,7 +87,7 @@ def evaluate(
                 idx = np.sort(rng.choice(idx, cap, replace=False))
             return st.lesions(indices=idx).patch
 
-        real_train = take("train", min(max_images, 300) if quick else max_images)
+        real_train = take("train", min(max_images, 200) if quick else max_images)
         real_test = take("test", max_images)
         if len(real_test) < 2 or len(real_train) < 2:
             raise MammosynthError(f"{real}: need at least 2 train and 2 test lesions to evaluate against "
