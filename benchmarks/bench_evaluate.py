@@ -95,12 +95,12 @@ def main() -> None:
         cpu0, t0 = time.process_time(), time.perf_counter()
         m = evaluate(real, syn, args.keep or d / "report", quick=args.quick, max_images=args.n, device=args.device)
         wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
-    total = m["seconds"]["total"]
-    print(f"\n| section | wall s | share |\n|---|---|---|")
+    total, cpu_s = m["seconds"]["total"], m["cpu_seconds"]
+    print("\n| section | wall s | CPU s | share of CPU |\n|---|---|---|---|")
     for k, v in m["seconds"].items():
         if k != "total":
-            print(f"| {k} | {v:.1f} | {v / total:.0%} |")
-    print(f"| total | {total:.1f} | 100% |")
+            print(f"| {k} | {v:.1f} | {cpu_s[k]:.1f} | {cpu_s[k] / cpu_s['total']:.0%} |")
+    print(f"| total | {total:.1f} | {cpu_s['total']:.1f} | 100% |")
     print(f"\nCPU seconds (this process): {cpu:.1f} for {wall:.1f} s wall")
     n_feat = m["inputs"]["n_real_train"] + m["inputs"]["n_real_test"] + m["inputs"]["n_synthetic"]
     ref = reference_vgg16(n_feat, None if args.device == "auto" else args.device)

@@ -94,7 +94,7 @@ def test_evaluate_end_to_end_without_weights(tiny, tmp_path, monkeypatch):
     assert "skipped: " in html
     # the report shows the numbers of metrics.json
     assert f"{m['results']['two_sample']['auc']:.4g}" in html
-    assert m["seconds"]["total"] > 0
+    assert m["seconds"]["total"] > 0 and set(m["cpu_seconds"]) == set(m["seconds"])
 
 
 def test_mask_fidelity_with_a_briefly_trained_segmenter(tiny, tmp_path):

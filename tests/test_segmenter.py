@@ -45,3 +45,44 @@ def test_dice():
     b = np.zeros_like(a)
     b[:10, :5] = True
     assert dice_coefficient(a, b) == pytest.approx(2 * 25 / 100)
+
+
+def test_normal_tiles_are_centred_in_the_breast_and_deterministic(tmp_path):
+    from test_evaluate_run import make_tiny_store
+
+    from mammosynth.errors import ConfigError
+    from mammosynth.models.segmenter import NormalTiles
+
+    store = make_tiny_store(tmp_path / "s.h5", n_train=4, n_test=2)
+    tiles = NormalTiles(str(store), "train", 32, 12, seed=0)
+    again = NormalTiles(str(store), "train", 32, 12, seed=0)
+    assert len(tiles) == 12
+    for i in range(12):
+        t = tiles[i]
+        assert t["image"].shape == (1, 32, 32) and t["mask"].sum() == 0
+        assert t["image"].min() >= -1 and t["image"].max() <= 1
+        assert t["image"][0, 14:18, 14:18].gt(-1).all()  # the centre is breast tissue, not background
+        assert torch.equal(t["image"], again[i]["image"])
+    with pytest.raises(ConfigError, match="no normal mammograms"):
+        NormalTiles(str(store), "val", 32, 4)
+
+
+def test_segmenter_configs_train_and_reload(tmp_path):
+    from test_evaluate_run import make_tiny_store
+
+    from mammosynth.config import default_config_path, load_config
+    from mammosynth.models.segmenter import SegmenterConfig
+    from mammosynth.train.run import load_method
+    from mammosynth.train.trainer import train
+
+    for size in ("demo", "full"):
+        load_config(SegmenterConfig, default_config_path("segmenter", size), []).validate()
+    store = make_tiny_store(tmp_path / "s.h5", n_train=8, n_test=2)
+    cfg = load_config(SegmenterConfig, default_config_path("segmenter", "demo"),
+                      ["steps=2", "batch_size=4", "device=cpu", "ckpt_every=2"])
+    run = train("segmenter", store, tmp_path / "runs", cfg, progress=False)
+    seg = load_method(run, device="cpu", expect="segmenter")
+    x = torch.rand(3, 1, 32, 32) * 2 - 1
+    p = seg.predict(x)
+    assert p.shape == (3, 1, 32, 32) and 0 <= p.min() and p.max() <= 1
+    assert torch.equal(p, load_method(run, device="cpu").predict(x))  # reload gives the same network

@@ -159,5 +159,6 @@ def write_report(metrics: dict, out: str | Path) -> Path:
             if (out / fname).exists():
                 rep.figure(fname, cap)
     rep.h2("Timing")
-    rep.table(["section", "seconds"], list(metrics["seconds"].items()))
+    cpu = metrics.get("cpu_seconds", {})
+    rep.table(["section", "wall seconds", "CPU seconds"], [(k, v, cpu.get(k)) for k, v in metrics["seconds"].items()])
     return rep.write(out / "report.html")
