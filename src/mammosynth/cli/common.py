@@ -31,8 +31,9 @@ def write_samples(samples: Iterable[Any], out: Path, method: str, run: str, tota
                      console=console, disable=not progress) as bar:
         task = bar.add_task("generate", total=total)
         for s in samples:
-            lesions = [] if s.mask is None else [Lesion(mask=np.asarray(s.mask, bool), shape=s.shape, margin=s.margin,
-                                                        pathology=s.pathology)]
+            # no mask: an all-empty one writes no COCO annotation but keeps the labels in the manifest
+            mask = np.zeros(np.shape(s.image), bool) if s.mask is None else np.asarray(s.mask, bool)
+            lesions = [Lesion(mask=mask, shape=s.shape, margin=s.margin, pathology=s.pathology)]
             writer.add(np.asarray(s.image, np.float32), lesions, seed=s.seed, source_ids=list(s.source_ids),
                        weights=list(s.weights), extra=dict(s.extra))
             images.append(np.asarray(s.image, np.float32))

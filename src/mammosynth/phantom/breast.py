@@ -521,7 +521,7 @@ def render_breast(seed: int, shape: tuple[int, int] = (1024, 832), view: str = "
     # then the skin line as peripheral equalisation shows it.
     edge_mm = r_geo.uniform(2.5, 3.5)
     rel = np.clip(depth / edge_mm, 0, 1)
-    thickness = np.sqrt(1.0 - (1.0 - rel) ** 2)
+    thickness = np.sqrt(np.clip(1.0 - (1.0 - rel) ** 2, 0.0, None))  # rel can leave [0, 1] at the mask edge
     skin_mm = r_geo.uniform(1.6, 2.4)
     skin = 0.32 * np.exp(-0.5 * ((depth - skin_mm) / (0.55 * skin_mm)) ** 2) + 0.12 * _smoothstep(sub_fat * 1.5, 0.0, depth)
     img = thickness * (tissue + skin * (1.0 - 0.5 * gland))
