@@ -10,7 +10,7 @@ TORCH_CPU ?= torch==2.13.0
 PYTEST_ARGS ?=
 DEMO_OUT ?= demo_out
 
-.PHONY: demo test install browser weights clean bench
+.PHONY: demo test install browser weights clean
 
 $(VENV)/.installed: pyproject.toml
 	@if $(PYTHON) -c "import torch" 2>/dev/null; then \
@@ -46,9 +46,6 @@ demo: install weights
 
 test: install browser
 	$(PY) -m pytest -q $(PYTEST_ARGS)
-
-bench: install
-	$(PY) benchmarks/run_all.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache
