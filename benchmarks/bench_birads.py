@@ -16,7 +16,6 @@ Prints one JSON object (and a short table on stderr).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import statistics
 import sys
@@ -30,30 +29,7 @@ import torch.nn.functional as F
 
 from mammosynth.models.birads_aegan import BiradsAEGAN, BiradsAEGANConfig
 from mammosynth.models.lesion_dcgan import LesionDCGAN, LesionDCGANConfig
-from mammosynth.train.method import StepContext
-
-
-class BenchContext(StepContext):
-    """Minimal StepContext: optional autocast dtype, plain backward + step."""
-
-    def __init__(self, nets, opts, device, amp_dtype=None):
-        self.nets, self.opts, self.device, self.amp_dtype = nets, opts, device, amp_dtype
-        self.step, self.world_size, self.rank = 0, 1, 0
-        self._gen = torch.Generator(device=device).manual_seed(0)
-
-    def autocast(self):
-        if self.amp_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
-
-    def backward_step(self, loss, optimizer, retain_graph=False):
-        opt = self.opts[optimizer]
-        opt.zero_grad(set_to_none=True)
-        loss.backward(retain_graph=retain_graph)
-        opt.step()
-
-    def generator(self):
-        return self._gen
+from _bench_context import BenchContext, sync  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 
 def sync(device):

@@ -27,7 +27,6 @@ difference. Prints a table; ``--json FILE`` writes the rows.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
 import json
 import platform
@@ -41,48 +40,19 @@ from mammosynth.losses import d_loss_bce, d_loss_wgan, g_loss_bce, g_loss_wgan, 
 from mammosynth.models.mask_embedding import MaskEmbeddingConfig, MaskEmbeddingGAN, sobel_edges
 from mammosynth.models.stylegan import StyleGAN, StyleGANConfig, StyledConv
 from mammosynth.models.stylegan_encoder import InDomainEncoder
-from mammosynth.train.method import StepContext
+from _bench_context import BenchContext, sync  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 CONFIGS = "src/mammosynth/configs"
-
-
-class BenchContext(StepContext):
-    """The trainer's step semantics without its bookkeeping (one process, no GradScaler)."""
-
-    def __init__(self, nets, opts, device: torch.device, amp: str, seed: int = 0) -> None:
-        self.nets, self.opts, self.device = nets, opts, device
-        self.step, self.world_size, self.rank = 0, 1, 0
-        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
-        self._gen = torch.Generator(device=device).manual_seed(seed)
-
-    def autocast(self):
-        if self.amp_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
-
-    def backward_step(self, loss, optimizer, retain_graph=False):
-        opt = self.opts[optimizer]
-        opt.zero_grad(set_to_none=True)
-        loss.backward(retain_graph=retain_graph)
-        opt.step()
-
-    def generator(self):
-        return self._gen
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def _time(fn, steps: int, warmup: int, device: torch.device) -> float:
     for i in range(warmup):
         fn(i)
-    _sync(device)
+    sync(device)
     t = time.perf_counter()
     for i in range(steps):
         fn(warmup + i)
-    _sync(device)
+    sync(device)
     return (time.perf_counter() - t) / steps
 
 
@@ -196,10 +166,10 @@ def _row(name, device, batch_size, steps, warmup, method_step, eager_step):
 
 
 def _one(fn, i, device) -> float:
-    _sync(device)
+    sync(device)
     t = time.perf_counter()
     fn(i)
-    _sync(device)
+    sync(device)
     return time.perf_counter() - t
 
 

@@ -18,7 +18,6 @@ difference. Prints a table and, with ``--json FILE``, writes the rows.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import platform
 import time
 from dataclasses import dataclass
@@ -28,36 +27,7 @@ import torch
 from mammosynth.data.context import tri_label
 from mammosynth.losses import d_loss_bce, g_loss_bce
 from mammosynth.models.infill import InfillConfig, InfillGAN, feature_matching_l1
-from mammosynth.train.method import StepContext
-
-
-class BenchContext(StepContext):
-    """The trainer's step semantics without its bookkeeping (one process, no GradScaler)."""
-
-    def __init__(self, nets, opts, device: torch.device, amp: str, seed: int = 0) -> None:
-        self.nets, self.opts, self.device = nets, opts, device
-        self.step, self.world_size, self.rank = 0, 1, 0
-        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
-        self._gen = torch.Generator(device=device).manual_seed(seed)
-
-    def autocast(self):
-        if self.amp_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
-
-    def backward_step(self, loss, optimizer, retain_graph=False):
-        opt = self.opts[optimizer]
-        opt.zero_grad(set_to_none=True)
-        loss.backward(retain_graph=retain_graph)
-        opt.step()
-
-    def generator(self):
-        return self._gen
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+from _bench_context import BenchContext, sync  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 
 def make_batch(batch: int, size: int, device: torch.device, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -115,13 +85,13 @@ def _time_interleaved(fns, steps: int, warmup: int, device: torch.device, warm_f
     for _ in range(warmup):
         for w in warm_fns:
             w()
-    _sync(device)
+    sync(device)
     spent = [0.0] * len(fns)
     for _ in range(steps):
         for i, fn in enumerate(fns):
             t0 = time.perf_counter()
             fn()
-            _sync(device)
+            sync(device)
             spent[i] += time.perf_counter() - t0
     return spent
 
