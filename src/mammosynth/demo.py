@@ -140,6 +140,16 @@ def _quick_evaluate(data: Path, synthetic: Path, out: Path) -> bool:
 
 # -- report -----------------------------------------------------------------------------
 
+def _pyplot():
+    """matplotlib's pyplot on the file-only Agg backend (the demo may run with no display)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
@@ -147,10 +157,7 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 def _curves_png(runs: dict[str, Path], path: Path) -> bool:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     series = {name: _read_jsonl(run / "metrics.jsonl") for name, run in runs.items()}
     series = {k: v for k, v in series.items() if v}
@@ -174,10 +181,7 @@ def _curves_png(runs: dict[str, Path], path: Path) -> bool:
 
 
 def _side_by_side_png(data: Path, generated: Path, path: Path, n: int = 8) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     from mammosynth.data.store import Store
     from mammosynth.synth.writer import load_png, read_manifest
@@ -201,10 +205,7 @@ def _side_by_side_png(data: Path, generated: Path, path: Path, n: int = 8) -> No
 
 
 def _inserted_png(inserted: Path, path: Path, n: int = 8) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
     from matplotlib.patches import Rectangle
 
     from mammosynth.synth.writer import load_png
@@ -233,10 +234,7 @@ def _inserted_png(inserted: Path, path: Path, n: int = 8) -> None:
 
 def _zoom_png(inserted: Path, path: Path, n: int = 8) -> None:
     """Crops around each inserted lesion: what a reader would look at."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     from mammosynth.synth.writer import load_png
 
