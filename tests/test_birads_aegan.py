@@ -14,7 +14,7 @@ from mammosynth.data.records import LesionRecord
 from mammosynth.data.store import StoreWriter
 from mammosynth.errors import ConfigError, DataError
 from mammosynth.models.birads_aegan import (AuxDiscriminator, BiradsAEGAN, BiradsAEGANConfig, Decoder, Encoder,
-                                            LabelEmbedding, aegan_losses)
+                                            LabelEmbedding, aegan_losses, mix_weights)
 from mammosynth.synth.writer import Lesion, SyntheticSetWriter, read_manifest
 from mammosynth.train.method import StepContext
 
@@ -154,6 +154,51 @@ def test_training_steps_lower_reconstruction_loss(tmp_path):
     assert np.mean(recs[-5:]) < 0.6 * np.mean(recs[:3])
 
 
+def test_training_mixtures_stay_within_a_margin():
+    shape = torch.tensor([0, 1, 0, 2, -1, 3, 0, 1, 0])
+    margin = torch.tensor([1, 1, 1, 2, 2, -1, 0, 1, 1])
+    w, mix_margin, mix_shape = mix_weights(shape, margin, partners=3, generator=torch.Generator().manual_seed(0))
+    assert w.shape == (9, 9) and torch.allclose(w.sum(1), torch.ones(9)) and bool((w >= 0).all())
+    used = w > 0
+    assert bool(used.diagonal().all())  # every mixture contains its own sample
+    assert int(used.sum(1).max()) <= 3  # at most `partners` features per mixture
+    same_margin = margin[:, None] == margin[None, :]
+    assert not bool((used & ~same_margin).any())  # never mixes across margins
+    assert used[5].sum() == 1 and used[6].sum() == 1  # unknown margin / no partner: itself only
+    assert torch.equal(mix_margin, margin)
+    for i in range(9):  # the shape label survives only when every mixed lesion shares it
+        shared = bool((shape[used[i]] == shape[i]).all())
+        assert int(mix_shape[i]) == (int(shape[i]) if shared else -1)
+    with pytest.raises(ConfigError, match="lambda_mix"):
+        small_cfg(lambda_mix=-1.0).validate()
+
+
+def test_mixing_term_trains_the_decoder_on_mixtures():
+    """lambda_mix > 0 adds the mixture terms to L_D and L_G, and they reach E1/E2 through the
+    mixed features; lambda_mix = 0 is the paper's loss, unchanged."""
+    torch.manual_seed(0)
+    m = BiradsAEGAN(small_cfg(lambda_mix=1.0, mix_partners=3))
+    x = torch.rand(6, 1, 32, 32) * 2 - 1
+    s, mg = torch.tensor([0, 1, 0, 2, 1, 0]), torch.tensor([4, 4, 4, 1, 1, 0])
+    feature = m.encode_with(m.nets, x, s, mg)
+    fake = m.nets["decoder"](feature)
+    w, mix_margin, mix_shape = mix_weights(s, mg, 3, torch.Generator().manual_seed(1))
+    mix = (m.nets["decoder"](w @ feature), mix_shape, mix_margin)
+    plain = aegan_losses(m.nets, x, s, mg, m.cfg, "G", fake=fake)
+    with_mix = aegan_losses(m.nets, x, s, mg, m.cfg, "G", fake=fake, mix=mix)
+    want = plain["loss_g"] + with_mix["mix_adv_g"] + m.cfg.lambda_aux_g * with_mix["mix_aux_g"]
+    assert torch.allclose(with_mix["loss_g"], want) and float(with_mix["mix_aux_g"]) > 0
+    d = aegan_losses(m.nets, x, s, mg, m.cfg, "D", fake=fake.detach(), mix=(mix[0].detach(), mix_shape, mix_margin))
+    assert float(d["mix_d"]) > 0 and "mix_d" not in aegan_losses(m.nets, x, s, mg, m.cfg, "D", fake=fake.detach())
+    m.nets.zero_grad()
+    (with_mix["loss_g"] - plain["loss_g"]).backward()  # the mixture terms alone
+    for name in ("embed_margin", "embed_shape", "encoder", "decoder"):
+        assert sum(float(p.grad.abs().sum()) for p in m.nets[name].parameters() if p.grad is not None) > 0, name
+    ctx = EagerContext(m, m.build_optimizers())  # and through train_step
+    out = m.train_step({"image": x, "shape": s, "margin": mg}, ctx)
+    assert {"mix_d", "mix_adv_g", "mix_aux_g"} <= out.keys() and all(np.isfinite(float(v)) for v in out.values())
+
+
 @pytest.fixture
 def trained_method(tmp_path):
     store = tiny_store(tmp_path / "s.h5")
@@ -226,7 +271,7 @@ def test_category_generation_is_traceable_in_the_manifest(trained_method, tmp_pa
     assert all(s.shape in SHAPES and s.margin in MARGINS for s in free)
 
 
-def test_trains_through_trainer_and_generates_after_loading(tmp_path):
+def test_trains_through_trainer_and_generates_after_loading(tmp_path, capsys):
     from mammosynth.train.run import load_method
     from mammosynth.train.trainer import train
 
@@ -241,3 +286,22 @@ def test_trains_through_trainer_and_generates_after_loading(tmp_path):
     pair = list(m.interpolate(mode="pair", sources=["L000", "L001"], steps=8, n=16, spherical=False, extrapolate=0.0,
                               seed=0, store=None))  # the options cli/synth.py passes
     assert len(pair) == 10
+
+    # `generate --per-category`: every (shape, margin) category of the seeds in one labelled set;
+    # the tiny store holds 3 of the 20 categories, the other 17 are skipped with their reason
+    import json
+
+    from mammosynth.cli import main
+    from mammosynth.synth.writer import read_manifest
+
+    out = tmp_path / "percat"
+    assert main(["generate", str(run), "--per-category", "2", "--out", str(out), "--device", "cpu", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["categories"] == 3 and len(summary["skipped"]) == 17 and "no seed lesions" in summary["skipped"][0]["reason"]
+    rows = read_manifest(out)
+    assert sorted({(r["shape"], r["margin"]) for r in rows}) == [
+        ("irregular", "spiculated"), ("oval", "circumscribed"), ("round", "circumscribed")]
+    assert len(rows) == 6
+    assert main(["generate", str(run), "--per-category", "1", "--margin", "spiculated", "--out", str(tmp_path / "col"),
+                 "--device", "cpu"]) == 0
+    assert [r["shape"] for r in read_manifest(tmp_path / "col")] == ["irregular"]

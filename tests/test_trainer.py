@@ -146,6 +146,21 @@ def test_resume_refuses_a_model_config_change(store, tmp_path):
         train("mask-dcgan", store, out, tiny_dcgan(steps=4, lr=1e-3), resume=True, progress=False)
 
 
+def test_resume_accepts_a_checkpoint_from_before_a_field_existed(store, tmp_path):
+    """A checkpoint written before a config field was added trained with that field's default:
+    resuming with the default works; asking for another value is a model change and refused."""
+    out = tmp_path / "runs"
+    run = train("mask-dcgan", store, out, tiny_dcgan(steps=2, ckpt_every=2, sample_every=0), progress=False)
+    state = run / "checkpoint" / "state.json"
+    doc = json.loads(state.read_text())
+    del doc["config"]["lr"]  # as if `lr` were new since this checkpoint
+    state.write_text(json.dumps(doc))
+    with pytest.raises(CheckpointError, match=r"lr: 0\.0002 -> 0\.001"):
+        train("mask-dcgan", store, out, tiny_dcgan(steps=4, lr=1e-3), resume=True, progress=False)
+    resumed = train("mask-dcgan", store, out, tiny_dcgan(steps=4), resume=True, progress=False)
+    assert load_checkpoint(resumed / "checkpoint")[1]["step"] == 4
+
+
 def test_run_folder_layout(dcgan_run, store):
     from PIL import Image
 

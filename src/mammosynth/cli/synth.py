@@ -38,11 +38,16 @@ def register(app: typer.Typer) -> None:
         batch_size: int = typer.Option(16, "--batch-size", min=1, help="Images per forward pass."),
         device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
         dicom: bool = typer.Option(False, "--dicom", help="Also write each image as a 16-bit DICOM marked SYNTHETIC (dicom/)."),
+        per_category: int = typer.Option(0, "--per-category", min=0, help="Instead of --n: this many images for every BI-RADS (shape, margin) category, in one set (the input of `mammosynth fidelity labels`). --shape / --margin restrict it to one row / column. Methods with shape and margin control (birads-aegan). Categories without seed lesions are skipped and listed. 0 = off."),
         json_out: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
     ) -> None:
         """Generate lesions (or mammograms) from a trained run, with labels written as COCO."""
         from mammosynth.data.birads import MARGINS, PATHOLOGIES, SHAPES, parse_term
         from mammosynth.train.run import load_method, resolve_run
+
+        if per_category:
+            _generate_per_category(run, per_category, out, shape, margin, pathology, seed, batch_size, device, dicom, json_out)
+            return
 
         run_dir = resolve_run(run)
         method = load_method(run_dir, device=device)
@@ -185,3 +190,43 @@ def register(app: typer.Typer) -> None:
         else:
             console.print(f"wrote {report.written} of {n} mammograms to [bold]{out}[/] in {report.seconds:.1f} s"
                           + (f"; {len(report.failed)} could not be placed (see insert_report.json)" if report.failed else ""))
+
+
+def _generate_per_category(run: Path, per: int, out: Path, shape: Optional[str], margin: Optional[str],
+                           pathology: Optional[str], seed: int, batch_size: int, device: str, dicom: bool,
+                           json_out: bool) -> None:
+    """``generate --per-category N``: N images of every (shape, margin) category in one set."""
+    import itertools
+
+    from mammosynth.data.birads import MARGINS, PATHOLOGIES, SHAPES, parse_term
+    from mammosynth.errors import DataError
+    from mammosynth.train.run import load_method, resolve_run
+
+    run_dir = resolve_run(run)
+    method = load_method(run_dir, device=device)
+    shapes = [parse_term(shape, SHAPES, "shape")] if shape else list(SHAPES)
+    margins = [parse_term(margin, MARGINS, "margin")] if margin else list(MARGINS)
+    extra = {"pathology": parse_term(pathology, PATHOLOGIES, "pathology")} if pathology else {}
+    categories = list(itertools.product(shapes, margins))
+    skipped: list[dict[str, str]] = []
+
+    def samples():
+        for k, (s, m) in enumerate(categories):
+            try:
+                yield from method.generate(per, seed + k, shape=s, margin=m, batch_size=batch_size, **extra)
+            except DataError as err:  # e.g. no seed lesion of this category in the data
+                skipped.append({"shape": s, "margin": m, "reason": str(err)})
+
+    images = write_samples(samples(), out, method.name, str(run_dir), total=per * len(categories),
+                           progress=not json_out, dicom=dicom)
+    if not images:
+        raise DataError(f"no category could be generated: {skipped[0]['reason'] if skipped else 'nothing requested'}")
+    summary = {"out": str(out), "n": len(images), "per_category": per, "method": method.name, "run": str(run_dir),
+               "seed": seed, "categories": len(categories) - len(skipped), "skipped": skipped}
+    if json_out:
+        print_json(summary)
+        return
+    console.print(f"wrote {len(images)} images ({per} x {len(categories) - len(skipped)} categories) to [bold]{out}[/]"
+                  " (annotations.json, manifest.csv)")
+    for item in skipped:
+        console.print(f"[yellow]skipped[/] {item['shape']}/{item['margin']}: {item['reason']}")

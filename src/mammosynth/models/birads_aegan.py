@@ -11,6 +11,20 @@ shape. Losses (eq. 3-5), on logits, with lambda1..lambda4 = 10, 10, 10, 300::
     L_G  = BCE(D1_rf(I'), 1) + BCE(D2_rf(I'), 1) + lambda3 * [CE(D1_m(I'), m) + CE(D2_s(I'), s)]
            + lambda4 * L1(I, I')
 
+Feature mixing (``lambda_mix`` > 0; ours, off by default). Category generation (section 3.4)
+decodes convex combinations of features, but eq. 3-5 only ever decode features of single
+lesions, so nothing in training asks a *mixture* to decode to a realistic lesion of its
+category; the paper credits the adversarial loss with forming that manifold. With
+``lambda_mix`` each training sample also gets a mixture ``v_mix = sum_k a_k v_k`` of its own
+feature and up to ``mix_partners - 1`` batch features of the same margin (Dirichlet(1)
+weights). D1/D2 see the decoded mixtures as fake; G gets, weighted by ``lambda_mix``::
+
+    BCE(D1_rf(I_mix), 1) + BCE(D2_rf(I_mix), 1) + lambda3 * [CE(D1_m(I_mix), m) + CE(D2_s(I_mix), s_mix)]
+
+with ``s_mix`` the shape when all mixed lesions share it, else masked out. The mixtures have
+no pixel target, so there is no L1 term for them (as in adversarially constrained
+interpolation, Berthelot et al. 2019).
+
 The paper's ``log(1 - (m - D_m(I)))`` terms are the log-likelihood of the ground-truth label
 under the auxiliary head, i.e. a cross-entropy; labels missing in the dataset (-1) are masked
 out of those terms (:func:`mammosynth.losses.masked_cross_entropy`), never guessed. G uses
@@ -66,6 +80,10 @@ class BiradsAEGANConfig(TrainConfig):
     n_features: int = 20  # category generation: features combined per sample (section 3.4)
     weight_step: float = 0.05  # category generation: convex weights are multiples of this
     seed_split: str = "train"  # store split the seed lesions for generation come from
+    # Feature-mixing term (ours, off in the paper's losses; see module docstring): weight of the
+    # adversarial + auxiliary terms on decoded convex mixtures of same-margin features.
+    lambda_mix: float = 0.0
+    mix_partners: int = 4  # features per training mixture (the sample itself + up to 3 of its margin)
 
     def validate(self) -> None:
         super().validate()
@@ -77,6 +95,10 @@ class BiradsAEGANConfig(TrainConfig):
             raise ConfigError(f"weight_step must divide 1 (e.g. 0.05), got {self.weight_step}")
         if self.n_features < 1:
             raise ConfigError(f"n_features must be >= 1, got {self.n_features}")
+        if self.lambda_mix < 0:
+            raise ConfigError(f"lambda_mix must be >= 0 (0 = the paper's losses only), got {self.lambda_mix}")
+        if self.mix_partners < 2:
+            raise ConfigError(f"mix_partners must be >= 2 (a mixture needs two features), got {self.mix_partners}")
 
 
 def check_patch_size(size: int) -> int:
@@ -251,11 +273,37 @@ class AuxDiscriminator(nn.Module):
         return self.real_fake(h).squeeze(1), self.classifier(h)
 
 
+def mix_weights(shape: torch.Tensor, margin: torch.Tensor, partners: int,
+                generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Training mixtures for the feature-mixing term: row i of W mixes sample i with up to
+    ``partners - 1`` other batch samples of the same (known) margin, Dirichlet(1) weights.
+
+    shape, margin (B,) int64 (-1 = unknown). Returns W (B, B) float32 (rows sum to 1, zero
+    outside i's margin; a sample with no partner or no margin mixes with itself only), the
+    mixtures' margin (B,) and shape (B,) (-1 where the mixed lesions' shapes differ)."""
+    b = margin.shape[0]
+    dev = generator.device if generator is not None else margin.device
+    m, s = margin.to(dev), shape.to(dev)
+    w = torch.zeros(b, b, device=dev)
+    rows = torch.arange(b, device=dev)
+    for i in range(b):
+        mates = rows[(m == m[i]) & (rows != i)] if m[i] >= 0 else rows[:0]
+        mates = mates[torch.randperm(len(mates), generator=generator, device=dev)[:partners - 1]]
+        members = torch.cat([rows[i:i + 1], mates])
+        g = -torch.log(torch.rand(len(members), generator=generator, device=dev).clamp_min(1e-12))  # Exp(1) -> Dirichlet(1)
+        w[i, members] = g / g.sum()
+    mixed_shape = torch.where(((s[None, :] != s[:, None]) & (w > 0)).any(1), torch.full_like(s, -1), s)
+    return w.to(margin.device), margin.clone(), mixed_shape.to(shape.device)
+
+
 def aegan_losses(nets: dict[str, nn.Module], image: torch.Tensor, shape: torch.Tensor, margin: torch.Tensor,
-                 cfg: BiradsAEGANConfig, part: str, fake: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                 cfg: BiradsAEGANConfig, part: str, fake: torch.Tensor | None = None,
+                 mix: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
     """Terms of eq. 3-4 (``part="D"``, needs ``fake`` detached) or eq. 5 (``part="G"``).
 
-    image (B,1,S,S) in [-1,1]; shape, margin (B,) int64 with -1 = unknown.
+    image (B,1,S,S) in [-1,1]; shape, margin (B,) int64 with -1 = unknown. ``mix``: decoded
+    feature mixtures with their (shape, margin) labels, for the ``lambda_mix`` term (D: as
+    fakes; G: adversarial + auxiliary, see the module docstring).
     """
     d_margin, d_shape = nets["disc_margin"], nets["disc_shape"]
     if part == "D":
@@ -270,8 +318,13 @@ def aegan_losses(nets: dict[str, nn.Module], image: torch.Tensor, shape: torch.T
         aux2 = masked_cross_entropy(s_real, shape) + masked_cross_entropy(s_fake, shape)
         loss_d1 = adv1 + cfg.lambda_margin_d * aux1
         loss_d2 = adv2 + cfg.lambda_shape_d * aux2
-        return {"loss_d": loss_d1 + loss_d2, "loss_d1": loss_d1, "loss_d2": loss_d2,
-                "aux_margin_d": aux1, "aux_shape_d": aux2}
+        out = {"aux_margin_d": aux1, "aux_shape_d": aux2}
+        if mix is not None:
+            mix_d1 = F.softplus(d_margin(mix[0])[0]).mean()  # -log(1 - D1_rf(I_mix))
+            mix_d2 = F.softplus(d_shape(mix[0])[0]).mean()
+            loss_d1, loss_d2 = loss_d1 + cfg.lambda_mix * mix_d1, loss_d2 + cfg.lambda_mix * mix_d2
+            out["mix_d"] = mix_d1 + mix_d2
+        return {"loss_d": loss_d1 + loss_d2, "loss_d1": loss_d1, "loss_d2": loss_d2, **out}
     assert fake is not None
     rf1, m_logits = d_margin(fake)
     rf2, s_logits = d_shape(fake)
@@ -279,7 +332,16 @@ def aegan_losses(nets: dict[str, nn.Module], image: torch.Tensor, shape: torch.T
     aux = masked_cross_entropy(m_logits, margin) + masked_cross_entropy(s_logits, shape)
     rec = (fake - image).abs().mean()
     loss_g = adv + cfg.lambda_aux_g * aux + cfg.lambda_rec * rec
-    return {"loss_g": loss_g, "adv_g": adv, "aux_g": aux, "rec_l1": rec}
+    out = {"adv_g": adv, "aux_g": aux, "rec_l1": rec}
+    if mix is not None:
+        mix_image, mix_shape, mix_margin = mix
+        rf1m, m_logits_m = d_margin(mix_image)
+        rf2m, s_logits_m = d_shape(mix_image)
+        mix_adv = g_loss_bce(rf1m) + g_loss_bce(rf2m)
+        mix_aux = masked_cross_entropy(m_logits_m, mix_margin) + masked_cross_entropy(s_logits_m, mix_shape)
+        loss_g = loss_g + cfg.lambda_mix * (mix_adv + cfg.lambda_aux_g * mix_aux)
+        out.update({"mix_adv_g": mix_adv, "mix_aux_g": mix_aux})
+    return {"loss_g": loss_g, **out}
 
 
 class BiradsAEGAN(Method):
@@ -337,13 +399,19 @@ class BiradsAEGAN(Method):
         image = batch["image"].to(ctx.device, non_blocking=True)
         shape = batch["shape"].to(ctx.device)
         margin = batch["margin"].to(ctx.device)
+        mix = None
         with ctx.autocast():
-            fake = nets["decoder"](self.encode_with(nets, image, shape, margin))
-            d_terms = aegan_losses(nets, image, shape, margin, self.cfg, "D", fake=fake.detach())
+            feature = self.encode_with(nets, image, shape, margin)
+            fake = nets["decoder"](feature)
+            if self.cfg.lambda_mix > 0:
+                w, mix_margin, mix_shape = mix_weights(shape, margin, self.cfg.mix_partners, ctx.generator())
+                mix = (nets["decoder"](w.to(feature.dtype) @ feature), mix_shape, mix_margin)
+            d_terms = aegan_losses(nets, image, shape, margin, self.cfg, "D", fake=fake.detach(),
+                                   mix=None if mix is None else (mix[0].detach(), *mix[1:]))
         ctx.backward_step(d_terms["loss_d"], "D")
         with requires_grad(nets["disc_margin"], False), requires_grad(nets["disc_shape"], False):
             with ctx.autocast():
-                g_terms = aegan_losses(nets, image, shape, margin, self.cfg, "G", fake=fake)
+                g_terms = aegan_losses(nets, image, shape, margin, self.cfg, "G", fake=fake, mix=mix)
             ctx.backward_step(g_terms["loss_g"], "G")
         return {k: v.detach() for k, v in {**d_terms, **g_terms}.items()}
 

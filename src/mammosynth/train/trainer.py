@@ -288,6 +288,10 @@ class Trainer:
 
     def _check_resume_config(self, saved: dict[str, Any], source: Path) -> None:
         now = to_dict(self.cfg)
+        # A field the checkpoint does not know was added in a later version; the run trained
+        # with that field's default, so only a different value counts as a change.
+        defaults = to_dict(type(self.cfg)())
+        saved = {**{k: defaults[k] for k in now if k not in saved and k in defaults}, **saved}
         changed = sorted(k for k in set(now) | set(saved) if k not in RESUMABLE_CHANGES and now.get(k) != saved.get(k))
         if changed:
             detail = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in changed)
