@@ -27,6 +27,18 @@ def _seed() -> None:
     np.random.seed(0)
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for tests of tiny networks: they run fastest so, and more threads only
+    spin against each other on a shared 2-core machine. Use with
+    ``pytestmark = pytest.mark.usefixtures("one_thread")``; module-scoped, so it also covers
+    the module's module-scoped fixtures (tiny training runs)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def shared_data(*parts: str) -> Path:
     p = SHARED_DATA.joinpath(*parts)
     if not p.exists():

@@ -3,7 +3,6 @@ visual-feature generation and traceable manifests."""
 
 from __future__ import annotations
 
-import contextlib
 
 import numpy as np
 import pytest
@@ -16,36 +15,12 @@ from mammosynth.errors import ConfigError, DataError
 from mammosynth.models.birads_aegan import (AuxDiscriminator, BiradsAEGAN, BiradsAEGANConfig, Decoder, Encoder,
                                             LabelEmbedding, aegan_losses, mix_weights)
 from mammosynth.synth.writer import Lesion, SyntheticSetWriter, read_manifest
-from mammosynth.train.method import StepContext
+from mammosynth.train.method import EagerContext
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: the 1-thread budget, and no spin-waiting on a shared machine."""
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-class EagerContext(StepContext):
-    """The StepContext contract without the trainer: eager fp32 on CPU."""
-
-    def __init__(self, method, opts):
-        self.nets, self.opts, self.device, self.step, self.world_size, self.rank = method.nets, opts, torch.device("cpu"), 0, 1, 0
-        self._gen = torch.Generator().manual_seed(0)
-
-    def autocast(self):
-        return contextlib.nullcontext()
-
-    def backward_step(self, loss, optimizer, retain_graph=False):
-        opt = self.opts[optimizer]
-        opt.zero_grad(set_to_none=True)
-        loss.backward(retain_graph=retain_graph)
-        opt.step()
-
-    def generator(self):
-        return self._gen
 
 
 def tiny_store(path, n=24, size=32, seed=0):

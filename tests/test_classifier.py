@@ -3,7 +3,6 @@ hand-made fidelity case, CLI JSON."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 
 import numpy as np
@@ -17,31 +16,10 @@ from mammosynth.errors import DataError
 from mammosynth.evaluate.label_fidelity import format_table, label_fidelity
 from mammosynth.models.classifier import BiradsClassifier, BiradsCNN, ClassifierConfig
 from mammosynth.synth.writer import Lesion, SyntheticSetWriter
-from mammosynth.train.method import StepContext
+from mammosynth.train.method import EagerContext
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
-
-
-class EagerContext(StepContext):
-    def __init__(self, method, opts):
-        self.nets, self.opts, self.device, self.step, self.world_size, self.rank = method.nets, opts, torch.device("cpu"), 0, 1, 0
-
-    def autocast(self):
-        return contextlib.nullcontext()
-
-    def backward_step(self, loss, optimizer, retain_graph=False):
-        self.opts[optimizer].zero_grad(set_to_none=True)
-        loss.backward(retain_graph=retain_graph)
-        self.opts[optimizer].step()
-
-    def generator(self):
-        return torch.Generator().manual_seed(0)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def bright_or_dark_store(path, n=24, size=16):

@@ -8,7 +8,9 @@ import json
 import pytest
 
 from mammosynth.cli import main
-from tests.test_inversion import _one_thread, runs  # noqa: F401  (module-scoped fixtures)
+from tests.test_inversion import runs  # noqa: F401  (a module-scoped fixture)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _coco(path):

@@ -24,13 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_trainer import TinyConfig, TinyRegression, make_store  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These tests are timed on one thread (OpenMP spinning on a shared machine costs more than it gains)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 

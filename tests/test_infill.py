@@ -3,7 +3,6 @@ the Method contract (train_step, infill, sample_grid, generate) on tiny CPU inpu
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from pathlib import Path
 
@@ -21,30 +20,11 @@ from mammosynth.models.infill import (
     FALLBACK_NOTE, CRNGenerator, InfillConfig, InfillGAN, PatchDiscriminator, UNetGenerator,
     feature_matching_l1, layer_weights, load_feature_matching,
 )
-from mammosynth.train.method import StepContext
+from mammosynth.train.method import EagerContext
 
 TINY = dict(ngf=8, ndf=8, batch_size=2, fm_weights="discriminator")
 
 
-class _Ctx(StepContext):
-    """Minimal StepContext: CPU, fp32, plain zero_grad/backward/step."""
-
-    def __init__(self, nets, opts, seed: int = 0) -> None:
-        self.nets, self.opts = nets, opts
-        self.device, self.step, self.world_size, self.rank = torch.device("cpu"), 0, 1, 0
-        self._gen = torch.Generator().manual_seed(seed)
-
-    def autocast(self):
-        return contextlib.nullcontext()
-
-    def backward_step(self, loss, optimizer, retain_graph=False):
-        opt = self.opts[optimizer]
-        opt.zero_grad(set_to_none=True)
-        loss.backward(retain_graph=retain_graph)
-        opt.step()
-
-    def generator(self):
-        return self._gen
 
 
 def _write_store(path: Path, n: int = 10, size: int = 32) -> Path:
@@ -69,13 +49,7 @@ def _write_store(path: Path, n: int = 10, size: int = 32) -> Path:
     return path
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny networks run fastest on one thread; more only contend on a shared machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -206,7 +180,7 @@ def test_fallback_warns_loudly_and_is_recorded(tmp_path: Path, store: Path, capl
     m = _method(store, fm_weights="vgg19", weights_dir=str(tmp_path / "empty"))
     opts = m.build_optimizers()
     with caplog.at_level(logging.WARNING, logger="mammosynth.models.infill"):
-        out = m.train_step(_batch(store, m), _Ctx(m.nets, opts))
+        out = m.train_step(_batch(store, m), EagerContext(m.nets, opts))
     assert any("NO IMAGENET VGG WEIGHTS" in r.getMessage() for r in caplog.records)
     assert out["fm_fallback"] == 1.0
     assert FALLBACK_NOTE in m.fm_status and FALLBACK_NOTE in m.extra_state()["feature_matching"]
@@ -230,7 +204,7 @@ def test_train_step_updates_both_networks(store: Path, generator: str) -> None:
 
     for name, net in m.nets.items():
         next(net.parameters()).register_hook(mark(name))
-    out = m.train_step(_batch(store, m), _Ctx(m.nets, opts))
+    out = m.train_step(_batch(store, m), EagerContext(m.nets, opts))
     assert all(grads_seen.values())
     for k, net in m.nets.items():
         moved = [not torch.equal(a, b) for a, b in zip(before[k], net.parameters())]
@@ -243,7 +217,7 @@ def test_generator_loss_reconstruction_falls_on_tiny_batch(store: Path) -> None:
     torch.manual_seed(0)
     m = _method(store, generator="unet", unet_dropout=0.0, beta1=0.5, beta2=0.999, lr=1e-3)
     opts = m.build_optimizers()
-    ctx = _Ctx(m.nets, opts)
+    ctx = EagerContext(m.nets, opts)
     batch = _batch(store, m)
     l1s = [float(m.train_step(batch, ctx)["l1"]) for _ in range(10)]
     assert np.mean(l1s[-2:]) < 0.8 * np.mean(l1s[:2]), l1s
@@ -253,7 +227,7 @@ def test_two_channel_ablation_changes_inputs(store: Path) -> None:
     m = _method(store, two_channel=True)
     assert m.in_ch == 2
     assert next(m.nets["discriminator"].parameters()).shape[1] == 3  # Tri-label(2) + image
-    out = m.train_step(_batch(store, m), _Ctx(m.nets, m.build_optimizers()))
+    out = m.train_step(_batch(store, m), EagerContext(m.nets, m.build_optimizers()))
     assert torch.isfinite(torch.as_tensor(out["loss_g"]))
 
 

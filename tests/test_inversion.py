@@ -17,12 +17,7 @@ from mammosynth.synth.inversion import (alpha_blend, compose, interpolate, inter
 from tests.test_stylegan import TINY, make_store
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 
 import numpy as np
 import pytest
@@ -13,32 +12,12 @@ from mammosynth.data.records import LesionRecord
 from mammosynth.data.store import StoreWriter
 from mammosynth.errors import ConfigError
 from mammosynth.models.lesion_dcgan import DCGANDiscriminator, DCGANGenerator, LesionDCGAN, LesionDCGANConfig
-from mammosynth.train.method import StepContext
+from mammosynth.train.method import EagerContext
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-class EagerContext(StepContext):
-    def __init__(self, method, opts):
-        self.nets, self.opts, self.device, self.step, self.world_size, self.rank = method.nets, opts, torch.device("cpu"), 0, 1, 0
-        self._gen = torch.Generator().manual_seed(0)
-
-    def autocast(self):
-        return contextlib.nullcontext()
-
-    def backward_step(self, loss, optimizer, retain_graph=False):
-        self.opts[optimizer].zero_grad(set_to_none=True)
-        loss.backward(retain_graph=retain_graph)
-        self.opts[optimizer].step()
-
-    def generator(self):
-        return self._gen
 
 
 def tiny_store(path, n=12, size=32):

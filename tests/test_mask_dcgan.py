@@ -27,13 +27,7 @@ from mammosynth.train.trainer import Trainer
 
 from test_trainer import ellipse_mask, make_store  # noqa: E402  (tests dir is on sys.path)
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These tests are timed on one thread (OpenMP spinning on a shared machine costs more than it gains)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 

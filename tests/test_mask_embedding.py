@@ -17,12 +17,7 @@ from tests.test_stylegan import FakeContext, make_store
 SIZE = (64, 32)  # (H, W): portrait, like the paper's 256 (wide) x 512 (high)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _mask(b, size, seed=0):

@@ -21,13 +21,7 @@ TINY = dict(z_dim=32, w_dim=32, channel_base=256, channel_max=32, batch_size=4, 
             sample_every=0, ckpt_every=0, n_samples=4, amp="off", channels_last=False)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The budget is for one thread; two threads on a shared, busy CPU run many times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class FakeContext:

@@ -24,13 +24,7 @@ from mammosynth.train.method import Method, TrainConfig
 from mammosynth.train.run import create_run_dir, load_method, read_run_config, resolve_run
 from mammosynth.train.trainer import Trainer, TrainingDiverged, train
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These tests are timed on one thread (OpenMP spinning on a shared machine costs more than it gains)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 

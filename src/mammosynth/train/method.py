@@ -200,3 +200,37 @@ def requires_grad(module: nn.Module, flag: bool):
     finally:
         for p, r in zip(module.parameters(), prev):
             p.requires_grad_(r)
+
+
+class EagerContext(StepContext):
+    """A StepContext without the trainer: one process, no GradScaler, no bookkeeping.
+
+    For running a method's ``train_step`` by hand (tests, benchmarks, notebooks). ``nets``: the
+    method's networks (a Method is accepted and its ``nets`` used); ``opts``: its optimizers by
+    name; ``amp``: None/"off", "bf16", "fp16" or a torch dtype (autocast only: fp16 without a
+    scaler may underflow, which is the trainer's job to handle).
+    """
+
+    _AMP = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+    def __init__(self, nets: "dict[str, nn.Module] | Method", opts: dict[str, torch.optim.Optimizer],
+                 device: torch.device | str = "cpu", amp: Any = None, seed: int = 0) -> None:
+        self.nets = nets.nets if isinstance(nets, Method) else nets
+        self.opts, self.device = opts, torch.device(device)
+        self.step, self.world_size, self.rank = 0, 1, 0
+        self.amp_dtype = amp if isinstance(amp, torch.dtype) else self._AMP.get(amp)
+        self._gen = torch.Generator(device=self.device).manual_seed(seed)
+
+    def autocast(self) -> ContextManager[Any]:
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+
+    def backward_step(self, loss: torch.Tensor, optimizer: str, retain_graph: bool = False) -> None:
+        opt = self.opts[optimizer]
+        opt.zero_grad(set_to_none=True)
+        loss.backward(retain_graph=retain_graph)
+        opt.step()
+
+    def generator(self) -> torch.Generator:
+        return self._gen
