@@ -277,6 +277,7 @@ def test_trains_through_trainer_and_generates_after_loading(tmp_path, capsys):
     assert sorted({(r["shape"], r["margin"]) for r in rows}) == [
         ("irregular", "spiculated"), ("oval", "circumscribed"), ("round", "circumscribed")]
     assert len(rows) == 6
-    assert main(["generate", str(run), "--per-category", "1", "--margin", "spiculated", "--out", str(tmp_path / "col"),
-                 "--device", "cpu"]) == 0
-    assert [r["shape"] for r in read_manifest(tmp_path / "col")] == ["irregular"]
+    assert main(["generate", str(run), "--per-category", "1", "--margin", "spiculated", "--n-features", "2",
+                 "--out", str(tmp_path / "col"), "--device", "cpu"]) == 0
+    col = read_manifest(tmp_path / "col")
+    assert [r["shape"] for r in col] == ["irregular"] and len(col[0]["source_ids"].split(";")) == 2

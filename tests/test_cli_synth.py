@@ -57,5 +57,8 @@ def test_generate_cli_and_errors(runs, tmp_path, capsys):  # noqa: F811
     # an unknown BI-RADS term is refused with the valid choices
     assert main(["generate", str(g_run), "--n", "1", "--out", str(tmp_path / "x"), "--margin", "fuzzy"]) == 2
     assert "spiculated" in capsys.readouterr().err
+    # --n-features belongs to birads-aegan's feature combinations
+    assert main(["generate", str(g_run), "--n", "1", "--out", str(tmp_path / "z"), "--n-features", "3"]) == 2
+    assert "birads-aegan" in capsys.readouterr().err
     # a folder that is no run
     assert main(["generate", str(tmp_path), "--n", "1", "--out", str(tmp_path / "y")]) == 2

@@ -38,6 +38,7 @@ def register(app: typer.Typer) -> None:
         batch_size: int = typer.Option(16, "--batch-size", min=1, help="Images per forward pass."),
         device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
         dicom: bool = typer.Option(False, "--dicom", help="Also write each image as a 16-bit DICOM marked SYNTHETIC (dicom/)."),
+        n_features: Optional[int] = typer.Option(None, "--n-features", min=1, help="birads-aegan: seed features combined per sample (eq. 2 of seed 000; default from the run's config, 20 as in the paper). Fewer features give lesions closer to single seeds (see docs/birads.md)."),
         per_category: int = typer.Option(0, "--per-category", min=0, help="Instead of --n: this many images for every BI-RADS (shape, margin) category, in one set (the input of `mammosynth fidelity labels`). --shape / --margin restrict it to one row / column. Methods with shape and margin control (birads-aegan). Categories without seed lesions are skipped and listed. 0 = off."),
         json_out: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
     ) -> None:
@@ -46,12 +47,13 @@ def register(app: typer.Typer) -> None:
         from mammosynth.train.run import load_method, resolve_run
 
         if per_category:
-            _generate_per_category(run, per_category, out, shape, margin, pathology, seed, batch_size, device, dicom, json_out)
+            _generate_per_category(run, per_category, out, shape, margin, pathology, seed, batch_size, device, dicom,
+                                   json_out, n_features)
             return
 
         run_dir = resolve_run(run)
         method = load_method(run_dir, device=device)
-        options = {"batch_size": batch_size}
+        options = {"batch_size": batch_size, **_feature_options(method, n_features)}
         if shape:
             options["shape"] = parse_term(shape, SHAPES, "shape")
         if margin:
@@ -77,6 +79,7 @@ def register(app: typer.Typer) -> None:
         n: int = typer.Option(16, "--n", min=1, help="Samples for --mode category."),
         shape: Optional[str] = typer.Option(None, "--shape", help="Category shape for --mode category."),
         margin: Optional[str] = typer.Option(None, "--margin", help="Category margin for --mode category."),
+        n_features: Optional[int] = typer.Option(None, "--n-features", min=1, help="--mode category: seed features combined per sample (default from the run's config, 20 as in seed 000)."),
         spherical: bool = typer.Option(False, "--spherical", help="Spherical (slerp) instead of linear interpolation."),
         extrapolate: float = typer.Option(0.0, "--extrapolate", min=0.0, max=0.5, help="Go beyond the endpoints by this fraction of the segment (bounded to 0.5)."),
         data: Optional[Path] = typer.Option(None, "--data", help="Dataset file holding the source lesions (default: the run's training data)."),
@@ -91,7 +94,7 @@ def register(app: typer.Typer) -> None:
         run_dir = resolve_run(run)
         method = load_method(run_dir, device=device)
         options = dict(mode=mode, sources=list(source), steps=steps, n=n, spherical=spherical, extrapolate=extrapolate,
-                       seed=seed, store=str(data) if data else None)
+                       seed=seed, store=str(data) if data else None, **_feature_options(method, n_features))
         if shape:
             options["shape"] = parse_term(shape, SHAPES, "shape")
         if margin:
@@ -194,7 +197,7 @@ def register(app: typer.Typer) -> None:
 
 def _generate_per_category(run: Path, per: int, out: Path, shape: Optional[str], margin: Optional[str],
                            pathology: Optional[str], seed: int, batch_size: int, device: str, dicom: bool,
-                           json_out: bool) -> None:
+                           json_out: bool, n_features: Optional[int] = None) -> None:
     """``generate --per-category N``: N images of every (shape, margin) category in one set."""
     import itertools
 
@@ -207,6 +210,7 @@ def _generate_per_category(run: Path, per: int, out: Path, shape: Optional[str],
     shapes = [parse_term(shape, SHAPES, "shape")] if shape else list(SHAPES)
     margins = [parse_term(margin, MARGINS, "margin")] if margin else list(MARGINS)
     extra = {"pathology": parse_term(pathology, PATHOLOGIES, "pathology")} if pathology else {}
+    extra.update(_feature_options(method, n_features))
     categories = list(itertools.product(shapes, margins))
     skipped: list[dict[str, str]] = []
 
@@ -230,3 +234,14 @@ def _generate_per_category(run: Path, per: int, out: Path, shape: Optional[str],
                   " (annotations.json, manifest.csv)")
     for item in skipped:
         console.print(f"[yellow]skipped[/] {item['shape']}/{item['margin']}: {item['reason']}")
+
+
+def _feature_options(method: object, n_features: Optional[int]) -> dict[str, int]:
+    """``--n-features`` for the methods that combine seed features (birads-aegan); refused elsewhere."""
+    from mammosynth.errors import ConfigError
+
+    if n_features is None:
+        return {}
+    if getattr(method, "name", "") != "birads-aegan":
+        raise ConfigError(f"--n-features applies to birads-aegan runs only (this run is {getattr(method, 'name', '?')})")
+    return {"n_features": n_features}
