@@ -162,9 +162,9 @@ def test_mixing_term_trains_the_decoder_on_mixtures():
     plain = aegan_losses(m.nets, x, s, mg, m.cfg, "G", fake=fake)
     with_mix = aegan_losses(m.nets, x, s, mg, m.cfg, "G", fake=fake, mix=mix)
     want = plain["loss_g"] + with_mix["mix_adv_g"] + m.cfg.lambda_aux_g * with_mix["mix_aux_g"]
-    assert torch.allclose(with_mix["loss_g"], want) and float(with_mix["mix_aux_g"]) > 0
+    assert torch.allclose(with_mix["loss_g"], want) and with_mix["mix_aux_g"].item() > 0
     d = aegan_losses(m.nets, x, s, mg, m.cfg, "D", fake=fake.detach(), mix=(mix[0].detach(), mix_shape, mix_margin))
-    assert float(d["mix_d"]) > 0 and "mix_d" not in aegan_losses(m.nets, x, s, mg, m.cfg, "D", fake=fake.detach())
+    assert d["mix_d"].item() > 0 and "mix_d" not in aegan_losses(m.nets, x, s, mg, m.cfg, "D", fake=fake.detach())
     m.nets.zero_grad()
     (with_mix["loss_g"] - plain["loss_g"]).backward()  # the mixture terms alone
     for name in ("embed_margin", "embed_shape", "encoder", "decoder"):
