@@ -109,6 +109,8 @@ def test_label_fidelity_on_a_hand_made_case(tmp_path):
     assert only_m["generated_margin_accuracy"] == 0.0 and only_m["generated_shape_accuracy"] is None
     assert rep["generated"]["margin_accuracy"] == pytest.approx(5 / 7)
     assert rep["generated"]["shape_accuracy"] == pytest.approx(5 / 6)
+    assert rep["margin_ratio"] == pytest.approx(5 / 7) and rep["shape_ratio"] == pytest.approx(5 / 6)
+    assert (rep["categories_meeting_target"], rep["categories_judged"]) == (1, 3)  # irregular/spiculated only
     assert "| round | circumscribed | 4 | 0.75 |" in format_table(rep)
     json.dumps(rep)  # JSON-ready
     with pytest.raises(DataError, match="no manifest"):

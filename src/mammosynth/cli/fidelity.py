@@ -37,6 +37,11 @@ def labels(
                   f"{_fmt(r['shape_accuracy'])}, margin {_fmt(r['margin_accuracy'])} (n={report['n_real']}); "
                   f"generated shape {_fmt(g['shape_accuracy'])}, margin {_fmt(g['margin_accuracy'])} (n={report['n_generated']})")
     typer.echo(format_table(report))
+    below = [f"{c['shape'] or '-'}/{c['margin']} ({_fmt(c['margin_ratio'])})" for c in report["categories"]
+             if c["margin_ratio_ok"] is False]
+    console.print(f"overall margin ratio {_fmt(report['margin_ratio'])}, shape ratio {_fmt(report['shape_ratio'])}; "
+                  f"{report['categories_meeting_target']} of {report['categories_judged']} categories reach margin ratio "
+                  f">= {report['margin_ratio_target']}" + (f"; below: {', '.join(below)}" if below else ""))
 
 
 def _fmt(v: float | None) -> str:

@@ -86,6 +86,8 @@ def label_fidelity(classifier_run: str | Path | LabelPredictor, synthetic_dir: s
         {"classifier", "synthetic", "real_store", "split", "n_generated", "n_real",
          "real": {"shape_accuracy", "margin_accuracy"},
          "generated": {"shape_accuracy", "margin_accuracy"},      # over rows that request it
+         "margin_ratio", "shape_ratio", "margin_ratio_target",   # overall generated / real
+         "categories_meeting_target", "categories_judged",       # margin ratio >= target, per category
          "categories": [{"shape", "margin", "n_generated",
                          "generated_margin_accuracy", "real_margin_accuracy", "n_real_margin", "margin_ratio",
                          "generated_shape_accuracy", "real_shape_accuracy", "n_real_shape", "shape_ratio",
@@ -143,6 +145,10 @@ def label_fidelity(classifier_run: str | Path | LabelPredictor, synthetic_dir: s
         want = np.asarray([vocab.index(rows[i][col]) for i in sel])
         return float((pred[np.asarray(sel)] == want).mean())
 
+    real_acc = {"shape_accuracy": float((real_s[known_s] == les.shape[known_s]).mean()) if known_s.any() else None,
+                "margin_accuracy": float((real_m[known_m] == les.margin[known_m]).mean()) if known_m.any() else None}
+    gen_acc = {"shape_accuracy": gen_overall("shape", gen_s, SHAPES), "margin_accuracy": gen_overall("margin", gen_m, MARGINS)}
+    judged = [c for c in categories if c["margin_ratio_ok"] is not None]
     return {
         "classifier": clf_name,
         "synthetic": str(synthetic_dir),
@@ -150,11 +156,14 @@ def label_fidelity(classifier_run: str | Path | LabelPredictor, synthetic_dir: s
         "split": split,
         "n_generated": len(rows),
         "n_real": int(len(les.index)),
-        "real": {"shape_accuracy": float((real_s[known_s] == les.shape[known_s]).mean()) if known_s.any() else None,
-                 "margin_accuracy": float((real_m[known_m] == les.margin[known_m]).mean()) if known_m.any() else None},
-        "generated": {"shape_accuracy": gen_overall("shape", gen_s, SHAPES),
-                      "margin_accuracy": gen_overall("margin", gen_m, MARGINS)},
+        "real": real_acc,
+        "generated": gen_acc,
+        # overall ratios: generated accuracy over all requesting rows / real accuracy over the split
+        "margin_ratio": _ratio(gen_acc["margin_accuracy"], real_acc["margin_accuracy"]),
+        "shape_ratio": _ratio(gen_acc["shape_accuracy"], real_acc["shape_accuracy"]),
         "margin_ratio_target": MARGIN_RATIO_TARGET,
+        "categories_meeting_target": sum(bool(c["margin_ratio_ok"]) for c in judged),
+        "categories_judged": len(judged),
         "categories": categories,
     }
 

@@ -358,6 +358,9 @@ def summarise(results: dict) -> dict[str, Any]:
                 s[f"label fidelity: {kind} accuracy on generated"] = g
             if r is not None:
                 s[f"label fidelity: {kind} accuracy on real test"] = r
+        if lf.get("categories_judged"):
+            s[f"label fidelity: categories with margin ratio >= {lf['margin_ratio_target']}"] = \
+                f"{lf['categories_meeting_target']} of {lf['categories_judged']}"
     mf = results.get("mask_fidelity")
     if mf:
         s["mask fidelity Dice (synthetic, requested vs segmented)"] = mf["dice_synthetic_mean"]
