@@ -32,11 +32,6 @@ from mammosynth.models.lesion_dcgan import LesionDCGAN, LesionDCGANConfig
 from _bench_context import BenchContext, sync  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 
-def sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
 # -- eager fp32 references, written without the library's losses or train_step ----------------
 def reference_aegan_step(nets, opts, batch, lam=(10.0, 10.0, 10.0, 300.0)):
     image, shape, margin = batch["image"], batch["shape"], batch["margin"]

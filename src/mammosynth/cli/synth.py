@@ -11,8 +11,6 @@ from mammosynth.cli.common import console, print_json, save_gif, save_strip, wri
 
 
 def _read_mask(path: Path):
-    import numpy as np
-
     from mammosynth.errors import DataError
     from mammosynth.synth.writer import load_png
 

@@ -490,3 +490,13 @@ class Store:
             "splits": {"lesions": split_counts("lesions"), "normals": split_counts("normals")},
             "provenance": self.manifest.get("provenance", {}),
         }
+
+
+def read_lesion_split(path: str | os.PathLike, split: str, purpose: str) -> LesionArrays:
+    """All lesions of one split of the store at ``path``; a :class:`DataError` naming the file,
+    the split and ``purpose`` (e.g. "measure real accuracy on") when the split is empty."""
+    with Store(path) as s:
+        les = s.lesions(split=split)
+    if len(les.index) == 0:
+        raise DataError(f"{path}: split {split!r} has no lesions to {purpose}")
+    return les

@@ -96,7 +96,7 @@ def label_fidelity(classifier_run: str | Path | LabelPredictor, synthetic_dir: s
     ``real_store`` defaults to the store the classifier was trained on. Accuracies are None
     where there is nothing to measure (no requested label, or no real lesion of that class).
     """
-    from mammosynth.data.store import Store
+    from mammosynth.data.store import read_lesion_split
 
     clf, clf_name = _load_classifier(classifier_run, device)
     synthetic_dir = Path(synthetic_dir)
@@ -104,10 +104,7 @@ def label_fidelity(classifier_run: str | Path | LabelPredictor, synthetic_dir: s
     store_path = real_store or clf.data_info.get("store_path")
     if not store_path:
         raise DataError("no real store to compare with: pass real_store (the classifier run does not name one)")
-    with Store(store_path) as s:
-        les = s.lesions(split=split)
-    if len(les.index) == 0:
-        raise DataError(f"{store_path}: split {split!r} has no lesions to measure real accuracy on")
+    les = read_lesion_split(store_path, split, "measure real accuracy on")
     real_images = torch.from_numpy(les.patch).unsqueeze(1) * 2.0 - 1.0
     real_s, real_m = clf.predict_labels(real_images)
     gen_s, gen_m = clf.predict_labels(images)

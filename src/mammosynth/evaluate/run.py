@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from mammosynth.data.store import Store
+from mammosynth.data.store import Store, read_lesion_split
 from mammosynth.errors import MammosynthError, WeightsError
 from mammosynth.evaluate.synthetic import SyntheticPatches, load_synthetic_patches
 from mammosynth.io import atomic_path, write_json_atomic
@@ -282,10 +282,7 @@ def mask_fidelity(segmenter_run: str | Path | Any, syn: SyntheticPatches, real_s
     x = torch.from_numpy(syn.images[has])[:, None] * 2 - 1
     pred = seg.predict(x)[:, 0].numpy() >= threshold
     d_syn = np.array([dice_coefficient(p, m) for p, m in zip(pred, syn.masks[has])])
-    with Store(real_store) as st:
-        les = st.lesions(split="test")
-    if len(les.index) == 0:
-        raise MammosynthError(f"{real_store}: no test-split lesions to measure the segmenter's own Dice on")
+    les = read_lesion_split(real_store, "test", "measure the segmenter's own Dice on")
     pr = seg.predict(torch.from_numpy(les.patch)[:, None] * 2 - 1)[:, 0].numpy() >= threshold
     d_real = np.array([dice_coefficient(p, m) for p, m in zip(pr, les.mask)])
     ms, mr = float(d_syn.mean()), float(d_real.mean())

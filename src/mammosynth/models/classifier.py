@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mammosynth.data.birads import MARGINS, SHAPES
-from mammosynth.errors import ConfigError, DataError
+from mammosynth.errors import ConfigError
 from mammosynth.losses import masked_cross_entropy
 from mammosynth.train.method import Method, StepContext, TrainConfig
 
@@ -144,15 +144,12 @@ class BiradsClassifier(Method):
 
     def evaluate_store(self, store_path: str | None = None, split: str = "test") -> dict[str, Any]:
         """Accuracy on a store split (known labels only), overall and per true class."""
-        from mammosynth.data.store import Store
+        from mammosynth.data.store import read_lesion_split
 
         path = store_path or self.data_info.get("store_path")
         if not path:
             raise ConfigError("no store to evaluate on: pass store_path")
-        with Store(path) as s:
-            les = s.lesions(split=split)
-        if len(les.index) == 0:
-            raise DataError(f"{path}: split {split!r} has no lesions to evaluate on")
+        les = read_lesion_split(path, split, "evaluate on")
         images = torch.from_numpy(les.patch).unsqueeze(1) * 2.0 - 1.0
         ps, pm = self.predict_labels(images)
         return {"store": str(path), "split": split, "n": int(len(les.index)),

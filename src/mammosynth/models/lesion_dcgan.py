@@ -29,6 +29,7 @@ from torch import nn
 from mammosynth.data.birads import MARGINS, PATHOLOGIES, SHAPES, parse_term
 from mammosynth.errors import ConfigError
 from mammosynth.losses import d_loss_bce, g_loss_bce
+from mammosynth.nn.init import dcgan_init
 from mammosynth.train.method import Method, StepContext, TrainConfig, requires_grad
 
 if TYPE_CHECKING:
@@ -61,17 +62,6 @@ class LesionDCGANConfig(TrainConfig):
             raise ConfigError(f"patch_size must be a power of two in 16..512, got {self.patch_size}")
         if self.nz < 1 or self.embed_dim < 1:
             raise ConfigError("nz and embed_dim must be >= 1")
-
-
-def dcgan_init(module: nn.Module) -> None:
-    """DCGAN initialisation: conv weights N(0, 0.02), BatchNorm scale N(1, 0.02), bias 0."""
-    if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
-        nn.init.normal_(module.weight, 0.0, 0.02)
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
-    elif isinstance(module, nn.BatchNorm2d):
-        nn.init.normal_(module.weight, 1.0, 0.02)
-        nn.init.zeros_(module.bias)
 
 
 class DCGANGenerator(nn.Module):

@@ -37,6 +37,7 @@ from torch import nn
 
 from mammosynth.errors import ConfigError
 from mammosynth.losses import d_loss_bce, g_loss_bce
+from mammosynth.nn.init import dcgan_init
 from mammosynth.train.method import Method, StepContext, TrainConfig, requires_grad
 
 if TYPE_CHECKING:
@@ -77,17 +78,6 @@ def _check_size(size: int) -> int:
     return int(math.log2(size)) - 2
 
 
-def _dcgan_init(module: nn.Module) -> None:
-    """Radford et al.: weights ~ N(0, 0.02); BatchNorm scale ~ N(1, 0.02), shift 0."""
-    if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
-        nn.init.normal_(module.weight, 0.0, 0.02)
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
-    elif isinstance(module, nn.BatchNorm2d):
-        nn.init.normal_(module.weight, 1.0, 0.02)
-        nn.init.zeros_(module.bias)
-
-
 class MaskGenerator(nn.Module):
     """z (B, nz) -> mask image (B, 1, S, S) in [-1, 1] (Tanh)."""
 
@@ -102,7 +92,7 @@ class MaskGenerator(nn.Module):
             layers += [nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(True)]
         layers += [nn.ConvTranspose2d(chans[-1], 1, 4, 2, 1), nn.Tanh()]
         self.main = nn.Sequential(*layers)
-        self.apply(_dcgan_init)
+        self.apply(dcgan_init)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.main(z.reshape(z.shape[0], self.nz, 1, 1))
@@ -120,7 +110,7 @@ class MaskDiscriminator(nn.Module):
             layers += [nn.Conv2d(c_in, c_out, 4, 2, 1, bias=False), nn.BatchNorm2d(c_out), nn.LeakyReLU(0.2, True)]
         layers += [nn.Conv2d(chans[-1], 1, 4, 1, 0)]
         self.main = nn.Sequential(*layers)
-        self.apply(_dcgan_init)
+        self.apply(dcgan_init)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.main(x).flatten()

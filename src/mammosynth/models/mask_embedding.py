@@ -41,7 +41,7 @@ import math
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Literal
+from typing import TYPE_CHECKING, Any, Iterator, Literal
 
 import numpy as np
 import torch
@@ -52,6 +52,9 @@ from mammosynth.data.dataset import NormalDataset
 from mammosynth.errors import ConfigError, DataError
 from mammosynth.losses import d_loss_bce, d_loss_wgan, g_loss_bce, g_loss_wgan, gradient_penalty
 from mammosynth.train.method import Method, StepContext, TrainConfig, requires_grad
+
+if TYPE_CHECKING:
+    from mammosynth.synth.sample import Sample
 
 
 @dataclass

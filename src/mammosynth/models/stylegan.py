@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Literal
+from typing import TYPE_CHECKING, Any, Iterator, Literal
 
 import numpy as np
 import torch
@@ -40,6 +40,9 @@ from mammosynth.data.dataset import LesionDataset
 from mammosynth.errors import ConfigError
 from mammosynth.losses import d_loss_bce, g_loss_bce, r1_penalty
 from mammosynth.train.method import Method, StepContext, TrainConfig, requires_grad
+
+if TYPE_CHECKING:
+    from mammosynth.synth.sample import Sample
 
 
 @dataclass

@@ -33,7 +33,7 @@ import math
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Literal
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Literal
 
 import torch
 import torch.nn.functional as F
@@ -41,8 +41,12 @@ from torch import nn
 
 from mammosynth.errors import CheckpointError, ConfigError, WeightsError
 from mammosynth.losses import d_loss_bce, r1_penalty
-from mammosynth.models.stylegan import StyleGAN, StyleGANConfig, StyleGenerator, to_unit
+from mammosynth.models.stylegan import StyleGAN, StyleGANConfig, StyleGenerator
 from mammosynth.train.method import Method, StepContext, TrainConfig, requires_grad
+
+if TYPE_CHECKING:
+    from mammosynth.synth.sample import Sample
+
 
 #: (255 * ImageNet std)^2: rescales ImageNet-normalised VGG feature distances to the caffe
 #: 0..255 input range that lambda1 = lambda3 = 5e-5 were tuned for (In-domain GAN inversion).

@@ -27,7 +27,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from mammosynth.data.store import Store, resize_image, resize_mask
 from mammosynth.errors import DataError

@@ -149,15 +149,21 @@ def find_checkpoint(directory: str | os.PathLike) -> Path | None:
     return None
 
 
+def read_json_file(path: Path, missing: str) -> dict[str, Any]:
+    """A JSON document; a CheckpointError naming ``path`` (with ``missing`` as the reason when
+    the file is absent) when it cannot be read."""
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: {missing}") from None
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"{path}: not valid JSON ({err})") from err
+
+
 def read_checkpoint_meta(directory: str | os.PathLike) -> dict[str, Any]:
     """``state.json`` of a checkpoint folder (without touching the tensors)."""
     path = Path(directory) / JSON_FILE
-    try:
-        doc = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: checkpoint file missing") from None
-    except json.JSONDecodeError as err:
-        raise CheckpointError(f"{path}: not valid JSON ({err})") from err
+    doc = read_json_file(path, "checkpoint file missing")
     if doc.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a mammosynth checkpoint (format={doc.get('format')!r})")
     if doc.get("format_version") != FORMAT_VERSION:

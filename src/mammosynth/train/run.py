@@ -16,7 +16,6 @@ publishes a run as is.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from pathlib import Path
@@ -29,7 +28,7 @@ from safetensors.torch import load_file, save_file
 from mammosynth.config import from_dict
 from mammosynth.errors import CheckpointError, ConfigError
 from mammosynth.io import atomic_path
-from mammosynth.train.checkpoint import find_checkpoint, load_checkpoint, load_module_state
+from mammosynth.train.checkpoint import find_checkpoint, load_checkpoint, load_module_state, read_json_file
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -90,12 +89,7 @@ def resolve_run(path: str | os.PathLike, method: str | None = None) -> Path:
 def read_run_config(run: str | os.PathLike) -> dict[str, Any]:
     """``config.json`` of a run folder as a dict (a CheckpointError names the file otherwise)."""
     path = Path(run) / CONFIG_FILE
-    try:
-        doc = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: missing; {Path(run)} is not a run folder written by `mammosynth train`") from None
-    except json.JSONDecodeError as err:
-        raise CheckpointError(f"{path}: not valid JSON ({err})") from err
+    doc = read_json_file(path, f"missing; {Path(run)} is not a run folder written by `mammosynth train`")
     for key in ("method", "method_version", "config"):
         if key not in doc:
             raise CheckpointError(f"{path}: no {key!r} entry; not a mammosynth run config")
