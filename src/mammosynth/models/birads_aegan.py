@@ -284,14 +284,17 @@ def mix_weights(shape: torch.Tensor, margin: torch.Tensor, partners: int,
     b = margin.shape[0]
     dev = generator.device if generator is not None else margin.device
     m, s = margin.to(dev), shape.to(dev)
-    w = torch.zeros(b, b, device=dev)
-    rows = torch.arange(b, device=dev)
-    for i in range(b):
-        mates = rows[(m == m[i]) & (rows != i)] if m[i] >= 0 else rows[:0]
-        mates = mates[torch.randperm(len(mates), generator=generator, device=dev)[:partners - 1]]
-        members = torch.cat([rows[i:i + 1], mates])
-        g = -torch.log(torch.rand(len(members), generator=generator, device=dev).clamp_min(1e-12))  # Exp(1) -> Dirichlet(1)
-        w[i, members] = g / g.sum()
+    eye = torch.eye(b, dtype=torch.bool, device=dev)
+    mate = (m[:, None] == m[None, :]) & (m[:, None] >= 0) & ~eye
+    # up to partners - 1 random mates per row (vectorised: the top random keys among valid mates)
+    keys = torch.rand(b, b, generator=generator, device=dev).masked_fill(~mate, -1.0)
+    top = keys.topk(min(partners - 1, b), dim=1)
+    members = eye.clone()
+    members.scatter_(1, top.indices, top.values >= 0)
+    members |= eye
+    g = -torch.log(torch.rand(b, b, generator=generator, device=dev).clamp_min(1e-12))  # Exp(1) -> Dirichlet(1)
+    g = g * members
+    w = g / g.sum(1, keepdim=True)
     mixed_shape = torch.where(((s[None, :] != s[:, None]) & (w > 0)).any(1), torch.full_like(s, -1), s)
     return w.to(margin.device), margin.clone(), mixed_shape.to(shape.device)
 
