@@ -13,7 +13,7 @@ from mammosynth.errors import ConfigError, DataError
 from mammosynth.models.stylegan import StyleGANConfig
 from mammosynth.models.stylegan_encoder import StyleGANEncoderConfig
 from mammosynth.synth.inversion import (alpha_blend, compose, interpolate, interpolation_path, invert, invert_tensor, poisson_blend,
-                                        psnr)
+                                        latent_samples, psnr)
 from tests.test_stylegan import TINY, make_store
 
 
@@ -118,7 +118,7 @@ def test_invert_interpolate_compose_files(runs, tmp_path):
     with Image.open(tmp_path / "interp" / "interpolation.gif") as gif:
         assert gif.n_frames == 9
     # store lesions by index, through the method hook the CLI calls
-    enc_frames = list(runs[2].interpolate(mode="pair", sources=["0", "3"], steps=1, seed=0))
+    enc_frames = list(latent_samples(runs[2], mode="pair", sources=["0", "3"], steps=1, seed=0))
     assert len(enc_frames) == 3 and enc_frames[0].source_ids == ["0", "3"]
     with Image.open(tmp_path / "interp" / "interpolation_strip.png") as strip:
         assert strip.size[1] > strip.size[0] / 3 - 1  # one row per leg

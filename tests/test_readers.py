@@ -13,7 +13,7 @@ import dicom_fixtures as F
 from conftest import shared_data
 from mammosynth.data import birads
 from mammosynth.data.imaging import mask_bbox
-from mammosynth.data.readers import SOURCES, get_reader, iter_records
+from mammosynth.data.readers import SOURCES, get_reader, iter_records, label_report
 from mammosynth.data.records import LesionRecord, MammogramRecord, SkipRecord
 from mammosynth.errors import ConfigError
 
@@ -104,7 +104,7 @@ def test_label_report_matches_the_real_csvs_exactly():
     d = shared_data("cbis-ddsm-csv")
     for name in CBIS_CSVS:
         rows = list(csv.DictReader(open(d / name, newline="")))
-        rep = birads.label_report("cbis-ddsm", [d / name])
+        rep = label_report("cbis-ddsm", [d / name])
         assert rep["rows"] == len(rows)
         assert rep["pathology"]["raw"] == dict(Counter(r["pathology"] for r in rows))
         if name.startswith("mass"):
@@ -112,7 +112,7 @@ def test_label_report_matches_the_real_csvs_exactly():
             assert rep["margin"]["raw"] == dict(Counter(r["mass margins"] for r in rows))
             assert rep["unknown"] == []  # every raw value is covered by the mapping
             assert sum(rep["shape"]["mapped"].values()) == len(rows)
-    rep = birads.label_report("cbis-ddsm", [d / CBIS_CSVS[0]])
+    rep = label_report("cbis-ddsm", [d / CBIS_CSVS[0]])
     shape, margin = rep["shape"]["raw"], rep["margin"]["raw"]
     assert (shape["IRREGULAR"], shape["OVAL"], shape["LOBULATED"], shape["ROUND"], shape["NA"]) == (351, 321, 305, 123, 4)
     assert (margin["CIRCUMSCRIBED"], margin["SPICULATED"], margin["NA"]) == (305, 281, 43)
@@ -168,7 +168,7 @@ def test_mias_reader(mias):
     assert recs["mdb184"].margin.value == "spiculated" and recs["mdb184"].pixel_spacing_mm == 0.2
     no_normals = _by_id(iter_records("mias", root, [info], include_normals=False))
     assert no_normals["mdb003"].reason == "normal image (normals not requested)"  # listed, not silently dropped
-    rep = birads.label_report("mias", [info])
+    rep = label_report("mias", [info])
     assert rep["rows"] == 9 and rep["kinds"]["normal"] == 1 and rep["margin"]["mapped"]["circumscribed"] == 5
 
 
@@ -190,7 +190,7 @@ def test_inbreast_reader(tmp_path):
     calc_only = recs["24055274"]
     assert isinstance(calc_only, MammogramRecord) and calc_only.extra["other_findings"] == ["Cluster"]
     assert calc_only.view == "MLO"
-    rep = birads.label_report("inbreast", [tmp_path / "AllXML"])
+    rep = label_report("inbreast", [tmp_path / "AllXML"])
     assert rep["rows"] == 5 and rep["kinds"] == {"mass": 2, "calcification": 2, "unknown": 1}
     assert rep["unknown"] == ["Point 1"]
 
@@ -227,5 +227,5 @@ def test_folder_reader(tmp_path):
     assert isinstance(recs["normal3"], MammogramRecord) and recs["normal3"].laterality == "R"
     assert recs["weird4"].reason.startswith("unknown label: shape 'starry'")
     assert recs["gone5"].reason == "image file not found in images/"
-    rep = birads.label_report("folder", [labels])
+    rep = label_report("folder", [labels])
     assert rep["unknown"] == ["starry"] and rep["kinds"]["normal"] == 1

@@ -16,6 +16,7 @@ from mammosynth.errors import ConfigError
 from mammosynth.losses import r1_penalty
 from mammosynth.models.stylegan import ResidualDiscriminator, StyleGAN, StyleGANConfig, StyleGenerator
 from mammosynth.models.stylegan_encoder import InDomainEncoder, StyleGANEncoder, StyleGANEncoderConfig
+from mammosynth.synth.inversion import latent_samples
 
 TINY = dict(z_dim=32, w_dim=32, channel_base=256, channel_max=32, batch_size=4, ema_decay=0.99, log_every=1,
             sample_every=0, ckpt_every=0, n_samples=4, amp="off", channels_last=False)
@@ -148,14 +149,14 @@ def test_train_load_generate(tiny_runs):
     again = list(m.generate(1, seed=3, truncation=0.7))
     assert np.allclose(again[0].image, samples[0].image, atol=1e-6)  # seeded and noise fixed
     # the options `mammosynth interpolate` passes
-    frames = list(m.interpolate(mode="loop", sources=["seed:1", "seed:2", "seed:3"], steps=3, n=16, spherical=False,
+    frames = list(latent_samples(m, mode="loop", sources=["seed:1", "seed:2", "seed:3"], steps=3, n=16, spherical=False,
                                 extrapolate=0.0, seed=0, store=None))
     assert len(frames) == 12 and frames[0].source_ids == ["seed:1", "seed:2"] and frames[-1].source_ids == ["seed:3", "seed:1"]
-    pair = list(m.interpolate(mode="pair", sources=[], steps=2, seed=5, spherical=True))
+    pair = list(latent_samples(m, mode="pair", sources=[], steps=2, seed=5, spherical=True))
     assert len(pair) == 4 and pair[-1].weights == [1.0, 0.0] and pair[0].source_ids == ["seed:5", "seed:6"]
-    assert len(list(m.interpolate(mode="triangle", steps=2))) == 6
+    assert len(list(latent_samples(m, mode="triangle", steps=2))) == 6
     with pytest.raises(ConfigError):
-        list(m.interpolate(mode="category"))
+        list(latent_samples(m, mode="category"))
     enc = load_method(e_run, device="cpu")
     assert isinstance(enc, StyleGANEncoder)
     # the encoder run is self-contained: its frozen generator equals the stylegan run's EMA generator

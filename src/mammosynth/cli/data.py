@@ -162,7 +162,7 @@ def labels_cmd(
 ) -> None:
     """Report the label vocabulary from metadata alone: counts per raw value, per mapped
     BI-RADS term, and which raw values map to no term."""
-    from mammosynth.data.birads import label_report
+    from mammosynth.data.readers import label_report
 
     report = label_report(source, [str(p) for p in csv])
     if as_json:

@@ -97,7 +97,9 @@ def register(app: typer.Typer) -> None:
             options["shape"] = parse_term(shape, SHAPES, "shape")
         if margin:
             options["margin"] = parse_term(margin, MARGINS, "margin")
-        images = write_samples(method.interpolate(**options), out, method.name, str(run_dir), total=None, progress=not json_out)
+        from mammosynth.synth.inversion import latent_samples
+
+        images = write_samples(latent_samples(method, **options), out, method.name, str(run_dir), total=None, progress=not json_out)
         if mode != "category":
             save_strip(images, out / "strip.png", max_images=64)
         if mode == "loop":

@@ -1,6 +1,6 @@
 """HTML report of ``mammosynth evaluate`` (``report.html`` beside ``metrics.json``).
 
-Every section of :data:`mammosynth.evaluate.run.SECTIONS` appears: with its numbers and plots
+Every section of :data:`SECTIONS` appears: with its numbers and plots
 when it ran, or with the reason it was skipped. Numbers come from the metrics dict only, so
 the page and metrics.json always agree.
 """
@@ -13,6 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from mammosynth.evaluate.html import HtmlReport
+
+#: Every section, in report order (metrics.json has each under "results" or "skipped").
+SECTIONS = ("feature_distances", "lpips", "prdc", "diversity", "memorisation", "tsne", "two_sample",
+            "label_fidelity", "mask_fidelity", "downstream")
 
 _EXPLAIN = {
     "feature_distances": "Frechet distance (FD) and kernel distance (KID, unbiased MMD^2 with a cubic polynomial kernel) "
@@ -96,7 +100,6 @@ def _ci(c: dict) -> str:
 
 def write_report(metrics: dict, out: str | Path) -> Path:
     """Write ``out/report.html`` from the metrics dict of :func:`mammosynth.evaluate.run.evaluate`."""
-    from mammosynth.evaluate.run import SECTIONS
 
     out = Path(out)
     inp = metrics["inputs"]

@@ -25,14 +25,12 @@ import numpy as np
 
 from mammosynth.data.store import Store, read_lesion_split
 from mammosynth.errors import MammosynthError, WeightsError
+from mammosynth.evaluate.report import SECTIONS, write_report
 from mammosynth.evaluate.synthetic import SyntheticPatches, load_synthetic_patches
 from mammosynth.io import atomic_path, write_json_atomic
 
 log = logging.getLogger(__name__)
 
-#: Every section, in report order (metrics.json has each under "results" or "skipped").
-SECTIONS = ("feature_distances", "lpips", "prdc", "diversity", "memorisation", "tsne", "two_sample",
-            "label_fidelity", "mask_fidelity", "downstream")
 
 
 def _section(results: dict, skipped: dict, seconds: dict, name: str, fn: Callable[[], Any]) -> None:
@@ -159,7 +157,6 @@ def evaluate(
     }
     metrics = _json_clean(metrics)
     write_json_atomic(out / "metrics.json", metrics)
-    from mammosynth.evaluate.report import write_report
 
     write_report(metrics, out)
     return metrics

@@ -473,14 +473,6 @@ class StyleGAN(Method):
             for s, img in zip(seeds, imgs):
                 yield Sample(image=to_unit(img), seed=s, extra={"truncation": psi, "data": self.cfg.data})
 
-    def interpolate(self, **options: Any) -> Iterator["Sample"]:
-        """W-space interpolation between seeds (options of `mammosynth interpolate`: ``mode``
-        pair | loop | triangle, ``sources`` as ints or ``seed:N``, ``steps``, ``spherical``,
-        ``extrapolate``, ``seed``, ``truncation``). See synth.inversion.interpolation_samples."""
-        from mammosynth.synth.inversion import interpolation_samples
-
-        return iter(interpolation_samples(self, **options))
-
 
 def to_unit(img: torch.Tensor) -> np.ndarray:
     """(1,H,W) or (H,W) tensor in [-1,1] -> (H,W) float32 numpy in [0,1]."""

@@ -317,13 +317,3 @@ class StyleGANEncoder(Method):
     def generate(self, n: int, seed: int, **options: Any) -> Iterator["Sample"]:
         """Random samples of the frozen generator (same options as stylegan's ``generate``)."""
         return self.as_stylegan().generate(n, seed, **options)
-
-    def interpolate(self, **options: Any) -> Iterator["Sample"]:
-        """Interpolate between encoded sources (options of `mammosynth interpolate`: ``mode``
-        pair | loop | triangle, ``sources`` = image paths, store lesion indices / source ids or
-        ``seed:N``, ``steps``, ``spherical``, ``extrapolate``, ``seed``, ``store``; plus
-        ``invert_steps`` (0: encoder codes; > 0: refined by eq. 4 first)). See
-        synth.inversion.interpolation_samples."""
-        from mammosynth.synth.inversion import interpolation_samples
-
-        return iter(interpolation_samples(self, **options))

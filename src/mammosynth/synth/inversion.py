@@ -343,6 +343,18 @@ def interpolation_samples(method, sources: Sequence[Any] = (), mode: str = "loop
     return out
 
 
+def latent_samples(method: Any, **options: Any) -> Iterator[Any]:
+    """The samples of ``mammosynth interpolate`` for any method with a latent space.
+
+    StyleGAN runs (``stylegan``, ``stylegan-encoder``) interpolate in W+ through
+    :func:`interpolation_samples` (which may encode images by inversion, a synthesis-layer
+    operation); other methods (birads-aegan) implement ``Method.interpolate`` themselves.
+    """
+    if getattr(method, "name", "") in ("stylegan", "stylegan-encoder"):
+        return iter(interpolation_samples(method, **options))
+    return method.interpolate(**options)
+
+
 def interpolate(run: Any, sources: Sequence[str | Path | int], out_dir: str | Path, steps: int = 8, loop: bool = True,
                 invert_steps: int = 0, truncation: float | None = None, lambda_perceptual: float = 5e-5, lambda_enc: float = 2.0,
                 device: str = "auto", gif_ms: int = 80, name: str = "interpolation") -> list:
@@ -514,5 +526,5 @@ def compose(run: Any, texture: str | Path, shape_template: str | Path, out_dir: 
                    extra={"figure": "compose.png", "columns": list(COMPOSE_COLUMNS), "steps": int(steps)})]
 
 
-__all__ = ["Inversion", "invert_tensor", "invert", "interpolate", "interpolation_path", "interpolation_samples", "compose",
+__all__ = ["Inversion", "invert_tensor", "invert", "interpolate", "interpolation_path", "interpolation_samples", "latent_samples", "compose",
            "compose_tensors", "poisson_blend", "alpha_blend", "psnr", "load_image", "load_mask", "save_gif", "grid_u8"]

@@ -190,3 +190,57 @@ def view_name(text: str | None) -> str | None:
     if t in ("MLO", "ML"):
         return "MLO"
     return "other"
+
+
+# --------------------------------------------------------------------------------------
+# label report (metadata only)
+# --------------------------------------------------------------------------------------
+def label_report(source: str, csv_paths) -> dict:
+    """Count the label vocabulary of a source from its metadata files alone (no images).
+
+    ``source``: cbis-ddsm | inbreast | mias | vindr | folder; ``csv_paths``: the metadata
+    files (CBIS-DDSM description CSVs; INbreast XML files, folders of them or INbreast.csv;
+    mini-MIAS Info.txt; VinDr finding_annotations.csv; the folder format's labels.csv).
+
+    Returns a JSON-ready dict: ``files``, ``rows``, ``kinds`` (rows per finding kind), and
+    for each of ``shape``, ``margin``, ``pathology``: ``raw`` (count per value exactly as
+    written, "" for an empty cell), ``mapped`` (count per vocabulary term, "(none)" for
+    unmapped), ``status`` (count per mapping status) and ``unmapped`` (raw values that map
+    to no term, with their status); plus ``unknown``: raw values nobody recognises.
+    """
+    from collections import Counter
+
+    reader = get_reader(source)
+    paths = [str(p) for p in ([csv_paths] if isinstance(csv_paths, (str, bytes)) else list(csv_paths or []))]
+    rows = 0
+    kinds: Counter = Counter()
+    fields = ("shape", "margin", "pathology")
+    raw_c = {f: Counter() for f in fields}
+    mapped_c = {f: Counter() for f in fields}
+    status_c = {f: Counter() for f in fields}
+    unmapped: dict[str, dict[str, str]] = {f: {} for f in fields}
+    for row in reader.iter_label_rows(paths):
+        rows += 1
+        kinds[row["kind"]] += 1
+        for f in fields:
+            label: Label | None = row.get(f)
+            if label is None:  # the source has no such column for this row (e.g. calcifications)
+                continue
+            key = "" if label.raw is None else label.raw
+            raw_c[f][key] += 1
+            mapped_c[f][label.value if label.value is not None else "(none)"] += 1
+            status_c[f][label.status] += 1
+            if label.value is None:
+                unmapped[f][key] = label.status
+    report: dict = {"source": reader.NAME, "files": paths, "rows": rows, "kinds": dict(kinds.most_common())}
+    unknown: set[str] = set()
+    for f in fields:
+        report[f] = {
+            "raw": dict(raw_c[f].most_common()),
+            "mapped": dict(mapped_c[f].most_common()),
+            "status": dict(status_c[f].most_common()),
+            "unmapped": [{"raw": k, "status": s, "count": raw_c[f][k]} for k, s in sorted(unmapped[f].items())],
+        }
+        unknown.update(k for k, s in unmapped[f].items() if s == "unknown")
+    report["unknown"] = sorted(unknown)
+    return report
