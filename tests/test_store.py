@@ -131,3 +131,29 @@ def test_cbis_shape_mapping(raw, value, status):
 def test_cbis_margin_combined_takes_most_suspicious():
     assert map_cbis_margin("CIRCUMSCRIBED-ILL_DEFINED") == Label("CIRCUMSCRIBED-ILL_DEFINED", "ill_defined", "combined")
     assert map_cbis_margin("OBSCURED-ILL_DEFINED-SPICULATED").value == "spiculated"
+
+
+def test_physical_sizes_are_stored_and_version_one_files_still_read(tmp_path, rng):
+    import dataclasses
+
+    import h5py
+
+    path = tmp_path / "d.h5"
+    with StoreWriter(path, patch_size=32, normal_size=(64, 48)) as w:
+        for i in range(6):  # 40-px crops at 0.1 mm/px: 4 mm crop side, 0.125 mm per store pixel
+            w.add(dataclasses.replace(_lesion(i, f"P{i}", rng), pixel_spacing_mm=0.1 if i < 4 else None))
+        w.add(dataclasses.replace(_normal(0, "P100", "L"), pixel_spacing_mm=0.2))
+    with Store(path) as s:
+        assert s.manifest["format_version"] == 2
+        assert s.lesion_sizes_mm().shape == (4, 2)  # the two lesions without a spacing are left out
+        np.testing.assert_allclose(s.lesion_sizes_mm()[0], [2.0, 2.4], rtol=1e-6)
+        mmpp = s.patch_mm_per_px()
+        np.testing.assert_allclose(mmpp[:4], 0.125, rtol=1e-6)
+        assert np.isnan(mmpp[4:]).all() and np.isnan(s.lesion_spacing_mm()[4:]).all()
+        assert s.normal(0)["pixel_spacing_mm"] == pytest.approx(0.2)
+    with h5py.File(path, "a") as h5:  # strip the format-2 columns: a version-1 file
+        for name in ("lesions/pixel_spacing_mm", "lesions/patch_mm_per_px", "normals/pixel_spacing_mm"):
+            del h5[name]
+    with Store(path) as s:
+        assert s.lesion_sizes_mm().shape == (0, 2) and np.isnan(s.patch_mm_per_px()).all()
+        assert np.isnan(s.normal(0)["pixel_spacing_mm"])

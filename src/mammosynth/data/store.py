@@ -10,6 +10,9 @@ Layout (N lesions, M normals, S = patch size, (H, W) = normal size)::
     /lesions/{shape,margin,pathology}_raw, _status   (N,) str   raw label + mapping status
     /lesions/{source_id,patient_id,laterality,view}  (N,) str
     /lesions/lesion_size   (N, 2)     int32    lesion (h, w) in full-image pixels, -1 unknown
+    /lesions/pixel_spacing_mm (N,)    float32  source image spacing (mm per pixel), NaN unknown
+    /lesions/patch_mm_per_px  (N,)    float32  mm per *store* pixel of the patch (the crop's
+                                               physical side / S), NaN unknown
     /lesions/split         (N,)       int8     index into records.SPLITS
     /normals/image         (M, H, W)  uint16   left-oriented (chest wall at x = 0), padded
     /normals/breast_mask   (M, H, W)  uint8
@@ -17,6 +20,7 @@ Layout (N lesions, M normals, S = patch size, (H, W) = normal size)::
     /normals/flipped       (M,)       uint8    1 if the source image was a right breast
     /normals/valid_hw      (M, 2)     int32    (h, w) of the image inside the padded canvas
     /normals/scale         (M,)       float32  canvas pixels per source pixel
+    /normals/pixel_spacing_mm (M,)    float32  source image spacing (mm per source pixel), NaN unknown
     /normals/split         (M,)       int8
     /skips/{source_id,path,reason}   (K,) str
     attrs["manifest"]      JSON: format version, provenance, preprocessing parameters
@@ -49,9 +53,20 @@ from mammosynth.data.birads import MARGINS, PATHOLOGIES, SHAPES, index_of
 from mammosynth.data.records import SPLITS, LesionRecord, MammogramRecord, SkipRecord
 from mammosynth.errors import DataError
 
-FORMAT_VERSION = 1
+#: 2 added lesions/pixel_spacing_mm, lesions/patch_mm_per_px and normals/pixel_spacing_mm
+#: (physical sizes); version-1 files still read, with those values unknown (NaN).
+FORMAT_VERSION = 2
 _STR = h5py.string_dtype("utf-8")
 _COMP = dict(compression="gzip", compression_opts=4, shuffle=True)
+
+
+def _spacing_or_nan(value: Any) -> float:
+    """A record's pixel spacing in mm, or NaN when it is unknown or not a positive number."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return float("nan")
+    return v if np.isfinite(v) and v > 0 else float("nan")
 
 
 def to_uint16(img: np.ndarray) -> np.ndarray:
@@ -144,6 +159,8 @@ class StoreWriter:
         for name in ("shape", "margin", "pathology", "split"):
             les.create_dataset(name, (0,), maxshape=(None,), dtype=np.int8, chunks=(1024,))
         les.create_dataset("lesion_size", (0, 2), maxshape=(None, 2), dtype=np.int32, chunks=(1024, 2))
+        for name in ("pixel_spacing_mm", "patch_mm_per_px"):
+            les.create_dataset(name, (0,), maxshape=(None,), dtype=np.float32, chunks=(1024,))
         for name in self._LESION_STR:
             les.create_dataset(name, (0,), maxshape=(None,), dtype=_STR, chunks=(1024,))
         nor = self._h5.create_group("normals")
@@ -153,6 +170,7 @@ class StoreWriter:
         nor.create_dataset("split", (0,), maxshape=(None,), dtype=np.int8, chunks=(1024,))
         nor.create_dataset("valid_hw", (0, 2), maxshape=(None, 2), dtype=np.int32, chunks=(1024, 2))
         nor.create_dataset("scale", (0,), maxshape=(None,), dtype=np.float32, chunks=(1024,))
+        nor.create_dataset("pixel_spacing_mm", (0,), maxshape=(None,), dtype=np.float32, chunks=(1024,))
         for name in self._NORMAL_STR:
             nor.create_dataset(name, (0,), maxshape=(None,), dtype=_STR, chunks=(1024,))
 
@@ -196,6 +214,9 @@ class StoreWriter:
         self._append(les["split"], -1)
         size = rec.lesion_size if rec.lesion_size is not None else (-1, -1)
         self._append(les["lesion_size"], np.asarray(size, dtype=np.int32))
+        spacing = _spacing_or_nan(rec.pixel_spacing_mm)
+        self._append(les["pixel_spacing_mm"], np.float32(spacing))
+        self._append(les["patch_mm_per_px"], np.float32(spacing * rec.patch.shape[0] / S))
         strs = {
             "source_id": rec.source_id, "patient_id": rec.patient_id,
             "laterality": rec.laterality or "", "view": rec.view or "", "source": rec.source,
@@ -234,6 +255,7 @@ class StoreWriter:
         self._append(nor["split"], -1)
         self._append(nor["valid_hw"], np.asarray((h, w), np.int32))
         self._append(nor["scale"], np.float32(scale))
+        self._append(nor["pixel_spacing_mm"], np.float32(_spacing_or_nan(rec.pixel_spacing_mm)))
         for k, v in {
             "source_id": rec.source_id, "patient_id": rec.patient_id,
             "laterality": rec.laterality or "", "view": rec.view or "", "source": rec.source,
@@ -441,6 +463,28 @@ class Store:
         sizes = self._h5["lesions/lesion_size"][...][idx]
         return sizes[(sizes > 0).all(axis=1)]
 
+    def _float_column(self, name: str, indices: np.ndarray) -> np.ndarray:
+        """Values of a float dataset added in format 2 (NaN for every row of a version-1 file)."""
+        if name not in self._h5:
+            return np.full(len(indices), np.nan, np.float32)
+        return self._h5[name][...][indices].astype(np.float32)
+
+    def lesion_spacing_mm(self, split: str | None = None) -> np.ndarray:
+        """(N,) source pixel spacing (mm) of the lesions of ``split``; NaN where unknown."""
+        return self._float_column("lesions/pixel_spacing_mm", self.split_indices("lesions", split))
+
+    def patch_mm_per_px(self, split: str | None = None) -> np.ndarray:
+        """(N,) mm per store pixel of each lesion patch of ``split``; NaN where unknown."""
+        return self._float_column("lesions/patch_mm_per_px", self.split_indices("lesions", split))
+
+    def lesion_sizes_mm(self, split: str | None = None) -> np.ndarray:
+        """(N, 2) lesion (h, w) in mm for the lesions of ``split`` whose size and spacing are known."""
+        idx = self.split_indices("lesions", split)
+        sizes = self._h5["lesions/lesion_size"][...][idx].astype(np.float64)
+        spacing = self._float_column("lesions/pixel_spacing_mm", idx).astype(np.float64)
+        ok = (sizes > 0).all(axis=1) & np.isfinite(spacing)
+        return sizes[ok] * spacing[ok, None]
+
     def normal(self, i: int) -> dict[str, Any]:
         """One normal: image (H,W) float32 [0,1], breast_mask (H,W) bool, plus placement info."""
         g = self._h5["normals"]
@@ -450,6 +494,7 @@ class Store:
             "flipped": bool(g["flipped"][i]),
             "valid_hw": tuple(int(v) for v in g["valid_hw"][i]),
             "scale": float(g["scale"][i]),
+            "pixel_spacing_mm": float(g["pixel_spacing_mm"][i]) if "pixel_spacing_mm" in g else float("nan"),
             "source_id": g["source_id"].asstr()[i],
             "patient_id": g["patient_id"].asstr()[i],
             "laterality": g["laterality"].asstr()[i],
