@@ -249,7 +249,7 @@ class Trainer:
         if cfg is None:
             if self.resume:
                 doc = read_run_config(resolve_run(self.out, self.method_cls.name))
-                return from_dict(Config, doc["config"])
+                return from_dict(Config, Config.from_saved(doc["config"]))
             cfg = Config()
         if not isinstance(cfg, Config):
             # a base TrainConfig (or another subclass): re-read its fields into the method's config
@@ -291,6 +291,7 @@ class Trainer:
         # A field the checkpoint does not know was added in a later version; the run trained
         # with that field's default, so only a different value counts as a change.
         defaults = to_dict(type(self.cfg)())
+        saved = type(self.cfg).from_saved(saved)
         saved = {**{k: defaults[k] for k in now if k not in saved and k in defaults}, **saved}
         changed = sorted(k for k in set(now) | set(saved) if k not in RESUMABLE_CHANGES and now.get(k) != saved.get(k))
         if changed:
