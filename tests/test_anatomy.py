@@ -38,10 +38,16 @@ def test_skin_distance_and_allowed_core():
     x_skin = np.flatnonzero(b.breast_mask[row])[-1]
     assert dist[row, x_skin - 10] == pytest.approx(11 * spacing, rel=0.15)
     anat = breast_anatomy(b.image, spacing, "MLO", skin_margin_mm=8.0)
-    assert anat.pectoral_found and anat.core.any()
-    assert not (anat.core & b.pectoral_mask).any()
+    core = anat.full("core")
+    assert anat.pectoral_found and core.any()
+    assert not (core & b.pectoral_mask).any()
     full_dist, _ = skin_distance_mm(b.breast_mask, spacing, work_size=10_000)
-    assert full_dist[anat.core].min() >= 8.0 - spacing
+    assert full_dist[core].min() >= 8.0 - spacing
+    # on a coarse work grid (factor 4) the allowed region stays inside the same bounds
+    coarse = breast_anatomy(b.image, spacing, "MLO", skin_margin_mm=8.0, work_size=128)
+    assert coarse.f == 4 and coarse.core.any()
+    assert full_dist[coarse.full("core")].min() >= 8.0 - 2 * spacing
+    assert not (coarse.full("core") & b.pectoral_mask).any()
     # CC: the muscle is not searched for
     assert not breast_anatomy(b.image, spacing, "CC").pectoral_found
 

@@ -329,7 +329,7 @@ def test_placement_follows_seed001_ranges():
     from mammosynth.data.anatomy import Anatomy
 
     full = np.ones((400, 300), bool)
-    anat = Anatomy(full, np.zeros_like(full), full, False, 0.0, 0.0)
+    anat = Anatomy((400, 300), 1, 0, full, np.zeros_like(full), full, False, 0.0, 0.0)
     lesion = np.ones((10, 10), bool)
     rng = np.random.default_rng(0)
     centres = []

@@ -43,7 +43,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mammosynth.data.anatomy import Anatomy, breast_anatomy
+from mammosynth.data.anatomy import Anatomy, anatomy_from_small, downsample
 from mammosynth.data.context import PAPER_MARGIN_FACTOR, enlarge_mask
 from mammosynth.data.imaging import IMAGE_SUFFIXES, mask_bbox, read_mask
 from mammosynth.data.records import DEFAULT_CONTEXT
@@ -220,17 +220,15 @@ def _window_of(y0: int, x0: int, shape: tuple[int, int], context: float) -> tupl
     return int(math.floor(y0 + h / 2.0 - side / 2.0)), int(math.floor(x0 + w / 2.0 - side / 2.0)), side
 
 
-def _crop(arr: np.ndarray, y0: int, x0: int, side: int, fill: float | None) -> np.ndarray:
-    """side x side crop at (y0, x0); outside the image: mirrored (``fill`` None) or ``fill``."""
+def _crop(arr: np.ndarray, y0: int, x0: int, side: int) -> np.ndarray:
+    """side x side crop at (y0, x0), mirrored where it leaves the image (as training crops are)."""
     H, W = arr.shape
     ya, xa, yb, xb = max(y0, 0), max(x0, 0), min(y0 + side, H), min(x0 + side, W)
     core = arr[ya:yb, xa:xb]
     pads = ((ya - y0, y0 + side - yb), (xa - x0, x0 + side - xb))
     if pads == ((0, 0), (0, 0)):
         return core
-    if fill is None:
-        return np.pad(core, pads, mode="symmetric")
-    return np.pad(core, pads, mode="constant", constant_values=fill)
+    return np.pad(core, pads, mode="symmetric")
 
 
 @dataclass
@@ -241,6 +239,8 @@ class Site:
     x0: int
     mask: np.ndarray  # (h, w) bool, tight
     tries: int
+    pad: int  # the footprint (lesion + margin ring) is the mask padded by ``pad`` and enlarged
+    footprint: np.ndarray
 
 
 def place(anat: Anatomy, lesion: np.ndarray, ring_factor: float, rng: np.random.Generator, rule: str,
@@ -253,18 +253,19 @@ def place(anat: Anatomy, lesion: np.ndarray, ring_factor: float, rng: np.random.
     ``ring_factor``) in the breast off the pectoral muscle. Rejections are counted in
     ``reasons``. Returns None after ``max_tries``.
     """
-    H, W = anat.breast.shape
+    H, W = anat.shape
     h, w = lesion.shape
     pad, enlarged = lesion_footprint(lesion, ring_factor)
     pool = None
     if rule in ("breast", "mask"):
-        allowed = anat.core if region is None else (anat.core & region)
-        g = max(1, int(max(H, W) // 1024))
-        ys, xs = np.nonzero(allowed[::g, ::g])
+        ys, xs = anat.small_points("core")  # work-grid cells of the allowed region
+        if region is not None:
+            keep = region[np.clip(ys + anat.f // 2, 0, H - 1), np.clip(xs + anat.f // 2, 0, W - 1)]
+            ys, xs = ys[keep], xs[keep]
         if len(ys) == 0:
             reasons["no allowed region" if region is None else "the region mask has no allowed pixel"] += max_tries
             return None
-        pool = (ys * g, xs * g, g)
+        pool = (ys, xs, anat.f)
     for t in range(1, max_tries + 1):
         if pool is None:
             cx, cy = rng.uniform(W / 10, W / 2), rng.uniform(H / 4, 3 * H / 4)
@@ -275,12 +276,11 @@ def place(anat: Anatomy, lesion: np.ndarray, ring_factor: float, rng: np.random.
         if y0 - pad < 0 or x0 - pad < 0 or y0 + h + pad > H or x0 + w + pad > W:
             reasons["too close to the image border"] += 1
             continue
-        core = anat.core[y0: y0 + h, x0: x0 + w]
+        core = anat.crop("core", y0, x0, h, w)
         if not core[lesion].all():
-            breast = anat.breast[y0: y0 + h, x0: x0 + w]
-            if not breast[lesion].all():
+            if not anat.crop("breast", y0, x0, h, w)[lesion].all():
                 reasons["outside the breast"] += 1
-            elif anat.pectoral[y0: y0 + h, x0: x0 + w][lesion].any():
+            elif anat.crop("pectoral", y0, x0, h, w)[lesion].any():
                 reasons["on the pectoral muscle"] += 1
             else:
                 reasons[f"closer than {anat.skin_margin_mm:g} mm to the skin"] += 1
@@ -288,11 +288,10 @@ def place(anat: Anatomy, lesion: np.ndarray, ring_factor: float, rng: np.random.
         if region is not None and not region[y0: y0 + h, x0: x0 + w][lesion].all():
             reasons["leaves the region mask"] += 1
             continue
-        ok = anat.changeable[y0 - pad: y0 + h + pad, x0 - pad: x0 + w + pad]
-        if not ok[enlarged].all():
+        if not anat.crop("changeable", y0 - pad, x0 - pad, h + 2 * pad, w + 2 * pad)[enlarged].all():
             reasons["margin ring leaves the breast or touches the pectoral muscle"] += 1
             continue
-        return Site(y0, x0, lesion, t)
+        return Site(y0, x0, lesion, t, pad, enlarged)
     return None
 
 
@@ -310,12 +309,13 @@ def lesion_footprint(lesion: np.ndarray, factor: float) -> tuple[int, np.ndarray
     return pad, enlarge_mask(padded, factor) | padded
 
 
-def blend_weights(lesion: np.ndarray, factor: float) -> tuple[int, np.ndarray]:
-    """(pad, alpha) on the grid of :func:`lesion_footprint`: alpha is 1 inside the lesion, a
-    cosine ramp from 1 to 0 across the margin ring, 0 outside (float32)."""
+def blend_weights(lesion: np.ndarray, factor: float, footprint: tuple[int, np.ndarray] | None = None) -> tuple[int, np.ndarray]:
+    """(pad, alpha) on the grid of :func:`lesion_footprint` (pass ``footprint`` when it is
+    known): alpha is 1 inside the lesion, a cosine ramp from 1 to 0 across the margin ring,
+    0 outside (float32)."""
     from scipy import ndimage
 
-    pad, outer = lesion_footprint(lesion, factor)
+    pad, outer = footprint if footprint is not None else lesion_footprint(lesion, factor)
     m = np.pad(np.asarray(lesion, bool), pad)
     alpha = m.astype(np.float32)
     ring = outer & ~m
@@ -508,10 +508,15 @@ def _insert_one(t: Target, i: int, rng: np.random.Generator, entry: dict[str, An
     info = t.info
     spacing = float(info.spacing_mm)
     flip = (lambda a: a[:, ::-1]) if t.flipped else (lambda a: a)
-    image_lo = flip(t.image)  # left-oriented views, no copies
-    stored_lo = flip(t.stored)
-    breast_lo = flip(t.breast_mask) if t.breast_mask is not None else None
-    anat = breast_anatomy(image_lo, spacing, info.view, skin_margin_mm, breast=breast_lo)
+    stored_lo = flip(t.stored)  # a left-oriented view, no copy
+    # anatomy on the work grid, mirrored as a small copy (block alignment shifts by the remainder)
+    small_lo = np.ascontiguousarray(flip(t.small))
+    x_off = t.stored.shape[1] - t.small_f * t.small.shape[1] if t.flipped else 0
+    breast_small = None
+    if t.breast_mask is not None:
+        breast_small = np.ascontiguousarray(flip(downsample(t.breast_mask.astype(np.float32), 1024)[0] >= 0.5))
+    anat = anatomy_from_small(small_lo, t.small_f, t.stored.shape, spacing, info.view, skin_margin_mm,
+                              breast_small=breast_small, x_off=x_off)
     if info.view is None:
         info.view, info.view_source = ("MLO" if anat.pectoral_found else "CC"), "image content (pectoral muscle " + \
             ("found)" if anat.pectoral_found else "not found)")
@@ -544,7 +549,7 @@ def _insert_one(t: Target, i: int, rng: np.random.Generator, entry: dict[str, An
             continue
         h_mm, w_mm = size_model.sample(rng, min_size_mm, max_size_mm)
         lesion = scale_mask(mask, (h_mm / spacing, w_mm / spacing), size_model.isotropic)
-        if max(lesion.shape) * (1 + 2 * context) >= min(anat.breast.shape):
+        if max(lesion.shape) * (1 + 2 * context) >= min(anat.shape):
             reasons["lesion window larger than the image"] += 1
             continue
         site = place(anat, lesion, factor, rng, rule, region, max_tries, reasons)
@@ -563,19 +568,19 @@ def _insert_one(t: Target, i: int, rng: np.random.Generator, entry: dict[str, An
     win_mask = np.zeros((side, side), bool)
     my, mx = site.y0 - wy0, site.x0 - wx0
     win_mask[my: my + site.mask.shape[0], mx: mx + site.mask.shape[1]] = site.mask
-    window = _crop(image_lo, wy0, wx0, side, None)
+    window = t.imap.forward(_crop(stored_lo, wy0, wx0, side))  # the model's intensities, as in training
     gen = torch.Generator(device=device).manual_seed(int(rng.integers(2**31)))
     fill = infill_window(infill_method, window, win_mask, gen)
     mm_per_model_px = side * spacing / float(infill_method.size)
     out_of_scale = bool(trained) and not (trained["min"] <= mm_per_model_px <= trained["max"])
     report.out_of_scale += int(out_of_scale)
     # composite: alpha on the lesion's footprint, inside the window and the image, zero outside the breast
-    pad, foot = blend_weights(site.mask, factor)
+    pad, foot = blend_weights(site.mask, factor, (site.pad, site.footprint))
     alpha = np.zeros((side, side), np.float32)
     fy, fx = site.y0 - pad - wy0, site.x0 - pad - wx0
     src = (slice(max(0, -fy), min(foot.shape[0], side - fy)), slice(max(0, -fx), min(foot.shape[1], side - fx)))
     alpha[max(fy, 0): max(fy, 0) + src[0].stop - src[0].start, max(fx, 0): max(fx, 0) + src[1].stop - src[1].start] = foot[src]
-    alpha *= _crop(anat.changeable, wy0, wx0, side, False)
+    alpha *= anat.crop("changeable", wy0, wx0, side, side)
     ya, xa = max(wy0, 0), max(wx0, 0)
     yb, xb = min(wy0 + side, stored_lo.shape[0]), min(wx0 + side, stored_lo.shape[1])
     sl = (slice(ya - wy0, yb - wy0), slice(xa - wx0, xb - wx0))

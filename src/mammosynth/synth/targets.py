@@ -30,6 +30,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
+from mammosynth.data.anatomy import downsample
 from mammosynth.data.imaging import IMAGE_SUFFIXES, laterality_from_image
 from mammosynth.errors import DataError
 
@@ -482,14 +483,15 @@ def probe_targets(refs: Sequence[TargetRef], fallback_spacing: float | None = No
 class Target:
     """One mammogram ready for insertion, in its original orientation.
 
-    ``stored``: (H, W) pixels as stored (native dtype); ``image``: the same in [0, 1] as the
-    model's training data was normalised; ``flipped``: the chest wall is on the right, so the
+    ``stored``: (H, W) pixels as stored (native dtype); ``imap`` maps them to [0, 1] as the
+    model's training data was normalised (applied to the windows the model sees, not to the
+    whole image); ``small``: a block-mean copy in [0, 1] for segmentation (the block means
+    of the stored values, then ``imap``); ``flipped``: the chest wall is on the right, so the
     image is mirrored for placement (seed 001) and restored afterwards.
     """
 
     info: TargetInfo
     stored: np.ndarray
-    image: np.ndarray
     imap: IntensityMap
     flipped: bool
     chest_wall_source: str
@@ -497,6 +499,8 @@ class Target:
     breast_mask: np.ndarray | None = None  # known breast mask (store normals), original orientation
     source_id: str = ""
     notes: list[str] = field(default_factory=list)
+    small: np.ndarray | None = None  # block-mean copy of ``image`` (longer side <= ~1024), factor small_f
+    small_f: int = 1
 
     @property
     def stem(self) -> str:
@@ -553,8 +557,8 @@ def read_target(info: TargetInfo) -> Target:
         if flipped_in_store:  # the store keeps normals left-oriented; give back the original view
             stored, breast = np.ascontiguousarray(stored[:, ::-1]), np.ascontiguousarray(breast[:, ::-1])
         imap = IntensityMap(dtype=np.dtype(np.uint16), stored_lo=0.0, stored_hi=65535.0, lo=0.0, hi=65535.0)
-        image = imap.forward(stored)
-        return Target(info, stored, image, imap, flipped_in_store, "store", None, breast, source_id)
+        small, f = downsample(stored)
+        return Target(info, stored, imap, flipped_in_store, "store", None, breast, source_id, [], imap.forward(small), f)
     if info.fmt == "dicom":
         import pydicom
 
@@ -573,15 +577,18 @@ def read_target(info: TargetInfo) -> Target:
         imap = raster_intensity_map(stored)
     if not stored.flags.writeable:  # Pillow hands out read-only buffers; insertion writes into the pixels
         stored = stored.copy()
-    image = imap.forward(stored)
-    side = laterality_from_image(image)  # where the chest wall is, from the tissue
+    # block means of the stored values, then the intensity map: the same as mapping first for
+    # rescale and full-scale maps; a VOI window only differs in blocks that straddle its edges
+    small, f = downsample(stored)
+    small = imap.forward(small)
+    side = laterality_from_image(small)  # where the chest wall is, from the tissue
     notes = []
     if info.laterality is None:
         info.laterality, info.laterality_source = side, "image content"
     elif info.laterality != side:
         notes.append(f"laterality {info.laterality} ({info.laterality_source}) but the tissue lies on the "
                      f"{'left' if side == 'L' else 'right'}: the image decides the orientation")
-    return Target(info, stored, image, imap, side == "R", "image", dataset, None, source_id, notes)
+    return Target(info, stored, imap, side == "R", "image", dataset, None, source_id, notes, small, f)
 
 
 def iter_targets(infos: Sequence[TargetInfo], order: Sequence[int]) -> Iterator[tuple[int, Target | DataError]]:
