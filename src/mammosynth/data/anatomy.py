@@ -31,6 +31,10 @@ import numpy as np
 from mammosynth.data.imaging import breast_mask as segment_breast
 from mammosynth.errors import DataError
 
+#: Longer side of the work grid on which insertion segments the breast, finds the muscle and
+#: measures skin distances (a 4084-row mammogram: blocks of 8 px, 0.56 mm at 0.07 mm/px).
+ANATOMY_WORK_SIZE = 512
+
 #: Contrast a pectoral edge needs, as a fraction of the breast's intensity spread (std).
 #: Measured on the phantom (MLO edges 0.9-1.6, CC best lines 0.1-0.35) and on the real MLO
 #: films of mini-MIAS and CBIS-DDSM (see tests/test_anatomy.py and docs/insert.md).
@@ -217,6 +221,12 @@ class Anatomy:
     def full(self, which: str) -> np.ndarray:
         """Full-resolution (H, W) mask (for tests and pictures; insertion reads crops)."""
         return self.crop(which, 0, 0, *self.shape)
+
+    def lookup(self, which: str, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+        """Values of ``which`` at full-resolution points (ys, xs) inside the image (a cheap
+        test before :meth:`crop`)."""
+        small = self._small(which)
+        return small[np.clip(ys // self.f, 0, small.shape[0] - 1), np.clip((xs - self.x_off) // self.f, 0, small.shape[1] - 1)]
 
     def small_points(self, which: str = "core") -> tuple[np.ndarray, np.ndarray]:
         """(ys, xs) full-resolution top-left corners of the work-grid pixels of ``which``."""

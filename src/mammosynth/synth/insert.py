@@ -43,7 +43,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mammosynth.data.anatomy import Anatomy, anatomy_from_small, downsample
+from mammosynth.data.anatomy import ANATOMY_WORK_SIZE, Anatomy, anatomy_from_small, downsample
 from mammosynth.data.context import PAPER_MARGIN_FACTOR, enlarge_mask
 from mammosynth.data.imaging import IMAGE_SUFFIXES, mask_bbox, read_mask
 from mammosynth.data.records import DEFAULT_CONTEXT
@@ -253,9 +253,16 @@ def place(anat: Anatomy, lesion: np.ndarray, ring_factor: float, rng: np.random.
     ``ring_factor``) in the breast off the pectoral muscle. Rejections are counted in
     ``reasons``. Returns None after ``max_tries``.
     """
+    from scipy import ndimage
+
     H, W = anat.shape
     h, w = lesion.shape
     pad, enlarged = lesion_footprint(lesion, ring_factor)
+    # the lesion's outline, subsampled: looked up on the work grid first, so most rejections
+    # cost a few dozen lookups instead of a full-resolution crop
+    edge_y, edge_x = np.nonzero(lesion & ~ndimage.binary_erosion(lesion))
+    keep = np.linspace(0, len(edge_y) - 1, min(len(edge_y), 64)).astype(int)
+    edge_y, edge_x = edge_y[keep], edge_x[keep]
     pool = None
     if rule in ("breast", "mask"):
         ys, xs = anat.small_points("core")  # work-grid cells of the allowed region
@@ -276,11 +283,11 @@ def place(anat: Anatomy, lesion: np.ndarray, ring_factor: float, rng: np.random.
         if y0 - pad < 0 or x0 - pad < 0 or y0 + h + pad > H or x0 + w + pad > W:
             reasons["too close to the image border"] += 1
             continue
-        core = anat.crop("core", y0, x0, h, w)
-        if not core[lesion].all():
-            if not anat.crop("breast", y0, x0, h, w)[lesion].all():
+        ey, ex = edge_y + y0, edge_x + x0
+        if not anat.lookup("core", ey, ex).all() or not anat.crop("core", y0, x0, h, w)[lesion].all():
+            if not anat.lookup("breast", ey, ex).all():
                 reasons["outside the breast"] += 1
-            elif anat.crop("pectoral", y0, x0, h, w)[lesion].any():
+            elif anat.lookup("pectoral", ey, ex).any() or anat.crop("pectoral", y0, x0, h, w)[lesion].any():
                 reasons["on the pectoral muscle"] += 1
             else:
                 reasons[f"closer than {anat.skin_margin_mm:g} mm to the skin"] += 1
@@ -514,7 +521,7 @@ def _insert_one(t: Target, i: int, rng: np.random.Generator, entry: dict[str, An
     x_off = t.stored.shape[1] - t.small_f * t.small.shape[1] if t.flipped else 0
     breast_small = None
     if t.breast_mask is not None:
-        breast_small = np.ascontiguousarray(flip(downsample(t.breast_mask.astype(np.float32), 1024)[0] >= 0.5))
+        breast_small = np.ascontiguousarray(flip(downsample(t.breast_mask.astype(np.float32), ANATOMY_WORK_SIZE)[0] >= 0.5))
     anat = anatomy_from_small(small_lo, t.small_f, t.stored.shape, spacing, info.view, skin_margin_mm,
                               breast_small=breast_small, x_off=x_off)
     if info.view is None:

@@ -30,7 +30,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from mammosynth.data.anatomy import downsample
+from mammosynth.data.anatomy import ANATOMY_WORK_SIZE, downsample
 from mammosynth.data.imaging import IMAGE_SUFFIXES, laterality_from_image
 from mammosynth.errors import DataError
 
@@ -499,7 +499,7 @@ class Target:
     breast_mask: np.ndarray | None = None  # known breast mask (store normals), original orientation
     source_id: str = ""
     notes: list[str] = field(default_factory=list)
-    small: np.ndarray | None = None  # block-mean copy of ``image`` (longer side <= ~1024), factor small_f
+    small: np.ndarray | None = None  # block-mean copy in [0, 1] (longer side ~ANATOMY_WORK_SIZE), factor small_f
     small_f: int = 1
 
     @property
@@ -557,7 +557,7 @@ def read_target(info: TargetInfo) -> Target:
         if flipped_in_store:  # the store keeps normals left-oriented; give back the original view
             stored, breast = np.ascontiguousarray(stored[:, ::-1]), np.ascontiguousarray(breast[:, ::-1])
         imap = IntensityMap(dtype=np.dtype(np.uint16), stored_lo=0.0, stored_hi=65535.0, lo=0.0, hi=65535.0)
-        small, f = downsample(stored)
+        small, f = downsample(stored, ANATOMY_WORK_SIZE)
         return Target(info, stored, imap, flipped_in_store, "store", None, breast, source_id, [], imap.forward(small), f)
     if info.fmt == "dicom":
         import pydicom
@@ -579,7 +579,7 @@ def read_target(info: TargetInfo) -> Target:
         stored = stored.copy()
     # block means of the stored values, then the intensity map: the same as mapping first for
     # rescale and full-scale maps; a VOI window only differs in blocks that straddle its edges
-    small, f = downsample(stored)
+    small, f = downsample(stored, ANATOMY_WORK_SIZE)
     small = imap.forward(small)
     side = laterality_from_image(small)  # where the chest wall is, from the tissue
     notes = []
