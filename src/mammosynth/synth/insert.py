@@ -15,8 +15,10 @@ For each output image (one mass each):
 4. place it: seed 001's X ~ U(w/10, w/2), Y ~ U(h/4, 3h/4), or anywhere in the breast, or
    inside a user-given region; the lesion must lie in the allowed region and its margin ring
    in the breast off the muscle (bounded retries; every rejection is counted by reason);
-5. cut the same relative window the infill model trained on (side = larger lesion side x
-   (1 + 2 context)), resample it to the model's input, infill, resample back;
+5. cut the window the infill model's patches were cut with (side = larger lesion side x
+   (1 + 2 context), centred on the lesion, shifted into the image;
+   :func:`mammosynth.data.imaging.roi_window`), resample it to the model's input, infill,
+   resample back;
 6. composite in the image's stored values: only the lesion mask and its margin ring change
    (alpha 1 in the mask, a cosine ramp across the ring, 0 elsewhere, and 0 outside the
    breast); every other pixel stays bit-identical;
@@ -45,7 +47,7 @@ import torch.nn.functional as F
 
 from mammosynth.data.anatomy import ANATOMY_WORK_SIZE, Anatomy, anatomy_from_small, downsample
 from mammosynth.data.context import PAPER_MARGIN_FACTOR, enlarge_mask
-from mammosynth.data.imaging import IMAGE_SUFFIXES, mask_bbox, read_mask
+from mammosynth.data.imaging import IMAGE_SUFFIXES, mask_bbox, read_mask, roi_window
 from mammosynth.data.records import DEFAULT_CONTEXT
 from mammosynth.data.store import Store, resize_mask
 from mammosynth.errors import ConfigError, DataError
@@ -210,14 +212,6 @@ def scale_mask(mask: np.ndarray, size_px: tuple[float, float], isotropic: bool) 
         b = mask_bbox(big)
     bx, by, bw, bh = b
     return big[by: by + bh, bx: bx + bw]
-
-
-def _window_of(y0: int, x0: int, shape: tuple[int, int], context: float) -> tuple[int, int, int]:
-    """Square window (wy0, wx0, side) around a lesion of ``shape`` at (y0, x0), as
-    :func:`mammosynth.data.imaging.roi_window` cuts training patches."""
-    h, w = shape
-    side = max(1, int(math.ceil(max(h, w) * (1.0 + 2.0 * context))))
-    return int(math.floor(y0 + h / 2.0 - side / 2.0)), int(math.floor(x0 + w / 2.0 - side / 2.0)), side
 
 
 def _crop(arr: np.ndarray, y0: int, x0: int, side: int) -> np.ndarray:
@@ -571,7 +565,8 @@ def _insert_one(t: Target, i: int, rng: np.random.Generator, entry: dict[str, An
         return
     report.placement_tries.append(tries)
     # the window the model sees, cut as its training patches were
-    wy0, wx0, side = _window_of(site.y0, site.x0, site.mask.shape, context)
+    # the window training patches were cut with: centred on the lesion box, shifted into the image
+    wx0, wy0, side = roi_window((site.x0, site.y0, site.mask.shape[1], site.mask.shape[0]), stored_lo.shape, context)
     win_mask = np.zeros((side, side), bool)
     my, mx = site.y0 - wy0, site.x0 - wx0
     win_mask[my: my + site.mask.shape[0], mx: mx + site.mask.shape[1]] = site.mask
