@@ -56,7 +56,8 @@ def test_cbis_fixture_records_and_skips(cbis):
     good = lesions["Mass-Training_P_00001_LEFT_CC_1"]
     assert (good.shape.value, good.shape.status, good.shape.raw) == ("irregular", "combined", "IRREGULAR-ARCHITECTURAL_DISTORTION")
     assert good.margin.value == "spiculated" and good.pathology.value == "malignant"
-    assert (good.patient_id, good.laterality, good.view, good.density, good.split_hint) == ("P_00001", "L", "CC", "3", "train")
+    # the official training set: train or val, never test
+    assert (good.patient_id, good.laterality, good.view, good.density, good.split_hint) == ("P_00001", "L", "CC", "3", "trainval")
     truth = F.disk(120, 96, 0.35 * 96, 60, 9)
     x, y, w, h = mask_bbox(truth)
     assert good.bbox == (x, y, w, h) and good.lesion_size == (h, w)
@@ -201,7 +202,7 @@ def test_vindr_reader(tmp_path):
     recs = _by_id(iter_records("vindr", tmp_path, [csv_path]))
     mass = recs["img_mass_0"]
     assert isinstance(mass, LesionRecord) and mass.extra["mask_kind"] == "ellipse_from_box"
-    assert mass.split_hint == "train" and mass.patient_id == "s1" and mass.density == "C"
+    assert mass.split_hint == "trainval" and mass.patient_id == "s1" and mass.density == "C"
     assert mass.bbox[0] >= 20 and mass.bbox[0] + mass.bbox[2] <= 46 and mass.lesion_size[0] <= 30
     assert mass.patch[mass.mask].size == mass.mask.sum()
     assert mass.shape.status == "missing" and mass.extra["finding_birads"] == "BI-RADS 4"
@@ -210,7 +211,7 @@ def test_vindr_reader(tmp_path):
     assert isinstance(two, LesionRecord) and two.split_hint == "test" and two.laterality == "R"
     assert "not a mass finding" in recs["img_skin_0"].reason
     normal = recs["img_normal"]
-    assert isinstance(normal, MammogramRecord) and normal.split_hint == "train" and normal.view == "MLO"
+    assert isinstance(normal, MammogramRecord) and normal.split_hint == "trainval" and normal.view == "MLO"
     # MONOCHROME1 with a window: tissue is bright after inversion
     assert normal.image[normal.breast_mask].mean() > normal.image[~normal.breast_mask].mean() + 0.2
 
