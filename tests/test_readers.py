@@ -230,3 +230,31 @@ def test_folder_reader(tmp_path):
     assert recs["gone5"].reason == "image file not found in images/"
     rep = label_report("folder", [labels])
     assert rep["unknown"] == ["starry"] and rep["kinds"]["normal"] == 1
+
+
+# -- physical scale (store format 2) -----------------------------------------------------
+def test_every_reader_keeps_the_source_pixel_spacing(tmp_path, cbis, mias):
+    """DICOM PixelSpacing / ImagerPixelSpacing (the fixtures write 0.1 mm), mini-MIAS 0.2 mm,
+    and the folder format's pixel_spacing_mm column for rasters, which carry none."""
+    root, csvs = cbis
+    kept = [r for r in iter_records("cbis-ddsm", root, [csvs["mass_train"], csvs["mass_test"]]) if isinstance(r, LesionRecord)]
+    assert kept and all(r.pixel_spacing_mm == pytest.approx(0.1) for r in kept)
+    root, info = mias
+    assert {r.pixel_spacing_mm for r in iter_records("mias", root, [info]) if not isinstance(r, SkipRecord)} == {0.2}
+    for source, write in (("inbreast", F.write_inbreast_fixture), ("vindr", F.write_vindr_fixture)):
+        d = tmp_path / source
+        recs = [r for r in iter_records(source, d, [write(d)]) if not isinstance(r, SkipRecord)]
+        assert recs and all(r.pixel_spacing_mm == pytest.approx(0.1) for r in recs), source
+    d = tmp_path / "folder"
+    labels = F.write_folder_fixture(d)
+    lines = labels.read_text().splitlines()
+    spacing = ["pixel_spacing_mm", "0.05", "", "", "bad", ""]  # per line: header, case1, crop2, normal3, weird4, gone5
+    labels.write_text("\n".join(f"{line},{s}" for line, s in zip(lines, spacing)) + "\n")
+    recs = _by_id(iter_records("folder", d, [labels]))
+    assert recs["case1"].pixel_spacing_mm == pytest.approx(0.05)  # a PNG: the column
+    assert recs["crop2"].pixel_spacing_mm is None  # a TIFF without the column: unknown
+    assert recs["normal3"].pixel_spacing_mm == pytest.approx(0.1)  # a DICOM: its own
+    labels.write_text(labels.read_text().replace("case1.png,pA,Oval,Ill-Defined,malignant,L,CC,lesion,0.05",
+                                                 "case1.png,pA,Oval,Ill-Defined,malignant,L,CC,lesion,-1"))
+    case1 = _by_id(iter_records("folder", d, [labels]))["case1"]
+    assert case1.pixel_spacing_mm is None and "not a positive number" in case1.warnings[0]

@@ -231,3 +231,13 @@ def test_split_fractions_option_on_phantom_and_ingest(tmp_path, capsys):
         rc, _, err = _run(capsys, *cmd, "--split-fractions", "0.7,0.2")
         assert rc == 2 and err.count("\n") == 1 and "--split-fractions must be three numbers" in err
         assert not (tmp_path / "x.h5").exists()
+
+
+def test_an_overfull_official_test_set_leaves_train_and_val_their_ratio():
+    """CBIS-DDSM's official test set holds 22% of its masses, more than a 0.1 test share: the
+    rest is shared 0.8 : 0.1 between train and val, so val is not starved (water-filling)."""
+    patients = {f"T{i}": Patient({f"margin:{['oval', 'round'][i % 2]}": 1}, 1, (0, 1)) for i in range(90)}
+    patients.update({f"E{i}": Patient({"margin:oval": 1}, 1, (2,)) for i in range(60)})
+    mapping = stratified_splits(patients, (0.8, 0.1, 0.1), 0)
+    counts = Counter(mapping.values())
+    assert counts[2] == 60 and counts[1] == 10 and counts[0] == 80  # 90 x 0.1 / 0.9 = 10 to val

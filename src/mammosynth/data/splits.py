@@ -95,10 +95,24 @@ def stratified_splits(patients: Mapping[str, Patient], fractions: Sequence[float
     ids = sorted(patients)
     rank = {p: int(r) for p, r in zip(ids, rng.permutation(len(ids)))}  # seeded order among equals
     labels = sorted({lab for p in ids for lab in patients[p].labels})
-    total = {lab: sum(patients[p].labels.get(lab, 0) for p in ids) for lab in labels}
     holders = {lab: sum(1 for p in ids if patients[p].labels.get(lab, 0) > 0) for lab in labels}
-    want = {lab: fr * total[lab] for lab in labels}  # lesions of a label each split still wants
-    want_size = fr * sum(patients[p].size for p in ids)
+    fixed = [p for p in ids if len(patients[p].allowed) == 1]
+    fixed_size, fixed_lab = np.zeros(n_splits), {lab: np.zeros(n_splits) for lab in labels}
+    for p in fixed:
+        fixed_size[patients[p].allowed[0]] += patients[p].size
+        for lab, n in patients[p].labels.items():
+            fixed_lab[lab][patients[p].allowed[0]] += n
+    # what each split should end with; the fixed patients are placed first and use it up
+    total = {lab: sum(patients[p].labels.get(lab, 0) for p in ids) for lab in labels}
+    reach_lab = {lab: np.zeros(n_splits, bool) for lab in labels}  # splits a free holder of the label may enter
+    reach_size = np.zeros(n_splits, bool)
+    for p in ids:
+        if len(patients[p].allowed) > 1:
+            reach_size[list(patients[p].allowed)] = True
+            for lab in patients[p].labels:
+                reach_lab[lab][list(patients[p].allowed)] = True
+    want = {lab: _targets(fr, fixed_lab[lab], total[lab], reach_lab[lab]) for lab in labels}  # still wanted
+    want_size = _targets(fr, fixed_size, sum(patients[p].size for p in ids), reach_size)
     have = {lab: np.zeros(n_splits) for lab in labels}
     mapping: dict[str, int] = {}
 
@@ -124,9 +138,8 @@ def stratified_splits(patients: Mapping[str, Patient], fractions: Sequence[float
 
         return max(allowed, key=key)
 
-    for p in ids:
-        if len(patients[p].allowed) == 1:
-            place(p, patients[p].allowed[0])
+    for p in fixed:
+        place(p, patients[p].allowed[0])
     remaining = [p for p in ids if p not in mapping]
     while remaining:
         left = {lab: sum(1 for p in remaining if patients[p].labels.get(lab, 0) > 0) for lab in labels}
@@ -142,6 +155,25 @@ def stratified_splits(patients: Mapping[str, Patient], fractions: Sequence[float
         placed = set(group)
         remaining = [p for p in remaining if p not in placed]
     return mapping
+
+
+def _targets(fractions: np.ndarray, fixed: np.ndarray, total: float, reachable: np.ndarray) -> np.ndarray:
+    """Count each split should end with (of all lesions, or of one label's): ``fractions x
+    total``, except that a split which fixed (hinted) patients already fill beyond its share,
+    or which no free patient may enter, keeps just its fixed count, and the rest is shared
+    among the other splits in proportion to their fractions (water-filling). So CBIS-DDSM's
+    official test set (22% of the masses) leaves train and val 0.8 : 0.1 of the official
+    training set, instead of starving val."""
+    closed = ~np.asarray(reachable, bool)
+    while True:
+        open_ = ~closed
+        rest = total - float(fixed[closed].sum())
+        weight = float(fractions[open_].sum())
+        target = np.where(closed, fixed, rest * fractions / weight if weight > 0 else fixed)
+        newly = open_ & (fixed > target + 1e-9)
+        if not newly.any():
+            return target.astype(np.float64)
+        closed |= newly
 
 
 def _priority(label: str) -> int:
