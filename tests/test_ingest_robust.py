@@ -353,3 +353,15 @@ def test_nothing_usable_still_names_the_reasons(tmp_path):
     labels.write_text("file,patient_id,shape,margin,kind\n../x.png,p,oval,,lesion\n")
     with pytest.raises(DataError, match="leaves --root"):
         ingest("folder", root, [labels], tmp_path / "o.h5", progress=False)
+
+
+def test_a_csv_line_the_csv_module_rejects_is_one_skip(tmp_path):
+    from mammosynth.data.readers import label_report
+
+    root = tmp_path / "data"
+    labels = F.write_folder_fixture(root)
+    labels.write_text(labels.read_text() + "huge.png,pX," + '"' + "x" * 200_000 + '",,,,,lesion\n')  # over csv's field limit
+    summary, skips, _, _ = _run("folder", root, [labels], tmp_path)
+    assert any("line 7: field larger than field limit" in r["reason"] for r in skips)
+    assert summary.n_lesions == 2 and summary.n_normals == 1
+    assert label_report("folder", [labels])["kinds"]["unreadable"] == 1

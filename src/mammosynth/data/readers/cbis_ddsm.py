@@ -171,6 +171,9 @@ def iter_label_rows(paths: Iterable[str | os.PathLike]) -> Iterator[dict]:
     """Labels per CSV row: mass rows give shape/margin/pathology; calcification rows only pathology."""
     for path in paths:
         for row in read_csv_rows(path):
+            if row_problem(row):  # a line that could not be read: counted, never guessed
+                yield {"kind": "unreadable"}
+                continue
             kind = row_kind(row)
             if kind == "calcification":
                 yield {"kind": kind, "pathology": map_pathology(row.get("pathology"))}

@@ -83,6 +83,9 @@ def _label_dict(row: dict[str, str]) -> dict:
 def iter_label_rows(paths: Iterable[str | os.PathLike]) -> Iterator[dict]:
     for path in paths:
         for row in read_csv_rows(path):
+            if row_problem(row):  # a line that could not be read: counted, never guessed
+                yield {"kind": "unreadable"}
+                continue
             kind = (row.get("kind") or "lesion").strip().lower()
             if kind == "normal":
                 yield {"kind": "normal"}

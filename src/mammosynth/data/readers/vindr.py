@@ -83,6 +83,9 @@ def iter_label_rows(paths: Iterable[str | os.PathLike]) -> Iterator[dict]:
     """One entry per finding row; VinDr has neither shape/margin descriptors nor pathology."""
     for path in paths:
         for row in read_csv_rows(path):
+            if row_problem(row):  # a line that could not be read: counted, never guessed
+                yield {"kind": "unreadable"}
+                continue
             f = map_vindr_categories(row.get("finding categories", ""))
             yield {"kind": f.kind, "shape": f.shape, "margin": f.margin}
 
@@ -112,7 +115,8 @@ def iter_records(
         problem = row_problem(row)
         if problem:
             sid = row.get("image id") or "?"
-            units.append((sid, str(csv_path), lambda sid=sid, problem=problem: SkipRecord(NAME, sid, str(csv_path), f"{csv_path}: {problem}")))
+            skip = SkipRecord(NAME, sid, str(csv_path), f"{csv_path}: {problem}")
+            units.append((sid, str(csv_path), lambda skip=skip: skip))
             continue
         groups.setdefault((row.get("study id", ""), row.get("image id", "")), []).append(row)
     for (study, image_id), rows in groups.items():
