@@ -241,3 +241,25 @@ def test_an_overfull_official_test_set_leaves_train_and_val_their_ratio():
     mapping = stratified_splits(patients, (0.8, 0.1, 0.1), 0)
     counts = Counter(mapping.values())
     assert counts[2] == 60 and counts[1] == 10 and counts[0] == 80  # 90 x 0.1 / 0.9 = 10 to val
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_patients_with_many_lesions_do_not_overfill_a_small_split(seed):
+    """The phantom's patients carry 6-14 lesions each: the rarest-label-first placement must
+    not pile them into val/test (a split takes a patient only while it has room for half of
+    it, as long as another split has)."""
+    rng = np.random.default_rng(seed)
+    patients = {}
+    for i in range(40):
+        p = Patient()
+        for _ in range(int(rng.integers(6, 15))):
+            for key in (f"margin:{rng.choice(MARGINS)}", f"shape:{rng.choice(SHAPES)}", f"pathology:{rng.choice(['benign', 'malignant'])}"):
+                p.labels[key] = p.labels.get(key, 0) + 1
+            p.size += 1
+        patients[f"P{i}"] = p
+    mapping = stratified_splits(patients, (0.8, 0.1, 0.1), seed)
+    sizes = np.zeros(3)
+    for pid, j in mapping.items():
+        sizes[j] += patients[pid].size
+    target = np.asarray((0.8, 0.1, 0.1)) * sizes.sum()
+    assert np.all(np.abs(sizes - target) <= 7.5), (sizes, target)  # within half of the largest patient

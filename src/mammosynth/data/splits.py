@@ -17,7 +17,9 @@ lesions carrying each label as the label counts:
    first and use up their splits' wants.
 3. Repeatedly take the label held by the fewest still-unplaced patients (ties: margin before
    shape before pathology) and place each of those patients (most lesions of that label
-   first) into the allowed split that
+   first) into the allowed split, among those with room for at least half of the patient's
+   lesions if there are any (so patients with many lesions do not pile up in a small split),
+   that
    a. has no lesion of that label yet, while the label has at least as many patients as
       there are splits with a non-zero fraction (so every class reaches every split when
       the counts allow it),
@@ -128,6 +130,8 @@ def stratified_splits(patients: Mapping[str, Patient], fractions: Sequence[float
 
     def choose(p: str, lab: str | None) -> int:
         allowed = [j for j in patients[p].allowed if fr[j] > 0] or list(patients[p].allowed)
+        # a split is not overfilled by more than half a patient while another one has room
+        allowed = [j for j in allowed if want_size[j] >= patients[p].size / 2] or allowed
         draw = rng.random(n_splits)
 
         def key(j: int) -> tuple:
