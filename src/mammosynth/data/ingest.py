@@ -90,6 +90,7 @@ def _reason_key(reason: str) -> str:
     head, sep, rest = text.partition(": ")
     if sep and ("/" in head or "\\" in head or "." in head):
         text = rest
+    text = re.sub(r"^line \d+: ", "", text)  # one key for every bad row of a CSV
     text = re.sub(r"\s*\(\w*(Error|Exception|Warning)\b.*$", "", text)
     text = re.sub(r"\(\d+(, \d+)*\)", "(...)", text)
     return text.split("; use ", 1)[0][:100]
