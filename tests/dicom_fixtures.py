@@ -360,3 +360,74 @@ def write_inbreast_fixture(root: str | Path, h: int = 128, w: int = 100) -> Path
         "removed;removed;L;MLO;201002;24055274;3;2\n"
     )
     return csv_path
+
+
+# --------------------------------------------------------------------------------------
+# hostile inputs: malformed values exactly as a broken exporter writes them
+# --------------------------------------------------------------------------------------
+def set_raw_element(path: str | Path, keyword: str, text: str) -> Path:
+    """Rewrite one element of a DICOM file with ``text`` as its raw bytes, unvalidated, so a
+    Decimal String can hold ``abc`` (pydicom refuses to *set* such a value; a broken
+    exporter writes it anyway). Use ``\\`` to separate values of a multi-valued element."""
+    import pydicom
+    from pydicom.datadict import dictionary_VR, tag_for_keyword
+    from pydicom.dataelem import RawDataElement
+    from pydicom.tag import Tag
+
+    path = Path(path)
+    ds = pydicom.dcmread(path)
+    tag = Tag(tag_for_keyword(keyword))
+    value = text.encode("latin-1")
+    value += b" " * (len(value) % 2)  # DICOM values have even length
+    ds[tag] = RawDataElement(tag, dictionary_VR(tag), len(value), value, 0, False, True)
+    ds.save_as(path)
+    return path
+
+
+def write_plist(path: str | Path, obj) -> Path:
+    """Any plist object (dict, list, ...) as an XML plist: malformed OsiriX ROI files."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as fh:
+        plistlib.dump(obj, fh)
+    return path
+
+
+def write_float_tiff(path: str | Path, arr: np.ndarray) -> Path:
+    """A 32-bit float TIFF (what some pipelines export); may hold NaN."""
+    from PIL import Image
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.asarray(arr, np.float32), mode="F").save(path)
+    return path
+
+
+def write_mias_like_fixture(root: str | Path, n_per_margin: dict[str, int], size: int = 128, seed: int = 0,
+                            n_normals: int = 0) -> Path:
+    """A mini-MIAS tree with many small masses, one image (and so one film) each: ``size``
+    square P5 PGMs and an Info.txt whose CLASS column cycles through ``n_per_margin``
+    (``{"CIRC": 12, "SPIC": 15, "MISC": 11}``), severities alternating B/M. Patients pair
+    films as in mini-MIAS (mdb001 + mdb002). Returns Info.txt."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    classes = [c for c, n in n_per_margin.items() for _ in range(n)] + ["NORM"] * n_normals
+    rng.shuffle(classes)
+    rows = []
+    for k, cls in enumerate(classes, start=1):
+        ref = f"mdb{k:03d}"
+        lat = "L" if k % 2 else "R"
+        img = synthetic_breast(size, size, lat, seed=seed * 1000 + k)
+        if cls == "NORM":
+            rows.append(f"{ref} F NORM ")
+        else:
+            cx = int(0.3 * size) if lat == "L" else int(0.7 * size)
+            cy = int(rng.integers(size // 3, 2 * size // 3))
+            r = int(rng.integers(4, size // 10))
+            img[disk(size, size, cx, size - 1 - cy, r)] += 0.25
+            rows.append(f"{ref} G {cls} {'BM'[k % 2]} {cx} {cy} {r}")
+        write_pgm(root / f"{ref}.pgm", np.round(np.clip(img, 0, 1) * 255))
+    info = root / "Info.txt"
+    info.write_text("\n".join(rows) + "\n")
+    return info

@@ -35,8 +35,9 @@ def test_labels_json_reports_the_real_csv_counts(capsys):
 
 def test_labels_table_and_json_on_fixture(tmp_path, capsys):
     paths = F.write_cbis_fixture(tmp_path)
-    rc, out, _ = _run(capsys, "data", "labels", "cbis-ddsm", "--csv", str(paths["mass_train"]), "--csv", str(paths["calc_train"]))
-    assert rc == 0 and "IRREGULAR-ARCHITECTURAL_DISTORTION" in out and "irregular" in out
+    rc, out, err = _run(capsys, "data", "labels", "cbis-ddsm", "--csv", str(paths["mass_train"]), "--csv", str(paths["calc_train"]))
+    assert rc == 0 and out == ""  # human output goes to stderr; stdout is for --json
+    assert "IRREGULAR-ARCHITECTURAL_DISTORTION" in err and "irregular" in err
     rc, out, _ = _run(capsys, "data", "labels", "cbis-ddsm", "--csv", str(paths["mass_train"]), "--json")
     rep = json.loads(out)
     assert rep["rows"] == 8 and rep["shape"]["raw"]["OVAL"] == 5 and rep["kinds"] == {"mass": 7, "non_mass": 1}
@@ -66,8 +67,8 @@ def test_ingest_info_preview(tmp_path, capsys):
         assert les.patch.shape == (5, 32, 32) and les.mask.any(axis=(1, 2)).all()
         assert s.manifest["provenance"]["source"] == "cbis-ddsm"
         assert len(s.manifest["provenance"]["metadata"]) == 3
-    rc, stdout, _ = _run(capsys, "data", "info", str(out))
-    assert rc == 0 and "irregular" in stdout and "train" in stdout
+    rc, stdout, err = _run(capsys, "data", "info", str(out))
+    assert rc == 0 and stdout == "" and "irregular" in err and "train" in err
     png = tmp_path / "grid.png"
     rc, _, _ = _run(capsys, "data", "preview", str(out), "--out", str(png))
     assert rc == 0

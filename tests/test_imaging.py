@@ -192,3 +192,46 @@ def test_breast_mask_matches_the_phantom_outline():
     b = phantom.render_breast(1, view="MLO", density="B")
     m = breast_mask(b.image)
     assert (m & b.breast_mask).sum() / (m | b.breast_mask).sum() > 0.97
+
+
+def test_unreadable_values_name_the_file_and_element(tmp_path):
+    """A broken exporter's values: a rescale or window that is not a number is a DataError
+    naming the file; an unusable PixelSpacing or window width costs no image, only a warning."""
+    from dicom_fixtures import set_raw_element
+
+    stored = np.linspace(0, 4095, 64).reshape(8, 8)
+    slope = set_raw_element(write_dicom(tmp_path / "s.dcm", stored, bits_stored=12), "RescaleSlope", "1,5")
+    with pytest.raises(DataError, match=r"s\.dcm: RescaleSlope '1,5' is not a number"):
+        read_dicom(slope)
+    zero = set_raw_element(write_dicom(tmp_path / "z.dcm", stored, bits_stored=12, rescale=(0.0, 5.0)), "RescaleSlope", "0")
+    with pytest.raises(DataError, match="RescaleSlope is 0"):
+        read_dicom(zero)
+    spacing = set_raw_element(write_dicom(tmp_path / "p.dcm", stored, bits_stored=12, pixel_spacing=0.07), "PixelSpacing", "abc")
+    img, meta = read_dicom(spacing)  # ImagerPixelSpacing is still readable: used, and said so
+    assert meta["pixel_spacing_mm"] == pytest.approx(0.07)
+    assert meta["warnings"] == [f"{spacing}: PixelSpacing 'abc' is not a number; ImagerPixelSpacing used instead"]
+    neg = set_raw_element(write_dicom(tmp_path / "n.dcm", stored, bits_stored=12, pixel_spacing=None), "PixelSpacing", "-0.1\\-0.1")
+    assert read_dicom(neg)[1]["pixel_spacing_mm"] is None and "not a positive spacing" in read_dicom(neg)[1]["warnings"][0]
+    for width, function in (("0", None), ("0.5", None), ("0", "LINEAR_EXACT")):
+        path = write_dicom(tmp_path / f"w{width}{function}.dcm", stored, bits_stored=12, window=(2048, 4096))
+        set_raw_element(path, "WindowWidth", width)
+        if function:
+            set_raw_element(path, "VOILUTFunction", function)
+        img, meta = read_dicom(path)
+        assert meta["voi"] == "none" and "WindowWidth" in meta["warnings"][0]
+        np.testing.assert_allclose(img, np.round(stored) / 4095.0, atol=1e-6)  # the stored range, not a threshold
+    exact = set_raw_element(write_dicom(tmp_path / "e.dcm", stored, bits_stored=12, window=(2048, 4096)), "WindowWidth", "0.5")
+    set_raw_element(exact, "VOILUTFunction", "LINEAR_EXACT")
+    assert read_dicom(exact)[1]["voi"] == "window"  # LINEAR_EXACT allows any width > 0
+
+
+def test_float_rasters_with_nan(tmp_path):
+    from dicom_fixtures import write_float_tiff
+
+    with pytest.raises(DataError, match="no finite pixel values"):
+        read_image(write_float_tiff(tmp_path / "nan.tif", np.full((8, 8), np.nan)))
+    part = np.linspace(0.0, 2.0, 64, dtype=np.float32).reshape(8, 8)
+    part[0, :3] = [np.nan, np.inf, -np.inf]
+    img, meta = read_image(write_float_tiff(tmp_path / "part.tif", part), with_meta=True)
+    assert np.isfinite(img).all() and img[0, :3].tolist() == [0.0, 0.0, 0.0]
+    assert img.max() == pytest.approx(1.0) and "3 of 64 pixels are NaN or infinite" in meta["warnings"][0]

@@ -56,7 +56,8 @@ def test_cbis_fixture_records_and_skips(cbis):
     good = lesions["Mass-Training_P_00001_LEFT_CC_1"]
     assert (good.shape.value, good.shape.status, good.shape.raw) == ("irregular", "combined", "IRREGULAR-ARCHITECTURAL_DISTORTION")
     assert good.margin.value == "spiculated" and good.pathology.value == "malignant"
-    assert (good.patient_id, good.laterality, good.view, good.density, good.split_hint) == ("P_00001", "L", "CC", "3", "train")
+    # the official training set: train or val, never test
+    assert (good.patient_id, good.laterality, good.view, good.density, good.split_hint) == ("P_00001", "L", "CC", "3", "trainval")
     truth = F.disk(120, 96, 0.35 * 96, 60, 9)
     x, y, w, h = mask_bbox(truth)
     assert good.bbox == (x, y, w, h) and good.lesion_size == (h, w)
@@ -201,7 +202,7 @@ def test_vindr_reader(tmp_path):
     recs = _by_id(iter_records("vindr", tmp_path, [csv_path]))
     mass = recs["img_mass_0"]
     assert isinstance(mass, LesionRecord) and mass.extra["mask_kind"] == "ellipse_from_box"
-    assert mass.split_hint == "train" and mass.patient_id == "s1" and mass.density == "C"
+    assert mass.split_hint == "trainval" and mass.patient_id == "s1" and mass.density == "C"
     assert mass.bbox[0] >= 20 and mass.bbox[0] + mass.bbox[2] <= 46 and mass.lesion_size[0] <= 30
     assert mass.patch[mass.mask].size == mass.mask.sum()
     assert mass.shape.status == "missing" and mass.extra["finding_birads"] == "BI-RADS 4"
@@ -210,7 +211,7 @@ def test_vindr_reader(tmp_path):
     assert isinstance(two, LesionRecord) and two.split_hint == "test" and two.laterality == "R"
     assert "not a mass finding" in recs["img_skin_0"].reason
     normal = recs["img_normal"]
-    assert isinstance(normal, MammogramRecord) and normal.split_hint == "train" and normal.view == "MLO"
+    assert isinstance(normal, MammogramRecord) and normal.split_hint == "trainval" and normal.view == "MLO"
     # MONOCHROME1 with a window: tissue is bright after inversion
     assert normal.image[normal.breast_mask].mean() > normal.image[~normal.breast_mask].mean() + 0.2
 
@@ -229,3 +230,31 @@ def test_folder_reader(tmp_path):
     assert recs["gone5"].reason == "image file not found in images/"
     rep = label_report("folder", [labels])
     assert rep["unknown"] == ["starry"] and rep["kinds"]["normal"] == 1
+
+
+# -- physical scale (store format 2) -----------------------------------------------------
+def test_every_reader_keeps_the_source_pixel_spacing(tmp_path, cbis, mias):
+    """DICOM PixelSpacing / ImagerPixelSpacing (the fixtures write 0.1 mm), mini-MIAS 0.2 mm,
+    and the folder format's pixel_spacing_mm column for rasters, which carry none."""
+    root, csvs = cbis
+    kept = [r for r in iter_records("cbis-ddsm", root, [csvs["mass_train"], csvs["mass_test"]]) if isinstance(r, LesionRecord)]
+    assert kept and all(r.pixel_spacing_mm == pytest.approx(0.1) for r in kept)
+    root, info = mias
+    assert {r.pixel_spacing_mm for r in iter_records("mias", root, [info]) if not isinstance(r, SkipRecord)} == {0.2}
+    for source, write in (("inbreast", F.write_inbreast_fixture), ("vindr", F.write_vindr_fixture)):
+        d = tmp_path / source
+        recs = [r for r in iter_records(source, d, [write(d)]) if not isinstance(r, SkipRecord)]
+        assert recs and all(r.pixel_spacing_mm == pytest.approx(0.1) for r in recs), source
+    d = tmp_path / "folder"
+    labels = F.write_folder_fixture(d)
+    lines = labels.read_text().splitlines()
+    spacing = ["pixel_spacing_mm", "0.05", "", "", "bad", ""]  # per line: header, case1, crop2, normal3, weird4, gone5
+    labels.write_text("\n".join(f"{line},{s}" for line, s in zip(lines, spacing)) + "\n")
+    recs = _by_id(iter_records("folder", d, [labels]))
+    assert recs["case1"].pixel_spacing_mm == pytest.approx(0.05)  # a PNG: the column
+    assert recs["crop2"].pixel_spacing_mm is None  # a TIFF without the column: unknown
+    assert recs["normal3"].pixel_spacing_mm == pytest.approx(0.1)  # a DICOM: its own
+    labels.write_text(labels.read_text().replace("case1.png,pA,Oval,Ill-Defined,malignant,L,CC,lesion,0.05",
+                                                 "case1.png,pA,Oval,Ill-Defined,malignant,L,CC,lesion,-1"))
+    case1 = _by_id(iter_records("folder", d, [labels]))["case1"]
+    assert case1.pixel_spacing_mm is None and "not a positive number" in case1.warnings[0]

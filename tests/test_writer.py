@@ -52,3 +52,23 @@ def test_partial_set_is_kept_after_an_error(tmp_path):
     coco = json.loads((tmp_path / "annotations.json").read_text())
     assert len(coco["images"]) == 1
     assert mask_bbox(np.zeros((3, 3), bool)) is None
+
+
+def test_rle_from_the_bounding_box_equals_pycocotools():
+    """mask_to_rle counts runs inside the mask's box only; it must equal pycocotools' own encoding."""
+    from pycocotools import mask as mask_utils
+
+    from mammosynth.synth.writer import mask_to_rle
+
+    rng = np.random.default_rng(0)
+    for i in range(400):
+        h, w = (int(v) for v in rng.integers(1, 30, 2))
+        m = rng.random((h, w)) < rng.random()
+        if i % 3 == 0:  # a compact blob somewhere, with empty columns either side
+            m[:] = False
+            m[rng.integers(0, h): rng.integers(0, h) + 3, rng.integers(0, w): rng.integers(0, w) + 4] = True
+        if i % 11 == 0:
+            m[:] = i % 2 == 0
+        ref = mask_utils.encode(np.asfortranarray(m.astype(np.uint8)))
+        ref["counts"] = ref["counts"].decode("ascii")
+        assert mask_to_rle(m) == ref

@@ -49,10 +49,21 @@ def _print_json(obj: Any) -> None:
     typer.echo(json.dumps(obj, default=_json_default))
 
 
-def _console():
-    from rich.console import Console
+SPLIT_FRACTIONS_HELP = ("Train,val,test fractions of the patient-level split, three numbers that sum to 1 "
+                        "(e.g. 0.6,0.2,0.2 for a small dataset); the split is stratified by margin, shape and "
+                        "pathology and recorded in the manifest.")
 
-    return Console()
+
+def _console():
+    from mammosynth.cli.common import console
+
+    return console  # human output on stderr: stdout is for --json
+
+
+def _split_fractions(text: str) -> tuple[float, float, float]:
+    from mammosynth.data.splits import parse_fractions
+
+    return parse_fractions(text)
 
 
 def _info_tables(info: dict[str, Any]) -> None:
@@ -64,6 +75,8 @@ def _info_tables(info: dict[str, Any]) -> None:
     head.add_row("normals", str(info["n_normals"]), "patients", str(info["n_patients"]["normals"]))
     head.add_row("patch size", f"{info['patch_size']} px", "normal size", "x".join(str(v) for v in info["normal_size"] or []) + " px")
     head.add_row("skipped", str(info["n_skipped"]), "source", str(info.get("provenance", {}).get("source", "")))
+    head.add_row("warnings", str(info.get("n_warnings", 0)), "split fractions",
+                 ",".join(f"{f:g}" for f in info.get("split_fractions") or []))
     con.print(head)
     labels = Table(title="lesions per label")
     labels.add_column("field")
@@ -74,13 +87,23 @@ def _info_tables(info: dict[str, Any]) -> None:
             labels.add_row(fname, k, str(v))
         labels.add_section()
     con.print(labels)
-    splits = Table(title="patient-level splits")
+    splits = Table(title="patient-level splits (records per split)")
     splits.add_column("group")
     for s in ("train", "val", "test"):
         splits.add_column(s, justify="right")
     for grp, counts in info["splits"].items():
         splits.add_row(grp, *(str(counts.get(s, 0)) for s in ("train", "val", "test")))
+    per_split = info.get("split_labels") or {}
+    if info["n_lesions"] and per_split:
+        splits.add_section()
+        for fname in ("margin", "shape", "pathology"):
+            for value in per_split["train"][fname]:
+                row = [per_split[s][fname].get(value, 0) for s in ("train", "val", "test")]
+                if any(row):
+                    splits.add_row(f"  {fname} {value}", *(str(n) for n in row))
     con.print(splits)
+    for line in info.get("split_warnings") or []:
+        con.print(f"[bold yellow]warning:[/] {line}")
 
 
 @data_app.command("phantom")
@@ -92,6 +115,7 @@ def phantom_cmd(
     seed: int = typer.Option(0, "--seed", help="Random seed; the same seed gives the same file."),
     normal_size: str = typer.Option("1024x832", "--normal-size", help="Normal mammogram canvas HxW in pixels (drawn at 1024x832, 0.2 mm/px, then resized)."),
     contact_sheet: Optional[Path] = typer.Option(None, "--contact-sheet", help="Also write a labelled contact sheet PNG (4 mammograms + one patch per shape x margin)."),
+    split_fractions: str = typer.Option("0.8,0.1,0.1", "--split-fractions", help=SPLIT_FRACTIONS_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print the dataset summary as one JSON object on stdout."),
 ) -> None:
     """Draw a procedural phantom dataset (breasts with BI-RADS-labelled masses) into FILE.h5."""
@@ -100,7 +124,9 @@ def phantom_cmd(
 
     _check_patch_size(size)
     hw = parse_hw(normal_size)
-    write_phantom_store(out, lesions, normals, size, normal_size=hw, seed=seed, progress=not as_json)
+    fractions = _split_fractions(split_fractions)
+    write_phantom_store(out, lesions, normals, size, normal_size=hw, seed=seed, progress=not as_json,
+                        split_fractions=fractions)
     if contact_sheet is not None:
         from mammosynth.phantom.contact_sheet import write_contact_sheet
 
@@ -122,18 +148,21 @@ def ingest_cmd(
     calcifications: bool = typer.Option(False, "--calcifications", help="Keep calcification findings as non-mass lesions (default: skip them)."),
     context: float = typer.Option(0.3, "--context", min=0.0, help="Context around a lesion, as a fraction of its larger side on each side."),
     split_seed: int = typer.Option(0, "--split-seed", help="Seed for the patient-level train/val/test split of patients without an official split."),
+    split_fractions: str = typer.Option("0.8,0.1,0.1", "--split-fractions", help=SPLIT_FRACTIONS_HELP + " An official test set (CBIS-DDSM, VinDr) stays the test set; val is carved from the official training set."),
     as_json: bool = typer.Option(False, "--json", help="Print the ingest summary as one JSON object on stdout."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
     """Read a public dataset (or your own folder) into one dataset file; unusable records are
-    listed with their reason in the skip report. Exit status is non-zero only if nothing was usable."""
+    listed with their reason in the skip report (with warnings for what was kept but is worth
+    a look). Exit status is non-zero only if nothing was usable."""
     from mammosynth.data.ingest import ingest
 
     _check_patch_size(size)
+    fractions = _split_fractions(split_fractions)
     summary = ingest(
         source, root, list(csv or []), out, patch_size=size, normal_size=parse_hw(normal_size),
         include_normals=normals, progress=not (quiet or as_json), include_calcifications=calcifications,
-        context=context, split_seed=split_seed,
+        context=context, split_seed=split_seed, split_fractions=fractions,
     )
     if as_json:
         _print_json(summary.as_dict())
@@ -148,10 +177,18 @@ def ingest_cmd(
     t.add_row("skipped", str(summary.n_skipped))
     for reason, n in list(summary.skip_reasons.items())[:12]:
         t.add_row(f"  {reason}", str(n))
+    t.add_row("warnings (kept)", str(summary.n_warnings))
+    for reason, n in list(summary.warning_reasons.items())[:12]:
+        t.add_row(f"  {reason}", str(n))
     t.add_row("seconds", f"{summary.seconds:.1f}")
     con = _console()
     con.print(t)
-    con.print(f"skip report: {summary.skip_report}")
+    con.print(f"skip report (skips and warnings): {summary.skip_report}")
+    from mammosynth.data.store import Store
+
+    with Store(summary.out) as store:
+        for line in store.info()["split_warnings"]:
+            con.print(f"[bold yellow]warning:[/] {line}")
 
 
 @data_app.command("labels")

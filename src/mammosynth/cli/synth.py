@@ -166,33 +166,47 @@ def register(app: typer.Typer) -> None:
     @app.command("insert")
     def insert(
         masks: Path = typer.Option(..., "--masks", help="mask-dcgan run folder (draws the lesion masks)."),
-        infill: Path = typer.Option(..., "--infill", help="infill run folder (draws the lesion texture)."),
-        normals: Path = typer.Option(..., "--normals", help="Dataset file (.h5) holding normal mammograms with breast masks."),
-        n: int = typer.Option(..., "--n", min=1, help="Number of mammograms to write, one inserted mass each."),
-        out: Path = typer.Option(..., "--out", help="Output folder: images/ (16-bit PNG), masks/, annotations.json (COCO), manifest.csv, insert_report.json."),
+        infill: Path = typer.Option(..., "--infill", help="Infilling run folder (any method with an infill() API; draws the lesion texture)."),
+        normals: list[Path] = typer.Option(..., "--normals", help="Your mammograms: a folder (searched recursively for DICOM, PNG, TIFF, PGM), image files, or an .h5 dataset file's normals. Repeat for several."),
+        n: int = typer.Option(..., "--n", min=1, help="Number of mammograms to write, one inserted mass each (images are used in sorted order, cycling when N exceeds them)."),
+        out: Path = typer.Option(..., "--out", help="Output folder: images/ (same format, shape and dtype as the input), masks/, annotations.json (COCO, original pixel frame), manifest.csv, insert_report.json."),
         seed: int = typer.Option(0, "--seed", help="Random seed; the same seed gives the same set."),
-        split: Optional[str] = typer.Option(None, "--split", help="Use normals of this split only (train, val, test); default all."),
-        max_tries: int = typer.Option(50, "--max-tries", min=1, help="Positions tried per mask before drawing a new mask."),
-        max_resamples: int = typer.Option(5, "--max-resamples", min=1, help="Masks drawn per image before the image is reported as failed."),
-        feather: float = typer.Option(0.2, "--feather", min=0.0, max=0.5, help="Width of the blend at the patch border, as a fraction of the patch side."),
+        split: Optional[str] = typer.Option(None, "--split", help="For .h5 inputs: use normals of this split only (train, val, test); default all."),
+        pixel_spacing: Optional[float] = typer.Option(None, "--pixel-spacing", min=0.001, help="Pixel spacing in mm for images whose DICOM header or folder CSV (column pixel_spacing_mm) gives none; default none: such images are refused."),
+        size_from: Optional[Path] = typer.Option(None, "--size-from", help="Dataset file (.h5) whose lesions' physical sizes (mm) the size Gaussian is fitted to; default: the infill run's training data if it records sizes, else the mini-MIAS prior N(20.3 mm, 12.8 mm) (docs/insert.md)."),
+        min_size_mm: float = typer.Option(4.0, "--min-size-mm", min=0.1, help="Smallest lesion side in mm; smaller draws are redrawn (default 4)."),
+        max_size_mm: float = typer.Option(60.0, "--max-size-mm", min=0.2, help="Largest lesion side in mm; larger draws are redrawn (default 60)."),
+        placement: str = typer.Option("seed001", "--placement", help="seed001: centre X~U(w/10,w/2), Y~U(h/4,3h/4) on the left-oriented breast (seed 001); breast: anywhere in the allowed breast region; mask:PATH: inside a region mask (one file for all images, or a folder of masks named like the images). Default seed001."),
+        skin_margin_mm: float = typer.Option(5.0, "--skin-margin-mm", min=0.0, help="Minimum distance in mm between the lesion and the skin line (default 5)."),
+        fmt: str = typer.Option("auto", "--format", help="Output image format: auto (same as each input; .h5 normals give 16-bit PNG), png, tiff, pgm or dicom. Default auto."),
+        dicom: bool = typer.Option(False, "--dicom", help="Shortcut for --format dicom (DICOM inputs keep every attribute; others become Secondary Capture)."),
+        yolo: bool = typer.Option(False, "--yolo", help="Also write YOLO labels (labels/<stem>.txt, class 0 = mass) and yolo.yaml."),
+        overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing non-empty output folder (default: refuse)."),
+        max_tries: int = typer.Option(50, "--max-tries", min=1, help="Positions tried per mask before drawing a new mask (default 50)."),
+        max_resamples: int = typer.Option(5, "--max-resamples", min=1, help="Masks drawn per image before the image is reported as failed (default 5)."),
         device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
         json_out: bool = typer.Option(False, "--json", help="Print the insertion report as JSON on stdout."),
     ) -> None:
-        """Paste synthetic masses into normal mammograms (seed 001): mask DCGAN, size and position sampling, infilling GAN, seamless paste, COCO boxes and masks."""
+        """Insert synthetic masses into your own mammograms (seed 001) at native resolution, in mm, off the pectoral muscle, with COCO labels in the original pixel frame and the images written back in their own format."""
         from mammosynth.synth.insert import insert_lesions
         from mammosynth.train.run import load_method, resolve_run
 
         mask_run, infill_run = resolve_run(masks), resolve_run(infill)
         mask_method = load_method(mask_run, device=device)
         infill_method = load_method(infill_run, device=device)
-        report = insert_lesions(mask_method, infill_method, normals, n, out, seed=seed, split=split,
-                                max_tries=max_tries, max_resamples=max_resamples, feather_frac=feather,
-                                mask_run=str(mask_run), infill_run=str(infill_run), progress=not json_out)
+        report = insert_lesions(mask_method, infill_method, list(normals), n, out, seed=seed, split=split,
+                                size_from=size_from, pixel_spacing=pixel_spacing, placement=placement,
+                                skin_margin_mm=skin_margin_mm, out_format="dicom" if dicom else fmt, yolo=yolo,
+                                overwrite=overwrite, min_size_mm=min_size_mm, max_size_mm=max_size_mm,
+                                max_tries=max_tries, max_resamples=max_resamples, mask_run=str(mask_run),
+                                infill_run=str(infill_run), progress=not json_out)
         if json_out:
-            print_json(report.as_dict())
+            print_json({k: v for k, v in report.as_dict().items() if k != "images"})
         else:
             console.print(f"wrote {report.written} of {n} mammograms to [bold]{out}[/] in {report.seconds:.1f} s"
-                          + (f"; {len(report.failed)} could not be placed (see insert_report.json)" if report.failed else ""))
+                          + (f"; {len(report.failed)} could not be placed" if report.failed else "")
+                          + (f"; {len(report.skipped_normals)} images skipped" if report.skipped_normals else "")
+                          + " (see insert_report.json)")
 
 
 def _generate_per_category(run: Path, per: int, out: Path, shape: Optional[str], margin: Optional[str],

@@ -28,17 +28,64 @@ _DICOM_SUFFIXES = (".dcm", ".dicom")
 # --------------------------------------------------------------------------------------
 # DICOM
 # --------------------------------------------------------------------------------------
-def _one_line(err: BaseException) -> str:
+def one_line_error(err: BaseException) -> str:
     """``Type: message`` on one line (pydicom's plugin errors span several lines)."""
     return f"{type(err).__name__}: " + " ".join(str(err).split())
 
 
-def _first(value: Any) -> float:
-    """First value of a possibly multi-valued DICOM element, as float."""
+def _value_text(value: Any) -> str:
+    """A DICOM value as written (multi-values joined by the DICOM separator ``\\``)."""
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
+        return "\\".join(str(v) for v in value)
+    return str(value)
+
+
+def _dicom_number(ds: Any, keyword: str, path: Path, default: float | None = None) -> float | None:
+    """First value of a numeric DICOM element (DS/IS/US) as a finite float; ``default`` when
+    the element is absent or empty. A value that is not a number (``RescaleSlope = abc``: a
+    broken exporter) raises :class:`DataError` naming the file, the element and the value."""
+    import warnings
+
+    if keyword not in ds:
+        return default
+    with warnings.catch_warnings():  # pydicom warns "Invalid value for VR DS"; we say it once, below
+        warnings.simplefilter("ignore")
+        try:
+            value = ds[keyword].value
+        except Exception as err:
+            raise DataError(f"{path}: {keyword} is unreadable ({one_line_error(err)})") from err
+    if value is None or value == "" or (isinstance(value, (list, tuple)) and len(value) == 0):
+        return default
+    first = value[0] if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue" else value
     try:
-        return float(value[0])
-    except TypeError:
-        return float(value)
+        number = float(first)
+    except (TypeError, ValueError):
+        raise DataError(f"{path}: {keyword} '{_value_text(value)}' is not a number") from None
+    if not math.isfinite(number):
+        raise DataError(f"{path}: {keyword} '{_value_text(value)}' is not a finite number")
+    return number
+
+
+def _pixel_spacing(ds: Any, path: Path, warnings: list[str]) -> float | None:
+    """Pixel spacing in mm (PixelSpacing, else ImagerPixelSpacing), or None when absent. An
+    unreadable or non-positive value does not cost the image: the other element is used, or
+    the spacing is left unknown (the store keeps NaN), and a warning says which."""
+    problems: list[str] = []
+    for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
+        try:
+            spacing = _dicom_number(ds, keyword, path)
+        except DataError as err:
+            problems.append(str(err))
+            continue
+        if spacing is None:
+            continue
+        if spacing <= 0:
+            problems.append(f"{path}: {keyword} {spacing:g} is not a positive spacing")
+            continue
+        warnings.extend(f"{problem}; {keyword} used instead" for problem in problems)
+        return spacing
+    warnings.extend(f"{problem}; pixel spacing left unknown" for problem in problems)
+    return None
 
 
 def _stored_range(ds: Any) -> tuple[float, float]:
@@ -77,8 +124,10 @@ def read_dicom(path: str | os.PathLike, apply_voi: bool = True) -> tuple[np.ndar
     that 8-, 12- and 16-bit files land on one scale); finally MONOCHROME1 is inverted.
 
     Returns ``(image, meta)``; ``meta`` holds photometric, bits_stored, rows, columns,
-    pixel_spacing_mm, laterality, view, patient_id, voi ("window" | "lut" | "none").
-    A missing, corrupt or truncated file raises :class:`DataError` naming the file.
+    pixel_spacing_mm, laterality, view, patient_id, voi ("window" | "lut" | "none") and
+    ``warnings`` (what was worked around: an unreadable PixelSpacing is left unknown, an
+    invalid window width ignored). A missing, corrupt or truncated file, or a rescale or
+    window value that is not a number, raises :class:`DataError` naming the file.
     """
     import pydicom
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
@@ -89,7 +138,7 @@ def read_dicom(path: str | os.PathLike, apply_voi: bool = True) -> tuple[np.ndar
     try:
         ds = pydicom.dcmread(p)
     except Exception as err:  # InvalidDicomError, EOFError, struct errors on truncation
-        raise DataError(f"{p}: not a readable DICOM file ({_one_line(err)})") from err
+        raise DataError(f"{p}: not a readable DICOM file ({one_line_error(err)})") from err
     if "PixelData" not in ds:
         raise DataError(f"{p}: DICOM file has no pixel data")
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
@@ -101,18 +150,24 @@ def read_dicom(path: str | os.PathLike, apply_voi: bool = True) -> tuple[np.ndar
         hint = ""
         if "plugin" in str(err).lower() or "handler" in str(err).lower():
             hint = " (a compressed transfer syntax: install pylibjpeg and pylibjpeg-openjpeg)"
-        raise DataError(f"{p}: cannot decode pixel data ({_one_line(err)}){hint}") from err
+        raise DataError(f"{p}: cannot decode pixel data ({one_line_error(err)}){hint}") from err
     if raw.ndim != 2:
         raise DataError(f"{p}: expected one 2-D frame, got pixel array of shape {raw.shape}")
 
+    warnings: list[str] = []
     lo, hi = _stored_range(ds)
     if "ModalityLUTSequence" in ds:
-        arr = apply_modality_lut(raw, ds).astype(np.float32)
-        bits = int(ds.ModalityLUTSequence[0].LUTDescriptor[2])
+        try:
+            arr = apply_modality_lut(raw, ds).astype(np.float32)
+            bits = int(ds.ModalityLUTSequence[0].LUTDescriptor[2])
+        except Exception as err:
+            raise DataError(f"{p}: cannot apply its Modality LUT Sequence ({one_line_error(err)})") from err
         lo, hi = 0.0, float(2**bits - 1)
     else:
-        slope = _first(ds.get("RescaleSlope", 1.0) or 1.0)
-        intercept = _first(ds.get("RescaleIntercept", 0.0) or 0.0)
+        slope = _dicom_number(ds, "RescaleSlope", p, 1.0)
+        intercept = _dicom_number(ds, "RescaleIntercept", p, 0.0)
+        if slope == 0.0:
+            raise DataError(f"{p}: RescaleSlope is 0, which maps every pixel to one value")
         arr = raw.astype(np.float32)
         if slope != 1.0 or intercept != 0.0:
             arr *= np.float32(slope)
@@ -122,20 +177,33 @@ def read_dicom(path: str | os.PathLike, apply_voi: bool = True) -> tuple[np.ndar
 
     voi = "none"
     if apply_voi and "VOILUTSequence" in ds:
-        item = ds.VOILUTSequence[0]
-        bits = int(item.LUTDescriptor[2])
-        # LUT entries are indexed by integer modality values
-        arr = apply_voi_lut(np.rint(arr).astype(np.int32), ds, prefer_lut=True).astype(np.float32)
+        try:
+            item = ds.VOILUTSequence[0]
+            bits = int(item.LUTDescriptor[2])
+            # LUT entries are indexed by integer modality values
+            arr = apply_voi_lut(np.rint(arr).astype(np.int32), ds, prefer_lut=True).astype(np.float32)
+        except Exception as err:
+            raise DataError(f"{p}: cannot apply its VOI LUT Sequence ({one_line_error(err)})") from err
         lo, hi = 0.0, float(2 ** min(max(bits, 8), 16) - 1)
         voi = "lut"
     elif apply_voi and "WindowCenter" in ds and "WindowWidth" in ds:
-        # Own float32 windowing: pydicom's apply_windowing works in float64 with boolean masks,
-        # ~4x the memory and time on a 3328 x 4084 mammogram; the formulas are the same.
-        center, width = _first(ds.WindowCenter), _first(ds.WindowWidth)
+        center = _dicom_number(ds, "WindowCenter", p)
+        width = _dicom_number(ds, "WindowWidth", p)
         function = str(ds.get("VOILUTFunction", "LINEAR") or "LINEAR").strip().upper()
-        arr = _window(arr, center, width, function)
-        lo, hi = 0.0, 1.0
-        voi = "window"
+        # PS3.3 C.11.2.1.2: LINEAR needs a width >= 1, LINEAR_EXACT and SIGMOID a width > 0;
+        # a zero width would threshold the image into black and white, so it is ignored.
+        valid_width = width is not None and (width > 0.0 if function in ("LINEAR_EXACT", "SIGMOID") else width >= 1.0)
+        if center is None or width is None:
+            pass
+        elif not valid_width:
+            warnings.append(f"{p}: WindowWidth {width:g} is not a valid {function} window; window ignored, "
+                            "the image is scaled to its stored range")
+        else:
+            # Own float32 windowing: pydicom's apply_windowing works in float64 with boolean
+            # masks, ~4x the memory and time on a 3328 x 4084 mammogram; same formulas.
+            arr = _window(arr, center, width, function)
+            lo, hi = 0.0, 1.0
+            voi = "window"
     if voi != "window":
         arr -= np.float32(lo)
         arr *= np.float32(1.0 / max(hi - lo, 1e-6))
@@ -143,7 +211,7 @@ def read_dicom(path: str | os.PathLike, apply_voi: bool = True) -> tuple[np.ndar
     if photometric == "MONOCHROME1":  # 0 = white in MONOCHROME1
         np.subtract(np.float32(1.0), arr, out=arr)
 
-    spacing = ds.get("PixelSpacing") or ds.get("ImagerPixelSpacing")
+    spacing = _pixel_spacing(ds, p, warnings)
     lat = str(ds.get("ImageLaterality", "") or ds.get("Laterality", "") or "").strip().upper()[:1]
     view = str(ds.get("ViewPosition", "") or "").strip().upper()
     meta = {
@@ -152,11 +220,12 @@ def read_dicom(path: str | os.PathLike, apply_voi: bool = True) -> tuple[np.ndar
         "bits_stored": int(ds.get("BitsStored", 0) or 0),
         "rows": int(arr.shape[0]),
         "columns": int(arr.shape[1]),
-        "pixel_spacing_mm": float(spacing[0]) if spacing else None,
+        "pixel_spacing_mm": spacing,
         "laterality": lat if lat in ("L", "R") else None,
         "view": view if view in ("CC", "MLO") else (None if not view else "other"),
         "patient_id": str(ds.get("PatientID", "") or ""),
         "voi": voi,
+        "warnings": warnings,
     }
     return arr.astype(np.float32, copy=False), meta
 
@@ -194,9 +263,9 @@ def _read_raster(p: Path) -> np.ndarray:
 
                 arr = np.asarray(tifffile.imread(p))
             except Exception as err2:
-                raise DataError(f"{p}: cannot read image ({_one_line(err2)})") from err2
+                raise DataError(f"{p}: cannot read image ({one_line_error(err2)})") from err2
         else:
-            raise DataError(f"{p}: cannot read image ({_one_line(err)})") from err
+            raise DataError(f"{p}: cannot read image ({one_line_error(err)})") from err
     if arr.ndim == 3:
         arr = arr[..., :3].mean(axis=-1) if arr.shape[-1] in (3, 4) else arr[0]
     if arr.ndim != 2:
@@ -208,8 +277,10 @@ def read_image(path: str | os.PathLike, with_meta: bool = False):
     """Read a png / tif / pgm / dcm file as float32 ``(H, W)`` in [0, 1] (bright = dense).
 
     DICOM goes through :func:`read_dicom`. Integer rasters are divided by their full scale
-    (see :func:`_effective_max`); float rasters are min-max scaled. Returns the image, or
-    ``(image, meta)`` when ``with_meta``. Unreadable files raise :class:`DataError`.
+    (see :func:`_effective_max`); float rasters are min-max scaled over their finite pixels,
+    NaN/inf pixels become 0 with a warning in ``meta["warnings"]`` (an all-NaN image is a
+    :class:`DataError`). Returns the image, or ``(image, meta)`` when ``with_meta``.
+    Unreadable files raise :class:`DataError`.
     """
     p = Path(path)
     suffix = p.suffix.lower()
@@ -221,17 +292,25 @@ def read_image(path: str | os.PathLike, with_meta: bool = False):
     if suffix not in IMAGE_SUFFIXES:
         raise DataError(f"{p}: unsupported image type {suffix!r}; use one of {', '.join(IMAGE_SUFFIXES)}")
     arr = _read_raster(p)
+    warnings: list[str] = []
     if arr.dtype == bool:
         img = arr.astype(np.float32)
     elif np.issubdtype(arr.dtype, np.integer):
         img = arr.astype(np.float32) / np.float32(_effective_max(arr))
     else:
         a = arr.astype(np.float32)
-        lo, hi = float(np.nanmin(a)), float(np.nanmax(a))
+        finite = np.isfinite(a)
+        n_bad = int(a.size - np.count_nonzero(finite))
+        if n_bad == a.size:
+            raise DataError(f"{p}: no finite pixel values (every pixel is NaN or infinite)")
+        lo, hi = (float(a.min()), float(a.max())) if n_bad == 0 else (float(a[finite].min()), float(a[finite].max()))
         img = (a - lo) / max(hi - lo, 1e-6)
+        if n_bad:
+            img[~finite] = 0.0
+            warnings.append(f"{p}: {n_bad} of {a.size} pixels are NaN or infinite; set to 0 (background)")
     img = np.clip(img, 0.0, 1.0).astype(np.float32, copy=False)
     meta = {"path": str(p), "rows": img.shape[0], "columns": img.shape[1], "dtype": str(arr.dtype),
-            "pixel_spacing_mm": None, "laterality": None, "view": None}
+            "pixel_spacing_mm": None, "laterality": None, "view": None, "warnings": warnings}
     return (img, meta) if with_meta else img
 
 

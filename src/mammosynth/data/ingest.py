@@ -2,11 +2,19 @@
 
 ``ingest("cbis-ddsm", root, csv_paths, "data.h5")`` streams the reader's records into
 :class:`mammosynth.data.store.StoreWriter` (one image in memory at a time), shows a rich
-progress bar on stderr, and writes ``data.skips.csv`` (source_id, path, reason: every record
-the reader or the store could not use) atomically beside the store. The store itself is
-written under a temporary name and renamed only on success, so an interrupted ingest never
-leaves a half-written file under the final name. If nothing usable was read, no store is
-written and :class:`DataError` says why (the skip report is still written).
+progress bar on stderr, and writes ``data.skips.csv`` atomically beside the store: columns
+source_id, path, reason, kind, one row per record the reader or the store could not use
+(kind ``skipped``) and per thing it kept but flags (kind ``warning``: an unreadable
+PixelSpacing left unknown, an invalid window ignored, a CSV without its ``mass shape``
+column). The store itself is written under a temporary name and renamed only on success,
+so an interrupted ingest never leaves a half-written file under the final name. If
+nothing usable was read, no store is written and :class:`DataError` says why (the skip
+report is still written).
+
+One bad file costs one skip row, never the ingest: readers guard each record's read
+(:func:`mammosynth.data.readers.read_each`), the writer guards each append, and should a
+reader itself stop half-way (an unforeseen error outside any one record), the records
+read so far are kept and a skip row says where and why it stopped.
 """
 
 from __future__ import annotations
@@ -19,12 +27,13 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
+from mammosynth.data.imaging import one_line_error
 from mammosynth.data.readers import get_reader
-from mammosynth.data.records import DEFAULT_CONTEXT, SkipRecord
+from mammosynth.data.records import DEFAULT_CONTEXT, SkipRecord, WarningRecord
 from mammosynth.data.store import StoreWriter
-from mammosynth.errors import DataError
+from mammosynth.errors import DataError, MammosynthError
 from mammosynth.io import write_text_atomic
 
 
@@ -40,6 +49,9 @@ class IngestSummary:
     n_skipped: int
     seconds: float
     skip_reasons: dict[str, int] = field(default_factory=dict)
+    n_warnings: int = 0
+    warning_reasons: dict[str, int] = field(default_factory=dict)
+    split_fractions: list[float] = field(default_factory=list)
 
     @property
     def n_kept(self) -> int:
@@ -57,13 +69,15 @@ def skip_report_path(out: str | os.PathLike) -> Path:
     return out.with_name(out.stem + ".skips.csv")
 
 
-def write_skip_report(path: str | os.PathLike, skips: Iterable[SkipRecord]) -> None:
-    """CSV with columns source_id, path, reason; written atomically."""
+def write_skip_report(path: str | os.PathLike, skips: Iterable[SkipRecord],
+                      warnings: Iterable[WarningRecord] = ()) -> None:
+    """CSV with columns source_id, path, reason, kind (``skipped`` | ``warning``); atomic."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["source_id", "path", "reason"])
-    for s in skips:
-        w.writerow([s.source_id, s.path, s.reason])
+    w.writerow(["source_id", "path", "reason", "kind"])
+    for kind, rows in (("skipped", skips), ("warning", warnings)):
+        for r in rows:
+            w.writerow([r.source_id, r.path, r.reason, kind])
     write_text_atomic(path, buf.getvalue())
 
 
@@ -76,6 +90,7 @@ def _reason_key(reason: str) -> str:
     head, sep, rest = text.partition(": ")
     if sep and ("/" in head or "\\" in head or "." in head):
         text = rest
+    text = re.sub(r"^line \d+: ", "", text)  # one key for every bad row of a CSV
     text = re.sub(r"\s*\(\w*(Error|Exception|Warning)\b.*$", "", text)
     text = re.sub(r"\(\d+(, \d+)*\)", "(...)", text)
     return text.split("; use ", 1)[0][:100]
@@ -134,22 +149,23 @@ def ingest(
     records = reader.iter_records(root, csv_paths=csv_list, include_normals=include_normals, **opts)
     writer = StoreWriter(out, patch_size=patch_size, normal_size=normal_size, provenance=provenance, **writer_opts)
     try:
+        stream = _until_reader_stops(records, reader.NAME, root, writer)
         if progress:
-            _consume_with_progress(records, writer, total, f"ingest {reader.NAME}")
+            _consume_with_progress(stream, writer, total, f"ingest {reader.NAME}")
         else:
-            for rec in records:
+            for rec in stream:
                 writer.add(rec)
-        skips = writer.skips
+        skips, warnings = writer.skips, writer.warnings
         usable = writer.n_lesions + writer.n_normals
         report = skip_report_path(out)
         if usable == 0:
             writer.abort()
-            write_skip_report(report, skips)
+            write_skip_report(report, skips, warnings)
             top = Counter(_reason_key(s.reason) for s in skips).most_common(3)
             why = "; ".join(f"{n} x {r}" for r, n in top) or "the reader found no records"
             raise DataError(f"{root}: nothing usable was read from {reader.NAME} data ({why}); see {report}")
         writer.close()
-        write_skip_report(report, skips)
+        write_skip_report(report, skips, warnings)
     except BaseException:
         writer.abort()  # no half-written store under the final name
         raise
@@ -157,7 +173,33 @@ def ingest(
         source=reader.NAME, out=str(out), skip_report=str(report), n_lesions=writer.n_lesions,
         n_normals=writer.n_normals, n_skipped=len(skips), seconds=round(time.perf_counter() - t0, 3),
         skip_reasons=dict(Counter(_reason_key(s.reason) for s in skips).most_common()),
+        n_warnings=len(warnings), warning_reasons=dict(Counter(_reason_key(w.reason) for w in warnings).most_common()),
+        split_fractions=[round(f, 6) for f in writer.split_fractions],
     )
+
+
+def _until_reader_stops(records: Iterable, source: str, root: Path, writer: StoreWriter) -> Iterator:
+    """The reader's records; should the reader itself raise (outside the guard around each
+    record, e.g. a metadata file that turns unreadable half-way), stop there, keep what was
+    read and add a skip row saying where and why. A MammosynthError raised before any
+    record (no such metadata file) still ends the ingest with its one-line message."""
+    n = 0
+    it = iter(records)
+    while True:
+        try:
+            rec = next(it)
+        except StopIteration:
+            return
+        except Exception as err:  # noqa: BLE001 - keep what was read
+            if n == 0 and isinstance(err, MammosynthError):
+                raise
+            reason = str(err) if isinstance(err, MammosynthError) else one_line_error(err)
+            writer.add_skip(SkipRecord(source, "(reader)", str(root),
+                                       f"{root}: the {source} reader stopped after {n} records ({reason}); "
+                                       "the records after that point were not read"))
+            return
+        n += 1
+        yield rec
 
 
 def _consume_with_progress(records, writer: StoreWriter, total: int | None, label: str) -> None:
@@ -176,6 +218,8 @@ def _consume_with_progress(records, writer: StoreWriter, total: int | None, labe
         for rec in records:
             if writer.add(rec):
                 kept += 1
+            elif isinstance(rec, WarningRecord):
+                continue  # a note about a file, not a record
             else:
                 skipped += 1
             bar.update(task, advance=1, kept=kept, skipped=skipped)

@@ -18,6 +18,11 @@ Laterality = Literal["L", "R"]
 View = Literal["CC", "MLO", "other"]
 Split = Literal["train", "val", "test"]
 SPLITS: tuple[str, ...] = ("train", "val", "test")
+#: A record's ``split_hint``: one split, or ``"trainval"`` for a dataset's official training
+#: set (CBIS-DDSM ``*_train_set``, VinDr ``training``): the patient goes to train or val,
+#: never to test, so the official test set stays the test set and val is carved out of train.
+SplitHint = Literal["train", "val", "test", "trainval"]
+SPLIT_HINTS: tuple[str, ...] = (*SPLITS, "trainval")
 #: Context padding on each side of a lesion crop, as a fraction of the lesion's larger side:
 #: the lesion then spans about 1 / (1 + 2 * 0.3) = 62% of the patch, leaving room for the
 #: seed-001 margin ring (mask enlarged by 296/256) and surrounding tissue.
@@ -31,7 +36,8 @@ class LesionRecord:
     ``patch`` and ``mask`` are (H, W) at the source's pixel spacing (the store resizes).
     ``bbox`` is the lesion's (x, y, w, h) in the *full image* (pixels), when known.
     ``lesion_size`` is the lesion's (h, w) in full-image pixels, used by ``insert`` to fit
-    the size distribution.
+    the size distribution. ``warnings`` are things the reader had to work around (an
+    unreadable PixelSpacing, an invalid window); the ingest lists them in the skip report.
     """
 
     source: str
@@ -48,8 +54,9 @@ class LesionRecord:
     lesion_size: tuple[int, int] | None = None
     pixel_spacing_mm: float | None = None
     density: str | None = None
-    split_hint: Split | None = None
+    split_hint: SplitHint | None = None
     extra: dict = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -65,13 +72,25 @@ class MammogramRecord:
     view: View | None = None
     density: str | None = None
     pixel_spacing_mm: float | None = None
-    split_hint: Split | None = None
+    split_hint: SplitHint | None = None
     extra: dict = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
 class SkipRecord:
     """A record a reader could not use, with the file and the reason (for the skip report)."""
+
+    source: str
+    source_id: str
+    path: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class WarningRecord:
+    """Something the ingest kept but the user should check (a metadata file without its
+    ``mass shape`` column, a kept image whose PixelSpacing was unreadable), with the file."""
 
     source: str
     source_id: str

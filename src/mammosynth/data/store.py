@@ -22,16 +22,24 @@ Layout (N lesions, M normals, S = patch size, (H, W) = normal size)::
     /normals/scale         (M,)       float32  canvas pixels per source pixel
     /normals/pixel_spacing_mm (M,)    float32  source image spacing (mm per source pixel), NaN unknown
     /normals/split         (M,)       int8
-    /skips/{source_id,path,reason}   (K,) str
-    attrs["manifest"]      JSON: format version, provenance, preprocessing parameters
+    /skips/{source_id,path,reason}      (K,) str   records that could not be used
+    /warnings/{source_id,path,reason}   (K',) str  kept, but worth a look (optional group:
+                                                   absent in files written before it)
+    attrs["manifest"]      JSON: format version, provenance, preprocessing parameters,
+                           split fractions, seed and method
 
-Splits are patient-level: all records of one patient land in one split (no leakage). A
-record's ``split_hint`` (e.g. CBIS-DDSM's official train/test) is honoured for all of that
-patient's records; the rest are drawn with a seeded shuffle of patient ids.
+Splits are patient-level: all records of one patient land in one split (no leakage), and
+stratified by label (margin, then shape, then pathology) with the iterative method of
+:mod:`mammosynth.data.splits`. A record's ``split_hint`` is honoured for all of that
+patient's records: train/val/test fix the split, ``trainval`` (an official training set)
+allows train or val. Patients with lesions and normal-only patients are split as two
+pools, so each group gets every split.
 
-The writer streams: memory stays flat however many records pass through. It writes to a
-temporary file beside the target and renames only on a clean close, so a killed ingest
-never leaves a half-written file under the final name.
+The writer streams: memory stays flat however many records pass through (only a few label
+counts per patient are kept). A record is appended to every column or to none: any error
+while adding one becomes a skip and the columns are rolled back to their previous length.
+It writes to a temporary file beside the target and renames only on a clean close, so a
+killed ingest never leaves a half-written file under the final name.
 """
 
 from __future__ import annotations
@@ -50,7 +58,10 @@ import numpy as np
 
 from mammosynth import __version__
 from mammosynth.data.birads import MARGINS, PATHOLOGIES, SHAPES, index_of
-from mammosynth.data.records import SPLITS, LesionRecord, MammogramRecord, SkipRecord
+from mammosynth.data.imaging import one_line_error
+from mammosynth.data.records import SPLIT_HINTS, SPLITS, LesionRecord, MammogramRecord, SkipRecord, WarningRecord
+from mammosynth.data.splits import DEFAULT_FRACTIONS, FAMILIES, METHOD, Patient, label_coverage_warnings, parse_fractions
+from mammosynth.data.splits import stratified_splits
 from mammosynth.errors import DataError
 
 #: 2 added lesions/pixel_spacing_mm, lesions/patch_mm_per_px and normals/pixel_spacing_mm
@@ -67,6 +78,26 @@ def _spacing_or_nan(value: Any) -> float:
     except (TypeError, ValueError):
         return float("nan")
     return v if np.isfinite(v) and v > 0 else float("nan")
+
+
+def storable_text(name: str, value: str) -> str:
+    """``value`` if an HDF5 UTF-8 string can hold it, else :class:`DataError` naming ``name``
+    (h5py's variable-length strings cannot hold a NUL byte; a surrogate escape from a
+    non-UTF-8 file name cannot be encoded)."""
+    if "\x00" in value:
+        raise DataError(f"{name} {value!r} contains a NUL byte, which the store cannot hold")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise DataError(f"{name} {value!r} is not valid UTF-8 text") from None
+    return value
+
+
+def report_text(value: object) -> str:
+    """Text for the skip/warning tables, which must never fail: NUL bytes and undecodable
+    characters are written as backslash escapes."""
+    text = str(value).replace("\x00", "\\x00")
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def to_uint16(img: np.ndarray) -> np.ndarray:
@@ -125,19 +156,17 @@ class StoreWriter:
         patch_size: int = 64,
         normal_size: tuple[int, int] = (1024, 832),
         provenance: dict[str, Any] | None = None,
-        split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
+        split_fractions: tuple[float, float, float] | str = DEFAULT_FRACTIONS,
         split_seed: int = 0,
     ) -> None:
         if patch_size < 8:
             raise DataError(f"patch size must be at least 8 pixels, got {patch_size}")
-        if abs(sum(split_fractions) - 1.0) > 1e-6:
-            raise DataError(f"split fractions must sum to 1, got {split_fractions}")
+        self.split_fractions = parse_fractions(split_fractions)  # ConfigError when malformed
         self.path = Path(path)
         self.patch_size = int(patch_size)
         self.normal_size = (int(normal_size[0]), int(normal_size[1]))
         self.provenance = dict(provenance or {})
-        self.split_fractions = split_fractions
-        self.split_seed = split_seed
+        self.split_seed = int(split_seed)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
         os.close(fd)
@@ -149,7 +178,9 @@ class StoreWriter:
         self._n_lesions = 0
         self._n_normals = 0
         self._skips: list[SkipRecord] = []
+        self._warnings: list[WarningRecord] = []
         self._split_hints: dict[str, str] = {}
+        self._patients: dict[str, Patient] = {}  # lesion patients: label counts for the splits
         self._closed = False
         S = self.patch_size
         H, W = self.normal_size
@@ -196,27 +227,40 @@ class StoreWriter:
         ds.resize(n + 1, axis=0)
         ds[n] = value
 
+    def _append_row(self, group: str, n: int, row: dict[str, Any]) -> None:
+        """Append one value to each named column of ``group``; on any error every column is
+        cut back to ``n`` rows, so the store never holds half a record."""
+        g = self._h5[group]
+        try:
+            for name, value in row.items():
+                self._append(g[name], value)
+        except BaseException:
+            for ds in g.values():
+                if ds.shape[0] > n:
+                    ds.resize(n, axis=0)
+            raise
+
+    @staticmethod
+    def _check_hint(hint: str | None) -> None:
+        if hint is not None and hint not in SPLIT_HINTS:
+            raise DataError(f"unknown split {hint!r}; expected one of {', '.join(SPLIT_HINTS)}")
+
     def add_lesion(self, rec: LesionRecord) -> None:
-        """Resize the record's patch and mask to the store's patch size and append them."""
+        """Resize the record's patch and mask to the store's patch size and append them.
+        Raises :class:`DataError` (nothing appended) for a record the store cannot hold."""
         if rec.patch.shape != rec.mask.shape:
             raise DataError(
                 f"{rec.source_id}: mask size {rec.mask.shape} differs from image size {rec.patch.shape}"
             )
         if not np.any(rec.mask):
             raise DataError(f"{rec.source_id}: the lesion mask is empty")
+        bad = int(rec.patch.size - np.count_nonzero(np.isfinite(rec.patch)))
+        if bad:
+            raise DataError(f"{rec.source_id}: the patch has {bad} non-finite (NaN/inf) pixels")
+        self._check_hint(rec.split_hint)
         S = self.patch_size
-        les = self._h5["lesions"]
-        self._append(les["patch"], to_uint16(resize_image(rec.patch, (S, S))))
-        self._append(les["mask"], resize_mask(rec.mask, (S, S)).astype(np.uint8))
-        self._append(les["shape"], index_of(rec.shape.value, SHAPES))
-        self._append(les["margin"], index_of(rec.margin.value, MARGINS))
-        self._append(les["pathology"], index_of(rec.pathology.value, PATHOLOGIES))
-        self._append(les["split"], -1)
         size = rec.lesion_size if rec.lesion_size is not None else (-1, -1)
-        self._append(les["lesion_size"], np.asarray(size, dtype=np.int32))
         spacing = _spacing_or_nan(rec.pixel_spacing_mm)
-        self._append(les["pixel_spacing_mm"], np.float32(spacing))
-        self._append(les["patch_mm_per_px"], np.float32(spacing * rec.patch.shape[0] / S))
         strs = {
             "source_id": rec.source_id, "patient_id": rec.patient_id,
             "laterality": rec.laterality or "", "view": rec.view or "", "source": rec.source,
@@ -224,19 +268,45 @@ class StoreWriter:
             "margin_raw": rec.margin.raw or "", "margin_status": rec.margin.status,
             "pathology_raw": rec.pathology.raw or "", "pathology_status": rec.pathology.status,
         }
-        for k, v in strs.items():
-            self._append(les[k], v)
+        row = {
+            "patch": to_uint16(resize_image(rec.patch, (S, S))),
+            "mask": resize_mask(rec.mask, (S, S)).astype(np.uint8),
+            "shape": index_of(rec.shape.value, SHAPES),
+            "margin": index_of(rec.margin.value, MARGINS),
+            "pathology": index_of(rec.pathology.value, PATHOLOGIES),
+            "split": -1,
+            "lesion_size": np.asarray(size, dtype=np.int32),
+            "pixel_spacing_mm": np.float32(spacing),
+            "patch_mm_per_px": np.float32(spacing * rec.patch.shape[0] / S),
+            **{k: storable_text(k, v) for k, v in strs.items()},
+        }
+        self._append_row("lesions", self._n_lesions, row)
         self._note_patient(rec.patient_id, rec.split_hint)
+        patient = self._patients.setdefault(rec.patient_id, Patient())
+        patient.size += 1
+        for family, label in zip(FAMILIES, (rec.margin, rec.shape, rec.pathology)):
+            key = f"{family}:{label.value or 'none'}"
+            patient.labels[key] = patient.labels.get(key, 0) + 1
         self._n_lesions += 1
 
     def add_normal(self, rec: MammogramRecord) -> None:
-        """Left-orient (chest wall at x = 0), downsample to fit the canvas, pad, append."""
+        """Left-orient (chest wall at x = 0), downsample to fit the canvas, pad, append.
+        Raises :class:`DataError` (nothing appended) for a record the store cannot hold."""
         if rec.image.shape != rec.breast_mask.shape:
             raise DataError(
                 f"{rec.source_id}: breast mask size {rec.breast_mask.shape} differs from image size {rec.image.shape}"
             )
         if not np.any(rec.breast_mask):
             raise DataError(f"{rec.source_id}: no breast found in the image")
+        bad = int(rec.image.size - np.count_nonzero(np.isfinite(rec.image)))
+        if bad:
+            raise DataError(f"{rec.source_id}: the image has {bad} non-finite (NaN/inf) pixels")
+        self._check_hint(rec.split_hint)
+        strs = {
+            "source_id": rec.source_id, "patient_id": rec.patient_id,
+            "laterality": rec.laterality or "", "view": rec.view or "", "source": rec.source,
+        }
+        strs = {k: storable_text(k, v) for k, v in strs.items()}
         img, bmask = rec.image, rec.breast_mask
         flipped = rec.laterality == "R"
         if flipped:
@@ -248,48 +318,63 @@ class StoreWriter:
         mcanvas = np.zeros((H, W), bool)
         canvas[:h, :w] = shrink(img, (h, w))
         mcanvas[:h, :w] = shrink(bmask.astype(np.float32), (h, w)) >= 0.5
-        nor = self._h5["normals"]
-        self._append(nor["image"], to_uint16(canvas))
-        self._append(nor["breast_mask"], mcanvas.astype(np.uint8))
-        self._append(nor["flipped"], int(flipped))
-        self._append(nor["split"], -1)
-        self._append(nor["valid_hw"], np.asarray((h, w), np.int32))
-        self._append(nor["scale"], np.float32(scale))
-        self._append(nor["pixel_spacing_mm"], np.float32(_spacing_or_nan(rec.pixel_spacing_mm)))
-        for k, v in {
-            "source_id": rec.source_id, "patient_id": rec.patient_id,
-            "laterality": rec.laterality or "", "view": rec.view or "", "source": rec.source,
-        }.items():
-            self._append(nor[k], v)
+        row = {
+            "image": to_uint16(canvas),
+            "breast_mask": mcanvas.astype(np.uint8),
+            "flipped": int(flipped),
+            "split": -1,
+            "valid_hw": np.asarray((h, w), np.int32),
+            "scale": np.float32(scale),
+            "pixel_spacing_mm": np.float32(_spacing_or_nan(rec.pixel_spacing_mm)),
+            **strs,
+        }
+        self._append_row("normals", self._n_normals, row)
         self._note_patient(rec.patient_id, rec.split_hint)
         self._n_normals += 1
 
     def add_skip(self, skip: SkipRecord) -> None:
-        self._skips.append(skip)
+        self._skips.append(SkipRecord(*(report_text(v) for v in (skip.source, skip.source_id, skip.path, skip.reason))))
 
-    def add(self, rec: LesionRecord | MammogramRecord | SkipRecord) -> bool:
-        """Add any record. A record the store rejects becomes a skip; returns True if kept."""
+    def add_warning(self, warning: WarningRecord) -> None:
+        self._warnings.append(WarningRecord(*(report_text(v) for v in (warning.source, warning.source_id, warning.path,
+                                                                       warning.reason))))
+
+    def add(self, rec: LesionRecord | MammogramRecord | SkipRecord | WarningRecord) -> bool:
+        """Add any record; returns True if it was kept. A record the store cannot hold, for
+        whatever reason (a DataError, or any other exception while appending it), becomes a
+        skip naming the record's file and the reason; the ingest goes on. The warnings a
+        kept record carries are listed as WarningRecords."""
+        if isinstance(rec, SkipRecord):
+            self.add_skip(rec)
+            return False
+        if isinstance(rec, WarningRecord):
+            self.add_warning(rec)
+            return False
+        path = str(rec.extra.get("path", "")) if isinstance(getattr(rec, "extra", None), dict) else ""
         try:
             if isinstance(rec, LesionRecord):
                 self.add_lesion(rec)
             elif isinstance(rec, MammogramRecord):
                 self.add_normal(rec)
             else:
-                self.add_skip(rec)
-                return False
+                raise DataError(f"not a record: {type(rec).__name__}")
         except DataError as err:
-            self.add_skip(SkipRecord(rec.source, rec.source_id, str(rec.extra.get("path", "")), str(err)))
+            self.add_skip(SkipRecord(getattr(rec, "source", ""), getattr(rec, "source_id", ""), path, str(err)))
             return False
+        except Exception as err:  # noqa: BLE001 - one record never stops an ingest
+            self.add_skip(SkipRecord(getattr(rec, "source", ""), getattr(rec, "source_id", ""), path,
+                                     f"{path or rec.source_id}: unexpected {one_line_error(err)} while storing"))
+            return False
+        for message in rec.warnings or ():
+            self.add_warning(WarningRecord(rec.source, rec.source_id, path, message))
         return True
 
-    def extend(self, records: Iterable[LesionRecord | MammogramRecord | SkipRecord]) -> None:
+    def extend(self, records: Iterable[LesionRecord | MammogramRecord | SkipRecord | WarningRecord]) -> None:
         for rec in records:
             self.add(rec)
 
     def _note_patient(self, patient_id: str, hint: str | None) -> None:
         if hint is not None:
-            if hint not in SPLITS:
-                raise DataError(f"unknown split {hint!r}; expected one of {SPLITS}")
             self._split_hints[patient_id] = hint
         else:
             self._split_hints.setdefault(patient_id, "")
@@ -306,24 +391,24 @@ class StoreWriter:
     def skips(self) -> list[SkipRecord]:
         return list(self._skips)
 
+    @property
+    def warnings(self) -> list[WarningRecord]:
+        return list(self._warnings)
+
     # -- finishing ---------------------------------------------------------------
     def _assign_splits(self) -> dict[str, int]:
-        """Patient -> split index. Lesion patients and normal-only patients are split as two
-        pools so that each group gets train/val/test; hinted patients keep their hint."""
-        rng = np.random.default_rng(self.split_seed)
-        mapping = {p: SPLITS.index(h) for p, h in self._split_hints.items() if h}
-        lesion_patients = set(self._h5["lesions/patient_id"].asstr()[...])
-        free = sorted(p for p, h in self._split_hints.items() if not h)
-        for pool in ([p for p in free if p in lesion_patients], [p for p in free if p not in lesion_patients]):
-            rng.shuffle(pool)
-            n = len(pool)
-            n_train = int(round(self.split_fractions[0] * n))
-            n_val = int(round(self.split_fractions[1] * n))
-            if n >= 3:  # every split gets at least one patient when there are enough
-                n_val = max(n_val, 1)
-                n_train = min(n_train, n - n_val - 1)
-            for i, p in enumerate(pool):
-                mapping[p] = 0 if i < n_train else (1 if i < n_train + n_val else 2)
+        """Patient -> split index: lesion patients stratified by their labels, normal-only
+        patients as a pool of their own (:func:`splits.stratified_splits`); hints honoured."""
+        allowed_by_hint = {"": (0, 1, 2), "trainval": (0, 1), **{s: (i,) for i, s in enumerate(SPLITS)}}
+        lesion_pool = {p: Patient(dict(info.labels), info.size, allowed_by_hint[self._split_hints.get(p, "")])
+                       for p, info in self._patients.items()}
+        normal_pool: dict[str, Patient] = {}
+        counts = Counter(self._h5["normals/patient_id"].asstr()[...]) if self._n_normals else Counter()
+        for p, hint in self._split_hints.items():
+            if p not in lesion_pool:
+                normal_pool[p] = Patient({"normal": counts.get(p, 1)}, counts.get(p, 1), allowed_by_hint[hint])
+        mapping = stratified_splits(lesion_pool, self.split_fractions, self.split_seed)
+        mapping.update(stratified_splits(normal_pool, self.split_fractions, self.split_seed))
         return mapping
 
     def close(self) -> dict[str, Any]:
@@ -336,9 +421,10 @@ class StoreWriter:
             pids = g["patient_id"].asstr()[...]
             if len(pids):
                 g["split"][...] = np.asarray([mapping[p] for p in pids], np.int8)
-        sk = self._h5.create_group("skips")
-        for field in ("source_id", "path", "reason"):
-            sk.create_dataset(field, data=np.asarray([getattr(s, field) for s in self._skips], dtype=object), dtype=_STR)
+        for name, rows in (("skips", self._skips), ("warnings", self._warnings)):
+            grp = self._h5.create_group(name)
+            for field in ("source_id", "path", "reason"):
+                grp.create_dataset(field, data=np.asarray([getattr(r, field) for r in rows], dtype=object), dtype=_STR)
         manifest = {
             "format": "mammosynth-store",
             "format_version": FORMAT_VERSION,
@@ -346,11 +432,13 @@ class StoreWriter:
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "patch_size": self.patch_size,
             "normal_size": list(self.normal_size),
-            "split_fractions": list(self.split_fractions),
+            "split_fractions": [round(f, 6) for f in self.split_fractions],
             "split_seed": self.split_seed,
+            "split_method": METHOD,
             "n_lesions": self._n_lesions,
             "n_normals": self._n_normals,
             "n_skipped": len(self._skips),
+            "n_warnings": len(self._warnings),
             "vocabulary": {"shape": list(SHAPES), "margin": list(MARGINS), "pathology": list(PATHOLOGIES)},
             "provenance": self.provenance,
         }
@@ -501,12 +589,33 @@ class Store:
             "view": g["view"].asstr()[i],
         }
 
-    def skips(self) -> list[SkipRecord]:
-        g = self._h5.get("skips")
+    def _report_rows(self, name: str) -> list[tuple[str, str, str]]:
+        g = self._h5.get(name)
         if g is None or "source_id" not in g:
             return []
         ids, paths, reasons = (g[k].asstr()[...] for k in ("source_id", "path", "reason"))
-        return [SkipRecord("", a, b, c) for a, b, c in zip(ids, paths, reasons)]
+        return list(zip(ids, paths, reasons))
+
+    def skips(self) -> list[SkipRecord]:
+        return [SkipRecord("", *row) for row in self._report_rows("skips")]
+
+    def warnings(self) -> list[WarningRecord]:
+        """What the ingest kept but flagged (empty for files written before warnings existed)."""
+        return [WarningRecord("", *row) for row in self._report_rows("warnings")]
+
+    def split_label_counts(self) -> dict[str, dict[str, dict[str, int]]]:
+        """Lesions per split and label: ``{split: {family: {value or "(none)": count}}}``."""
+        g = self._h5["lesions"]
+        split = g["split"][...]
+        vocab = {"shape": SHAPES, "margin": MARGINS, "pathology": PATHOLOGIES}
+        out: dict[str, dict[str, dict[str, int]]] = {}
+        for i, name in enumerate(SPLITS):
+            sel = split == i
+            out[name] = {}
+            for family in FAMILIES:
+                c = Counter(int(v) for v in g[family][...][sel])
+                out[name][family] = {**{t: c.get(k, 0) for k, t in enumerate(vocab[family])}, "(none)": c.get(-1, 0)}
+        return out
 
     def info(self) -> dict[str, Any]:
         """Counts per label and split, sizes and provenance, as a JSON-ready dict."""
@@ -520,6 +629,7 @@ class Store:
             c = Counter(int(v) for v in self._h5[f"{group}/split"][...])
             return {s: c.get(i, 0) for i, s in enumerate(SPLITS)}
         n_patients = {grp: len(set(self._h5[f"{grp}/patient_id"].asstr()[...])) for grp in ("lesions", "normals")}
+        per_split = self.split_label_counts()
         return {
             "file": str(self.path),
             "format_version": self.manifest.get("format_version"),
@@ -529,10 +639,16 @@ class Store:
             "n_normals": self.n_normals,
             "n_patients": n_patients,
             "n_skipped": len(self.skips()),
+            "n_warnings": len(self.warnings()),
             "shape": counts("shape", SHAPES),
             "margin": counts("margin", MARGINS),
             "pathology": counts("pathology", PATHOLOGIES),
             "splits": {"lesions": split_counts("lesions"), "normals": split_counts("normals")},
+            "split_fractions": self.manifest.get("split_fractions"),
+            "split_seed": self.manifest.get("split_seed"),
+            "split_method": self.manifest.get("split_method", "patient-level shuffle"),
+            "split_labels": per_split,
+            "split_warnings": label_coverage_warnings(per_split) if self.n_lesions else [],
             "provenance": self.manifest.get("provenance", {}),
         }
 

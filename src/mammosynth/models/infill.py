@@ -415,10 +415,17 @@ class InfillGAN(Method):
 
     def data_info_from_store(self, store_path: str) -> dict[str, Any]:
         """Store facts + which feature matching this run will use (saved in config.json), so
-        a run without VGG weights says "feature matching fallback" in its config."""
+        a run without VGG weights says "feature matching fallback" in its config, + how the
+        lesion patches were cut and their mm per model pixel (``patch_cut``, ``mm_per_model_px``)."""
         info = super().data_info_from_store(store_path)
         info["store_path"] = str(store_path)
         info["feature_matching"] = describe_feature_matching(self.cfg.fm_weights, self.cfg.weights_dir, tuple(self.cfg.fm_layers))
+        # how the patches were cut and the mm per model pixel they span: `insert` cuts the same
+        # relative window and warns when a target falls outside this range
+        from mammosynth.data.patch_scale import patch_scale_info
+
+        info.update(patch_scale_info(store_path, int(self.cfg.patch_size or info.get("patch_size") or 0) or None,
+                                     tuple(self.cfg.crop_scale)))
         return info
 
     def make_dataset(self, store_path: str, split: str = "train") -> torch.utils.data.Dataset:

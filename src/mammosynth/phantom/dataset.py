@@ -213,11 +213,14 @@ def phantom_normal_records(n: int, seed: int = 0, full_shape: tuple[int, int] = 
 
 def write_phantom_store(out: str | Path, n_lesions: int = 400, n_normals: int = 24, patch_size: int = 64,
                         full_shape: tuple[int, int] = (1024, 832), normal_size: tuple[int, int] | None = None,
-                        seed: int = 0, progress: bool = True) -> dict[str, Any]:
+                        seed: int = 0, progress: bool = True,
+                        split_fractions: tuple[float, float, float] | str | None = None) -> dict[str, Any]:
     """Draw the phantom dataset into one store file (atomic: the file appears when complete).
 
     ``normal_size`` (H, W) of the stored normals; None keeps ``full_shape``. Shows a rich
-    progress bar when ``progress``. Returns the store manifest (dict).
+    progress bar when ``progress``. ``split_fractions`` (train, val, test) for the store's
+    stratified patient-level split; None keeps the store's default (0.8, 0.1, 0.1).
+    Returns the store manifest (dict).
     """
     from mammosynth.data.store import StoreWriter
 
@@ -232,7 +235,8 @@ def write_phantom_store(out: str | Path, n_lesions: int = 400, n_normals: int = 
         "lesions_per_patient": list(LESIONS_PER_PATIENT), "density_mix": dict(zip(DENSITIES, DENSITY_MIX)),
     }
     size = tuple(normal_size) if normal_size is not None else (H, W)
-    writer = StoreWriter(out, patch_size=patch_size, normal_size=size, provenance=provenance, split_seed=seed)
+    split_opts = {} if split_fractions is None else {"split_fractions": split_fractions}
+    writer = StoreWriter(out, patch_size=patch_size, normal_size=size, provenance=provenance, split_seed=seed, **split_opts)
     try:
         if progress:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn

@@ -1,61 +1,154 @@
-"""Insert synthetic masses into normal mammograms (seed 001, sec. 4.1 and Fig. 1a).
+"""Insert synthetic masses into a user's own mammograms (seed 001, sec. 4.1 and 4.3, Fig. 1a),
+at native resolution, in physical sizes, written back in the input's own format.
 
-For each output image:
+For each output image (one mass each):
 
-1. draw a mask from the mask DCGAN (cleaned: threshold, largest component, hole fill);
-2. draw the lesion's (height, width) from a Gaussian fitted to the training lesions' sizes
-   (full-image pixels, converted to the normal's canvas with its stored scale);
-3. place it at X ~ U(w/10, w/2), Y ~ U(h/4, 3h/4) on the left-oriented breast (the store
-   keeps normals with the chest wall at x = 0, i.e. right breasts flipped), rejecting
-   positions where the lesion leaves the breast mask, with bounded retries;
-4. cut the tissue patch there, build the Tri-label and infill it with the infilling GAN;
-5. paste the patch back with a feathered border so there is no visible seam;
-6. restore the original orientation (un-flip right breasts) and crop the canvas padding;
-7. write a 16-bit PNG, the lesion mask, and a COCO annotation (bbox, RLE, attributes).
+1. read the next target (DICOM / PNG / TIFF / PGM file, or a store's normal) at native
+   resolution: stored pixels, the model's [0, 1] intensities (normalised as the training data
+   was), pixel spacing, laterality and view (:mod:`mammosynth.synth.targets`);
+2. mirror a right breast so the chest wall is at x = 0 (seed 001) and find where a lesion may
+   go: the breast, minus the pectoral muscle on MLO views, at least ``skin_margin_mm`` from
+   the skin line (:mod:`mammosynth.data.anatomy`);
+3. draw a mask from the mask DCGAN (degenerate ones are redrawn) and a size in mm from the
+   size model (a Gaussian fitted to the training lesions' physical sizes, or a documented
+   prior), converted to pixels with the target's own spacing;
+4. place it: seed 001's X ~ U(w/10, w/2), Y ~ U(h/4, 3h/4), or anywhere in the breast, or
+   inside a user-given region; the lesion must lie in the allowed region and its margin ring
+   in the breast off the muscle (bounded retries; every rejection is counted by reason);
+5. cut the window the infill model's patches were cut with (side = larger lesion side x
+   (1 + 2 context), centred on the lesion, shifted into the image;
+   :func:`mammosynth.data.imaging.roi_window`), resample it to the model's input, infill,
+   resample back;
+6. composite in the image's stored values: only the lesion mask and its margin ring change
+   (alpha 1 in the mask, a cosine ramp across the ring, 0 elsewhere, and 0 outside the
+   breast); every other pixel stays bit-identical;
+7. restore the orientation and write the image in its own format, dtype and shape, its mask,
+   COCO (and optionally YOLO) labels in its own pixel frame, and a manifest row with the
+   source path, spacing, lesion size in mm and centre.
 
-Everything is seeded per output image (``np.random.default_rng([seed, i])``), so the same
-seed gives the same set, whatever the batch or order.
+Everything is seeded per output image (``np.random.default_rng([seed, i])``), so the same seed
+gives the same set. Any method with ``.size`` and ``.infill(tissue, mask, generator)`` is an
+infill model (see :func:`insert_lesions`).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
-from mammosynth.data.store import Store, resize_image, resize_mask
-from mammosynth.errors import DataError
-from mammosynth.io import write_json_atomic
+from mammosynth.data.anatomy import ANATOMY_WORK_SIZE, Anatomy, anatomy_from_small, downsample
+from mammosynth.data.context import PAPER_MARGIN_FACTOR, enlarge_mask
+from mammosynth.data.imaging import IMAGE_SUFFIXES, mask_bbox, read_mask, roi_window
+from mammosynth.data.records import DEFAULT_CONTEXT
+from mammosynth.data.store import Store, resize_mask
+from mammosynth.errors import ConfigError, DataError
+from mammosynth.synth.targets import IntensityMap, Target, discover_targets, iter_targets, probe_targets
 from mammosynth.synth.writer import Lesion, SyntheticSetWriter
 
 log = logging.getLogger(__name__)
 
+#: Default size prior when no training store with physical lesion sizes is available: a
+#: Gaussian over the lesion's largest extent, fitted to the 38 masses of the mini-MIAS
+#: database (J Suckling et al. 1994, Excerpta Medica ICS 1069:375-378; classes CIRC, SPIC,
+#: MISC), whose Info.txt gives each mass's enclosing-circle radius in 200 um pixels:
+#: diameter = 2 r x 0.2 mm, mean 20.3 mm, sd 12.8 mm (tests/test_insert.py re-derives them).
+PRIOR_DIAMETER_MM = (20.3, 12.8)
+PRIOR_SOURCE = "default prior: mini-MIAS mass diameters (Suckling et al. 1994), N(20.3 mm, 12.8 mm)"
+PLACEMENTS = ("seed001", "breast")
+FORMATS = ("auto", "png", "tiff", "pgm", "dicom")
+
 
 @dataclass
 class SizeModel:
-    """Gaussian over lesion (h, w) in full-image pixels, fitted to the training lesions."""
+    """Gaussian over lesion (h, w) in mm (seed 001 sec. 4.3), or over the largest extent only
+    (``isotropic``: the prior, which knows diameters; the mask then keeps its own aspect)."""
 
-    mean: np.ndarray  # (2,)
-    cov: np.ndarray  # (2, 2)
+    mean: np.ndarray  # (2,) mm
+    cov: np.ndarray  # (2, 2) mm^2
     n: int
+    source: str
+    isotropic: bool = False
 
     @classmethod
-    def fit(cls, sizes: np.ndarray) -> "SizeModel":
-        sizes = np.asarray(sizes, np.float64).reshape(-1, 2)
+    def fit(cls, sizes_mm: np.ndarray, source: str) -> "SizeModel":
+        sizes = np.asarray(sizes_mm, np.float64).reshape(-1, 2)
         if len(sizes) < 2:
-            raise DataError("need at least 2 training lesions with a known size to fit the size distribution")
+            raise DataError(f"{source}: need at least 2 lesions with a known physical size to fit the size distribution")
         cov = np.cov(sizes, rowvar=False) + np.eye(2) * 1e-6
-        return cls(mean=sizes.mean(axis=0), cov=cov, n=len(sizes))
+        return cls(mean=sizes.mean(axis=0), cov=cov, n=len(sizes), source=source)
 
-    def sample(self, rng: np.random.Generator, lo: float, hi: float) -> tuple[float, float]:
-        """One (h, w) draw, clipped to [lo, hi] pixels (a Gaussian can go negative)."""
-        h, w = rng.multivariate_normal(self.mean, self.cov)
-        return float(np.clip(h, lo, hi)), float(np.clip(w, lo, hi))
+    @classmethod
+    def prior(cls) -> "SizeModel":
+        m, s = PRIOR_DIAMETER_MM
+        return cls(mean=np.array([m, m]), cov=np.eye(2) * s * s, n=38, source=PRIOR_SOURCE, isotropic=True)
+
+    def sample(self, rng: np.random.Generator, min_mm: float, max_mm: float, max_aspect: float = 3.0,
+               tries: int = 1000) -> tuple[float, float]:
+        """One (h, w) draw in mm with both sides in [min_mm, max_mm] and aspect <= max_aspect;
+        draws outside are rejected and redrawn (never clipped, which would make slivers)."""
+        for _ in range(tries):
+            if self.isotropic:
+                d = rng.normal(self.mean[0], math.sqrt(self.cov[0, 0]))
+                h = w = d
+            else:
+                h, w = rng.multivariate_normal(self.mean, self.cov)
+            if min_mm <= min(h, w) and max(h, w) <= max_mm and max(h, w) / min(h, w) <= max_aspect:
+                return float(h), float(w)
+        raise DataError(f"size model ({self.source}) puts almost no mass in [{min_mm}, {max_mm}] mm; "
+                        "widen --min-size-mm / --max-size-mm")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"source": self.source, "mean_hw_mm": self.mean.round(3).tolist(), "cov_mm2": self.cov.round(3).tolist(),
+                "n": self.n, "isotropic": self.isotropic}
+
+
+def size_model_for(size_from: str | Path | None, infill_method: Any) -> SizeModel:
+    """The size model: fitted to ``size_from`` (a store), else to the infill run's training
+    store when it records physical sizes, else :meth:`SizeModel.prior`."""
+    def sizes_of(path: str | Path) -> np.ndarray:
+        with Store(path) as s:
+            sizes = s.lesion_sizes_mm("train")
+            return sizes if len(sizes) >= 2 else s.lesion_sizes_mm(None)
+
+    if size_from is not None:
+        sizes = sizes_of(size_from)
+        if len(sizes) < 2:
+            raise DataError(f"{size_from}: fewer than 2 lesions with a known size and pixel spacing "
+                            "(a format-1 store, or a source without spacing); re-ingest it or drop --size-from")
+        return SizeModel.fit(sizes, f"{size_from} (lesions with known spacing)")
+    store = (getattr(infill_method, "data_info", None) or {}).get("store_path")
+    if store and Path(store).exists():
+        sizes = sizes_of(store)
+        if len(sizes) >= 2:
+            return SizeModel.fit(sizes, f"{store} (the infill run's training lesions)")
+        log.warning("insert: %s records no physical lesion sizes; using the %s", store, PRIOR_SOURCE)
+    return SizeModel.prior()
+
+
+def model_scale(infill_method: Any) -> tuple[float, dict[str, Any] | None]:
+    """(context, mm-per-model-pixel range) the infill model trained at: from its run's
+    config, or computed from its training store for runs made before it was recorded."""
+    info = getattr(infill_method, "data_info", None) or {}
+    cut = info.get("patch_cut") or {}
+    context = float(cut.get("context", DEFAULT_CONTEXT))
+    rng = info.get("mm_per_model_px")
+    if rng is None and info.get("store_path") and Path(info["store_path"]).exists():
+        from mammosynth.data.patch_scale import patch_scale_info
+
+        crop = tuple(getattr(getattr(infill_method, "cfg", None), "crop_scale", (1.0, 1.0)))
+        computed = patch_scale_info(info["store_path"], int(infill_method.size), crop)
+        context = float(computed["patch_cut"]["context"])
+        rng = computed["mm_per_model_px"]
+    return context, rng
 
 
 @dataclass
@@ -63,7 +156,9 @@ class InsertReport:
     written: int = 0
     failed: list[dict[str, Any]] = field(default_factory=list)
     skipped_normals: list[dict[str, Any]] = field(default_factory=list)
+    images: list[dict[str, Any]] = field(default_factory=list)  # per image: source, tries, reasons, ...
     placement_tries: list[int] = field(default_factory=list)
+    out_of_scale: int = 0
     seconds: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
@@ -72,171 +167,448 @@ class InsertReport:
             "failed": self.failed,
             "skipped_normals": self.skipped_normals,
             "mean_placement_tries": float(np.mean(self.placement_tries)) if self.placement_tries else None,
+            "out_of_trained_scale": self.out_of_scale,
             "seconds": round(self.seconds, 3),
             "images_per_second": round(self.written / self.seconds, 4) if self.seconds > 0 else None,
+            "images": self.images,
         }
 
 
-def feather_weights(shape: tuple[int, int], feather: float) -> np.ndarray:
-    """(h, w) weights: 1 in the interior, ramping linearly to 0 at the patch border over
-    ``feather`` pixels (so the pasted patch meets the mammogram without a seam)."""
-    h, w = shape
-    yy = np.minimum(np.arange(h), np.arange(h)[::-1]).astype(np.float32)
-    xx = np.minimum(np.arange(w), np.arange(w)[::-1]).astype(np.float32)
-    d = np.minimum(yy[:, None], xx[None, :])
-    return np.clip((d + 0.5) / max(feather, 1.0), 0.0, 1.0)
-
-
-def place_lesion(
-    breast_mask: np.ndarray,
-    lesion_mask: np.ndarray,
-    rng: np.random.Generator,
-    valid_hw: tuple[int, int],
-    max_tries: int,
-    min_inside: float = 0.995,
-) -> tuple[int, int, int] | None:
-    """Find a top-left (y0, x0) for ``lesion_mask`` (ph, pw) with its centre at X ~ U(w/10, w/2),
-    Y ~ U(h/4, 3h/4) (seed 001) and at least ``min_inside`` of the lesion inside the breast and
-    the whole patch inside the image. Returns (y0, x0, tries) or None after ``max_tries``."""
-    h, w = valid_hw
-    ph, pw = lesion_mask.shape
-    area = lesion_mask.sum()
-    for t in range(1, max_tries + 1):
-        cx = rng.uniform(w / 10, w / 2)
-        cy = rng.uniform(h / 4, 3 * h / 4)
-        y0, x0 = int(round(cy - ph / 2)), int(round(cx - pw / 2))
-        if y0 < 0 or x0 < 0 or y0 + ph > h or x0 + pw > w:
-            continue
-        inside = (breast_mask[y0:y0 + ph, x0:x0 + pw] & lesion_mask).sum()
-        if inside >= min_inside * area:
-            return y0, x0, t
+# --------------------------------------------------------------------------------------
+# geometry
+# --------------------------------------------------------------------------------------
+def mask_is_degenerate(mask: np.ndarray, max_aspect: float = 3.0, min_fill: float = 0.25, min_pixels: int = 16) -> str | None:
+    """Why a generated mask is unusable (too small, too elongated, too sparse), or None."""
+    bbox = mask_bbox(mask)
+    if bbox is None:
+        return "empty mask"
+    _, _, w, h = bbox
+    area = int(mask.sum())
+    if area < min_pixels:
+        return f"mask too small ({area} px)"
+    if max(w, h) / min(w, h) > max_aspect:
+        return f"mask aspect {max(w, h) / min(w, h):.1f} > {max_aspect:g}"
+    if area / float(w * h) < min_fill:
+        return f"mask fills {area / float(w * h):.0%} of its box"
     return None
 
 
-def _lesion_patch_size(mask: np.ndarray, size_hw: tuple[float, float]) -> tuple[int, int]:
-    """Scale the S x S mask patch so its lesion bbox becomes ``size_hw`` (h, w) pixels."""
-    ys, xs = np.nonzero(mask)
-    bh, bw = np.ptp(ys) + 1, np.ptp(xs) + 1
-    S = mask.shape[0]
-    return max(4, int(round(size_hw[0] * S / bh))), max(4, int(round(size_hw[1] * S / bw)))
+def scale_mask(mask: np.ndarray, size_px: tuple[float, float], isotropic: bool) -> np.ndarray:
+    """Resize the mask's bounding box to ``size_px`` (h, w), or, with ``isotropic``, so that
+    its larger side is ``max(size_px)`` with its own aspect kept. Returns the tight mask."""
+    x, y, w, h = mask_bbox(mask)
+    crop = mask[y: y + h, x: x + w]
+    if isotropic:
+        k = max(size_px) / max(h, w)
+        target = (max(2, int(round(h * k))), max(2, int(round(w * k))))
+    else:
+        target = (max(2, int(round(size_px[0]))), max(2, int(round(size_px[1]))))
+    big = resize_mask(crop, target)
+    b = mask_bbox(big)
+    if b is None:  # a thin mask vanished in the resize: keep the nearest-neighbour version
+        ys = (np.arange(target[0]) * h / target[0]).astype(int)
+        xs = (np.arange(target[1]) * w / target[1]).astype(int)
+        big = crop[ys][:, xs]
+        b = mask_bbox(big)
+    bx, by, bw, bh = b
+    return big[by: by + bh, bx: bx + bw]
+
+
+def _crop(arr: np.ndarray, y0: int, x0: int, side: int) -> np.ndarray:
+    """side x side crop at (y0, x0), mirrored where it leaves the image (as training crops are)."""
+    H, W = arr.shape
+    ya, xa, yb, xb = max(y0, 0), max(x0, 0), min(y0 + side, H), min(x0 + side, W)
+    core = arr[ya:yb, xa:xb]
+    pads = ((ya - y0, y0 + side - yb), (xa - x0, x0 + side - xb))
+    if pads == ((0, 0), (0, 0)):
+        return core
+    return np.pad(core, pads, mode="symmetric")
+
+
+@dataclass
+class Site:
+    """A placed lesion in the left-oriented frame: its mask's top-left and the ring around it."""
+
+    y0: int
+    x0: int
+    mask: np.ndarray  # (h, w) bool, tight
+    tries: int
+    pad: int  # the footprint (lesion + margin ring) is the mask padded by ``pad`` and enlarged
+    footprint: np.ndarray
+
+
+def place(anat: Anatomy, lesion: np.ndarray, ring_factor: float, rng: np.random.Generator, rule: str,
+          region: np.ndarray | None, max_tries: int, reasons: Counter) -> Site | None:
+    """Find a position for ``lesion`` (tight (h, w) bool) in a left-oriented view.
+
+    ``rule``: "seed001" (centre X ~ U(w/10, w/2), Y ~ U(h/4, 3h/4)), "breast" (centre uniform in
+    the allowed region) or "mask" (centre uniform in ``region`` within the allowed region).
+    The lesion must lie in ``anat.core`` and its margin ring (the mask enlarged by
+    ``ring_factor``) in the breast off the pectoral muscle. Rejections are counted in
+    ``reasons``. Returns None after ``max_tries``.
+    """
+    from scipy import ndimage
+
+    H, W = anat.shape
+    h, w = lesion.shape
+    pad, enlarged = lesion_footprint(lesion, ring_factor)
+    # the lesion's outline, subsampled: looked up on the work grid first, so most rejections
+    # cost a few dozen lookups instead of a full-resolution crop
+    edge_y, edge_x = np.nonzero(lesion & ~ndimage.binary_erosion(lesion))
+    keep = np.linspace(0, len(edge_y) - 1, min(len(edge_y), 64)).astype(int)
+    edge_y, edge_x = edge_y[keep], edge_x[keep]
+    pool = None
+    if rule in ("breast", "mask"):
+        ys, xs = anat.small_points("core")  # work-grid cells of the allowed region
+        if region is not None:
+            keep = region[np.clip(ys + anat.f // 2, 0, H - 1), np.clip(xs + anat.f // 2, 0, W - 1)]
+            ys, xs = ys[keep], xs[keep]
+        if len(ys) == 0:
+            reasons["no allowed region" if region is None else "the region mask has no allowed pixel"] += max_tries
+            return None
+        pool = (ys, xs, anat.f)
+    for t in range(1, max_tries + 1):
+        if pool is None:
+            cx, cy = rng.uniform(W / 10, W / 2), rng.uniform(H / 4, 3 * H / 4)
+        else:
+            k = int(rng.integers(len(pool[0])))
+            cy, cx = pool[0][k] + rng.uniform(0, pool[2]), pool[1][k] + rng.uniform(0, pool[2])
+        y0, x0 = int(round(cy - h / 2)), int(round(cx - w / 2))
+        if y0 - pad < 0 or x0 - pad < 0 or y0 + h + pad > H or x0 + w + pad > W:
+            reasons["too close to the image border"] += 1
+            continue
+        ey, ex = edge_y + y0, edge_x + x0
+        if not anat.lookup("core", ey, ex).all() or not anat.crop("core", y0, x0, h, w)[lesion].all():
+            if not anat.lookup("breast", ey, ex).all():
+                reasons["outside the breast"] += 1
+            elif anat.lookup("pectoral", ey, ex).any() or anat.crop("pectoral", y0, x0, h, w)[lesion].any():
+                reasons["on the pectoral muscle"] += 1
+            else:
+                reasons[f"closer than {anat.skin_margin_mm:g} mm to the skin"] += 1
+            continue
+        if region is not None and not region[y0: y0 + h, x0: x0 + w][lesion].all():
+            reasons["leaves the region mask"] += 1
+            continue
+        if not anat.crop("changeable", y0 - pad, x0 - pad, h + 2 * pad, w + 2 * pad)[enlarged].all():
+            reasons["margin ring leaves the breast or touches the pectoral muscle"] += 1
+            continue
+        return Site(y0, x0, lesion, t, pad, enlarged)
+    return None
+
+
+# --------------------------------------------------------------------------------------
+# infilling and compositing
+# --------------------------------------------------------------------------------------
+def lesion_footprint(lesion: np.ndarray, factor: float) -> tuple[int, np.ndarray]:
+    """(pad, footprint): the tight lesion mask (h, w) padded by ``pad`` pixels on every side,
+    enlarged by ``factor`` about its centroid and or-ed with itself: the lesion plus its
+    margin ring, the only pixels insertion may change. Computed on this fixed grid so the
+    ring is the same wherever the lesion is placed."""
+    h, w = lesion.shape
+    pad = int(math.ceil(max(h, w) * (factor - 1.0) / 2.0)) + 2
+    padded = np.pad(np.asarray(lesion, bool), pad)
+    return pad, enlarge_mask(padded, factor) | padded
+
+
+def blend_weights(lesion: np.ndarray, factor: float, footprint: tuple[int, np.ndarray] | None = None) -> tuple[int, np.ndarray]:
+    """(pad, alpha) on the grid of :func:`lesion_footprint` (pass ``footprint`` when it is
+    known): alpha is 1 inside the lesion, a cosine ramp from 1 to 0 across the margin ring,
+    0 outside (float32)."""
+    from scipy import ndimage
+
+    pad, outer = footprint if footprint is not None else lesion_footprint(lesion, factor)
+    m = np.pad(np.asarray(lesion, bool), pad)
+    alpha = m.astype(np.float32)
+    ring = outer & ~m
+    if ring.any():
+        d_in = ndimage.distance_transform_edt(~m)  # distance to the lesion
+        d_out = ndimage.distance_transform_edt(outer)  # distance to the ring's outer edge
+        t = d_in[ring] / (d_in[ring] + d_out[ring])
+        alpha[ring] = (0.5 * (1.0 + np.cos(np.pi * t))).astype(np.float32)
+    return pad, alpha
+
+
+def composite(stored: np.ndarray, fill: np.ndarray, alpha: np.ndarray, imap: IntensityMap) -> int:
+    """Blend ``fill`` (model intensities in [0, 1]) into ``stored`` (a view of the image's
+    stored pixels) in place, in stored values: (1 - alpha) stored + alpha inverse(fill).
+    Pixels with alpha == 0 are not touched (bit-identical). Returns the number changed."""
+    where = alpha > 0
+    if not where.any():
+        return 0
+    old = stored[where].astype(np.float64)
+    a = alpha[where].astype(np.float64)
+    new = imap.to_stored((1.0 - a) * old + a * imap.inverse(fill[where]))
+    changed = int((new != stored[where]).sum())
+    stored[where] = new
+    return changed
+
+
+def _resize(t: torch.Tensor, side: int, antialias: bool) -> torch.Tensor:
+    return F.interpolate(t, size=(side, side), mode="bilinear", align_corners=False, antialias=antialias)
+
+
+def _model_device(method: Any) -> torch.device:
+    nets = getattr(method, "nets", None)
+    if nets is not None:
+        try:
+            return next(iter(nets.parameters())).device
+        except (StopIteration, AttributeError):
+            pass
+    return torch.device(getattr(method, "device", "cpu"))
+
+
+def infill_window(method: Any, window: np.ndarray, mask: np.ndarray, generator: torch.Generator) -> np.ndarray:
+    """Infill one square window: (n, n) float [0, 1] tissue + (n, n) bool mask -> (n, n) [0, 1].
+
+    The window is resampled (anti-aliased) to the model's input side ``method.size``, infilled,
+    and resampled back (bilinear)."""
+    S = int(method.size)
+    n = window.shape[0]
+    device = _model_device(method)
+    tissue = torch.from_numpy(np.ascontiguousarray(window, np.float32))[None, None]
+    m = torch.from_numpy(np.ascontiguousarray(mask, np.float32))[None, None]
+    if n != S:
+        tissue = _resize(tissue, S, antialias=n > S)
+        m = (F.interpolate(m, size=(S, S), mode="area" if n > S else "bilinear") >= 0.5).float()
+    out = method.infill((tissue * 2.0 - 1.0).to(device), m.to(device), generator=generator)
+    out = ((out.float().cpu() + 1.0) * 0.5).clamp(0.0, 1.0)
+    if n != S:
+        out = _resize(out, n, antialias=False).clamp(0.0, 1.0)
+    return out[0, 0].numpy()
+
+
+# --------------------------------------------------------------------------------------
+# the run
+# --------------------------------------------------------------------------------------
+def _region_loader(placement: str):
+    """(rule, loader): loader(target) -> (H, W) bool region in the target's own frame, or None."""
+    if placement in PLACEMENTS:
+        return placement, None
+    if not placement.startswith("mask:"):
+        raise ConfigError(f"placement must be seed001, breast or mask:PATH, got {placement!r}")
+    path = Path(placement[5:])
+    if not path.exists():
+        raise DataError(f"{path}: placement region mask not found")
+
+    def load(target: Target) -> np.ndarray | None:
+        p = path
+        if path.is_dir():
+            cands = [path / f"{target.info.ref.path.stem}{s}" for s in IMAGE_SUFFIXES]
+            p = next((c for c in cands if c.is_file()), None)
+            if p is None:
+                return None
+        region = read_mask(p)
+        if region.shape != target.stored.shape:
+            raise DataError(f"{p}: region mask is {region.shape[1]}x{region.shape[0]} px, "
+                            f"the image {target.info.ref.name} is {target.stored.shape[1]}x{target.stored.shape[0]}")
+        return region
+
+    return "mask", load
 
 
 @torch.no_grad()
 def insert_lesions(
     mask_method: Any,
     infill_method: Any,
-    normals_path: str | Path,
+    normals: str | Path | Sequence[str | Path],
     n: int,
     out_dir: str | Path,
     seed: int = 0,
     split: str | None = None,
-    size_store: str | Path | None = None,
+    size_from: str | Path | None = None,
+    pixel_spacing: float | None = None,
+    placement: str = "seed001",
+    skin_margin_mm: float = 5.0,
+    out_format: str = "auto",
+    yolo: bool = False,
+    overwrite: bool = False,
+    min_size_mm: float = 4.0,
+    max_size_mm: float = 60.0,
     max_tries: int = 50,
     max_resamples: int = 5,
-    feather_frac: float = 0.2,
     mask_run: str = "",
     infill_run: str = "",
     progress: bool = True,
 ) -> InsertReport:
-    """Write ``n`` normal mammograms with one inserted mass each to ``out_dir`` (a synthetic
-    set: images/, masks/, annotations.json, manifest.csv, insert_report.json).
+    """Write ``n`` mammograms with one inserted mass each to ``out_dir`` (a synthetic set:
+    images/ in the input's format, masks/, annotations.json, manifest.csv, insert_report.json,
+    and with ``yolo`` labels/ + yolo.yaml).
 
     ``mask_method`` needs ``sample_masks(n, seed) -> (n,S,S) bool``; ``infill_method`` needs
-    ``infill(tissue (B,1,S,S) [-1,1], mask (B,1,S,S) {0,1}, generator) -> (B,1,S,S) [-1,1]``.
-    Normals come from ``normals_path`` (``split`` None = all); the size Gaussian is fitted to
-    the lesions of ``size_store`` (default: the same file), training split.
+    ``size`` (its input side S) and ``infill(tissue (B,1,S,S) [-1,1], mask (B,1,S,S) {0,1},
+    generator) -> (B,1,S,S) [-1,1]``; its ``data_info`` (a run's config) tells how its patches
+    were cut and at what mm per pixel. ``normals``: folders / files / ``.h5`` stores (see
+    :func:`mammosynth.synth.targets.discover_targets`); ``pixel_spacing``: mm per pixel for
+    images whose spacing is not in their header or a CSV. ``placement``: seed001 | breast |
+    mask:PATH (a region mask file for every image, or a folder of masks named like the images).
+    ``out_format``: auto (the input's) | png | tiff | pgm | dicom.
     """
+    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    if out_format not in FORMATS:
+        raise ConfigError(f"format must be one of {', '.join(FORMATS)}, got {out_format!r}")
+    if not (0 < min_size_mm < max_size_mm):
+        raise ConfigError(f"need 0 < --min-size-mm < --max-size-mm, got {min_size_mm} and {max_size_mm}")
+    if skin_margin_mm < 0:
+        raise ConfigError(f"--skin-margin-mm must be >= 0, got {skin_margin_mm}")
+    if not hasattr(infill_method, "infill") or not getattr(infill_method, "size", None):
+        raise ConfigError(f"{infill_run or 'infill model'}: not an infilling method (needs .size and .infill)")
+    rule, region_for = _region_loader(placement)
     t0 = time.perf_counter()
     report = InsertReport()
-    out = Path(out_dir)
-    with Store(size_store or normals_path) as ss:
-        sizes = ss.lesion_sizes("train")
-        if len(sizes) < 2:
-            sizes = ss.lesion_sizes(None)
-        size_model = SizeModel.fit(sizes)
-    with Store(normals_path) as store:
-        normal_ids = store.split_indices("normals", split)
-        if len(normal_ids) == 0:
-            raise DataError(f"{normals_path}: no normal mammograms{'' if split is None else f' in split {split!r}'}; "
-                            "ingest normals or use `mammosynth data phantom`")
-        device = next(iter(infill_method.nets.parameters())).device
-        with SyntheticSetWriter(out, method="insert", run=f"{mask_run}+{infill_run}",
-                                description="normal mammograms with inserted synthetic masses (mammosynth insert)") as writer, \
-                Progress(TextColumn("[bold]insert"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                         disable=not progress, transient=False) as bar:
-            task = bar.add_task("insert", total=n)
-            for i in range(n):
-                rng = np.random.default_rng([seed, i])
-                k = int(normal_ids[i % len(normal_ids)]) if n <= len(normal_ids) else int(rng.choice(normal_ids))
-                normal = store.normal(k)
-                h, w = normal["valid_hw"]
-                bmask = normal["breast_mask"]
-                if not bmask.any():
-                    report.skipped_normals.append({"normal": normal["source_id"], "reason": "no breast found"})
-                    bar.advance(task)
-                    continue
-                placed = None
-                tries_total = 0
-                for attempt in range(max_resamples):
-                    mask_seed = int(rng.integers(2**31))
-                    mask = mask_method.sample_masks(1, seed=mask_seed)[0]
-                    if not mask.any():
-                        continue
-                    # sizes are drawn in full-image pixels, then mapped onto this normal's canvas
-                    src_hw = size_model.sample(rng, lo=4.0, hi=min(h, w) / (3 * normal["scale"]))
-                    size_hw = (max(src_hw[0] * normal["scale"], 6.0), max(src_hw[1] * normal["scale"], 6.0))
-                    ph, pw = _lesion_patch_size(mask, size_hw)
-                    if ph >= h or pw >= w:
-                        continue
-                    big_mask = resize_mask(mask, (ph, pw))
-                    pos = place_lesion(bmask, big_mask, rng, (h, w), max_tries)
-                    tries_total += max_tries if pos is None else pos[2]
-                    if pos is not None:
-                        placed = (mask, mask_seed, big_mask, pos[0], pos[1], size_hw)
-                        break
-                if placed is None:
-                    report.failed.append({"index": i, "normal": normal["source_id"],
-                                          "reason": f"no position inside the breast after {max_resamples} masks x {max_tries} tries"})
-                    bar.advance(task)
-                    continue
-                report.placement_tries.append(tries_total)
-                mask, mask_seed, big_mask, y0, x0, size_hw = placed
-                ph, pw = big_mask.shape
-                image = normal["image"][:h, :w].copy()
-                S = mask.shape[0]
-                tissue = resize_image(image[y0:y0 + ph, x0:x0 + pw], (S, S))
-                tissue_t = torch.from_numpy(tissue)[None, None].to(device) * 2 - 1
-                mask_t = torch.from_numpy(mask.astype(np.float32))[None, None].to(device)
-                gen = torch.Generator(device=device).manual_seed(int(rng.integers(2**31)))
-                fake = infill_method.infill(tissue_t, mask_t, generator=gen)
-                fake_np = ((fake[0, 0].float().cpu().numpy() + 1) / 2).clip(0, 1)
-                patch = resize_image(fake_np, (ph, pw))
-                alpha = feather_weights((ph, pw), feather_frac * min(ph, pw))
-                alpha = np.maximum(alpha, big_mask.astype(np.float32))  # the lesion itself is never faded
-                region = image[y0:y0 + ph, x0:x0 + pw]
-                image[y0:y0 + ph, x0:x0 + pw] = alpha * patch + (1 - alpha) * region
-                lesion_mask = np.zeros((h, w), bool)
-                lesion_mask[y0:y0 + ph, x0:x0 + pw] = big_mask
-                if normal["flipped"]:
-                    image, lesion_mask = image[:, ::-1].copy(), lesion_mask[:, ::-1].copy()
-                writer.add(
-                    image,
-                    [Lesion(mask=lesion_mask, attributes={"normal_id": normal["source_id"], "mask_seed": mask_seed,
-                                                          "size_hw_px": [round(size_hw[0], 1), round(size_hw[1], 1)]})],
-                    seed=seed,
-                    source_ids=[normal["source_id"]],
-                    extra={"index": i, "laterality": normal["laterality"], "view": normal["view"],
-                           "mask_seed": mask_seed, "patch_yx_hw": [y0, x0, ph, pw], "flipped": normal["flipped"]},
-                    stem=f"insert_{i:06d}",
-                )
-                report.written += 1
+    inputs = [normals] if isinstance(normals, (str, Path)) else list(normals)
+    infos = probe_targets(discover_targets(inputs, split), pixel_spacing)
+    size_model = size_model_for(size_from, infill_method)
+    context, trained = model_scale(infill_method)
+    factor = float(getattr(getattr(infill_method, "cfg", None), "margin_factor", PAPER_MARGIN_FACTOR))
+    if trained is None:
+        log.warning("insert: the infill run records no mm-per-pixel range; the scale of its patches cannot be checked")
+    device = _model_device(infill_method)
+    order = [i % len(infos) for i in range(n)]
+    with SyntheticSetWriter(Path(out_dir), method="insert", run=f"{mask_run}+{infill_run}", overwrite=overwrite,
+                            description="mammograms with inserted synthetic masses (mammosynth insert)") as writer, \
+            Progress(TextColumn("[bold]insert"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                     console=Console(stderr=True), disable=not progress, transient=False) as bar:
+        task = bar.add_task("insert", total=n)
+        for i, (k, target) in enumerate(iter_targets(infos, order)):
+            rng = np.random.default_rng([seed, i])
+            entry: dict[str, Any] = {"index": i, "source": infos[k].ref.name}
+            report.images.append(entry)
+            if isinstance(target, DataError):
+                entry.update(status="skipped", reason=str(target))
+                report.skipped_normals.append({"normal": infos[k].ref.name, "reason": str(target)})
                 bar.advance(task)
-    report.seconds = time.perf_counter() - t0
-    info = report.as_dict()
-    info["size_model"] = {"mean_hw": size_model.mean.tolist(), "cov": size_model.cov.tolist(), "n": size_model.n}
-    write_json_atomic(out / "insert_report.json", info)
+                continue
+            _insert_one(target, i, rng, entry, report, writer, mask_method, infill_method, size_model, rule,
+                        region_for, context, trained, factor, device, seed, skin_margin_mm, out_format, yolo,
+                        min_size_mm, max_size_mm, max_tries, max_resamples)
+            del target  # one image in memory at a time
+            bar.advance(task)
+        report.seconds = time.perf_counter() - t0
+        info = report.as_dict()
+        info.update(size_model=size_model.as_dict(), placement=placement, skin_margin_mm=skin_margin_mm,
+                    model={"size": int(infill_method.size), "context": context, "margin_factor": factor,
+                           "trained_mm_per_model_px": trained})
+        writer.write_json("insert_report.json", info)
+        if yolo:
+            writer.write_yolo_dataset()
     if report.failed:
-        log.warning("%d of %d insertions could not be placed; see %s", len(report.failed), n, out / "insert_report.json")
+        log.warning("%d of %d insertions could not be placed; see %s", len(report.failed), n, Path(out_dir) / "insert_report.json")
+    if report.out_of_scale:
+        log.warning("%d of %d images were infilled outside the infill model's trained mm-per-pixel range; "
+                    "see insert_report.json", report.out_of_scale, report.written)
     return report
+
+
+def _insert_one(t: Target, i: int, rng: np.random.Generator, entry: dict[str, Any], report: InsertReport,
+                writer: SyntheticSetWriter, mask_method: Any, infill_method: Any, size_model: SizeModel, rule: str,
+                region_for: Any, context: float, trained: dict[str, Any] | None, factor: float, device: torch.device,
+                seed: int, skin_margin_mm: float, out_format: str, yolo: bool, min_size_mm: float, max_size_mm: float,
+                max_tries: int, max_resamples: int) -> None:
+    info = t.info
+    spacing = float(info.spacing_mm)
+    flip = (lambda a: a[:, ::-1]) if t.flipped else (lambda a: a)
+    stored_lo = flip(t.stored)  # a left-oriented view, no copy
+    # anatomy on the work grid, mirrored as a small copy (block alignment shifts by the remainder)
+    small_lo = np.ascontiguousarray(flip(t.small))
+    x_off = t.stored.shape[1] - t.small_f * t.small.shape[1] if t.flipped else 0
+    breast_small = None
+    if t.breast_mask is not None:
+        breast_small = np.ascontiguousarray(flip(downsample(t.breast_mask.astype(np.float32), ANATOMY_WORK_SIZE)[0] >= 0.5))
+    anat = anatomy_from_small(small_lo, t.small_f, t.stored.shape, spacing, info.view, skin_margin_mm,
+                              breast_small=breast_small, x_off=x_off)
+    if info.view is None:
+        info.view, info.view_source = ("MLO" if anat.pectoral_found else "CC"), "image content (pectoral muscle " + \
+            ("found)" if anat.pectoral_found else "not found)")
+    entry.update(laterality=info.laterality, laterality_source=info.laterality_source, view=info.view,
+                 view_source=info.view_source, pixel_spacing_mm=spacing, spacing_source=info.spacing_source,
+                 pectoral_found=anat.pectoral_found, notes=list(t.notes))
+    if not anat.breast.any():
+        entry.update(status="skipped", reason="no breast found")
+        report.skipped_normals.append({"normal": info.ref.name, "reason": "no breast found"})
+        return
+    region = None
+    if region_for is not None:
+        region = region_for(t)
+        if region is None:
+            entry.update(status="failed", reason="no region mask for this image")
+            report.failed.append({"index": i, "normal": info.ref.name, "reason": "no region mask for this image"})
+            return
+        region = flip(region)
+    reasons: Counter = Counter()
+    site = None
+    tries = 0
+    masks_drawn = 0
+    for _ in range(max_resamples):
+        mask_seed = int(rng.integers(2**31))
+        mask = mask_method.sample_masks(1, seed=mask_seed)[0]
+        masks_drawn += 1
+        why = mask_is_degenerate(mask)
+        if why:
+            reasons[f"degenerate mask: {why}"] += 1
+            continue
+        h_mm, w_mm = size_model.sample(rng, min_size_mm, max_size_mm)
+        lesion = scale_mask(mask, (h_mm / spacing, w_mm / spacing), size_model.isotropic)
+        if max(lesion.shape) * (1 + 2 * context) >= min(anat.shape):
+            reasons["lesion window larger than the image"] += 1
+            continue
+        site = place(anat, lesion, factor, rng, rule, region, max_tries, reasons)
+        tries += site.tries if site is not None else max_tries
+        if site is not None:
+            break
+    entry.update(tries=tries, masks_drawn=masks_drawn, reasons=dict(reasons))
+    if site is None:
+        reason = f"no position after {masks_drawn} masks x {max_tries} tries ({', '.join(f'{k}: {v}' for k, v in reasons.most_common(3))})"
+        entry.update(status="failed", reason=reason)
+        report.failed.append({"index": i, "normal": info.ref.name, "reason": reason})
+        return
+    report.placement_tries.append(tries)
+    # the window the model sees, cut as its training patches were
+    # the window training patches were cut with: centred on the lesion box, shifted into the image
+    wx0, wy0, side = roi_window((site.x0, site.y0, site.mask.shape[1], site.mask.shape[0]), stored_lo.shape, context)
+    win_mask = np.zeros((side, side), bool)
+    my, mx = site.y0 - wy0, site.x0 - wx0
+    win_mask[my: my + site.mask.shape[0], mx: mx + site.mask.shape[1]] = site.mask
+    window = t.imap.forward(_crop(stored_lo, wy0, wx0, side))  # the model's intensities, as in training
+    gen = torch.Generator(device=device).manual_seed(int(rng.integers(2**31)))
+    fill = infill_window(infill_method, window, win_mask, gen)
+    mm_per_model_px = side * spacing / float(infill_method.size)
+    out_of_scale = bool(trained) and not (trained["min"] <= mm_per_model_px <= trained["max"])
+    report.out_of_scale += int(out_of_scale)
+    # composite: alpha on the lesion's footprint, inside the window and the image, zero outside the breast
+    pad, foot = blend_weights(site.mask, factor, (site.pad, site.footprint))
+    alpha = np.zeros((side, side), np.float32)
+    fy, fx = site.y0 - pad - wy0, site.x0 - pad - wx0
+    src = (slice(max(0, -fy), min(foot.shape[0], side - fy)), slice(max(0, -fx), min(foot.shape[1], side - fx)))
+    alpha[max(fy, 0): max(fy, 0) + src[0].stop - src[0].start, max(fx, 0): max(fx, 0) + src[1].stop - src[1].start] = foot[src]
+    alpha *= anat.crop("changeable", wy0, wx0, side, side)
+    ya, xa = max(wy0, 0), max(wx0, 0)
+    yb, xb = min(wy0 + side, stored_lo.shape[0]), min(wx0 + side, stored_lo.shape[1])
+    sl = (slice(ya - wy0, yb - wy0), slice(xa - wx0, xb - wx0))
+    changed = composite(stored_lo[ya:yb, xa:xb], fill[sl], alpha[sl], t.imap)
+    lesion_lo = np.zeros(stored_lo.shape, bool)
+    lesion_lo[site.y0: site.y0 + site.mask.shape[0], site.x0: site.x0 + site.mask.shape[1]] = site.mask
+    lesion_mask = np.ascontiguousarray(flip(lesion_lo))
+    x, y, bw, bh = mask_bbox(lesion_mask)
+    size_mm = (round(bh * spacing, 2), round(bw * spacing, 2))
+    centre = (round(x + bw / 2.0, 1), round(y + bh / 2.0, 1))
+    fmt = out_format if out_format != "auto" else ("png" if info.fmt == "store" else info.fmt)
+    stem = f"{t.stem}_{i:06d}"
+    extra = {"index": i, "laterality": info.laterality, "laterality_source": info.laterality_source, "view": info.view,
+             "view_source": info.view_source, "flipped": t.flipped, "mask_seed": mask_seed,
+             "spacing_source": info.spacing_source, "window_xy_side": [int(wx0 if not t.flipped else stored_lo.shape[1] - wx0 - side), wy0, side],
+             "mm_per_model_px": round(mm_per_model_px, 5), "out_of_trained_scale": out_of_scale,
+             "pixels_changed": changed, "intensity": t.imap.describe()}
+    fname = writer.add_native(
+        t.stored, fmt,
+        [Lesion(mask=lesion_mask, attributes={"source_file": info.ref.name, "size_mm_hw": list(size_mm),
+                                              "center_xy": list(centre), "mask_seed": mask_seed})],
+        seed=seed, source_ids=[t.source_id], extra=extra, stem=stem,
+        dicom_source=t.dataset if fmt == "dicom" else None, pixel_spacing_mm=spacing, source_file=info.ref.name,
+        row={"lesion_h_mm": size_mm[0], "lesion_w_mm": size_mm[1], "center_x": centre[0], "center_y": centre[1]},
+        yolo=yolo, note=f"lesion box x={x} y={y} w={bw} h={bh} px, {size_mm[1]} x {size_mm[0]} mm",
+    )
+    entry.update(status="written", file=f"images/{fname}", lesion_size_mm_hw=list(size_mm), center_xy=list(centre),
+                 mm_per_model_px=round(mm_per_model_px, 5), out_of_trained_scale=out_of_scale)
+    report.written += 1

@@ -4,6 +4,11 @@
 Every command that writes a synthetic set (``generate``, ``interpolate``, ``insert``, ...)
 goes through :class:`SyntheticSetWriter`, so the format is written once. Image and mask PNGs
 are written atomically as they come; the JSON and CSV are written atomically on ``close``.
+
+``insert`` writes the user's own mammograms back in their own format
+(:meth:`SyntheticSetWriter.add_native`: DICOM, PNG, TIFF or PGM at native shape and dtype),
+optionally with YOLO labels (``labels/<stem>.txt``); generated images may also be written as
+DICOM (``dicom/``, one study and series per set, see :mod:`mammosynth.synth.dicom`).
 """
 
 from __future__ import annotations
@@ -23,7 +28,11 @@ from mammosynth.io import atomic_path, write_json_atomic, write_text_atomic
 MANIFEST_COLUMNS = (
     "file", "mask_file", "method", "run", "seed", "shape", "margin", "pathology",
     "bbox_x", "bbox_y", "bbox_w", "bbox_h", "source_ids", "weights", "extra",
+    # insert: where the image came from and the first lesion's physical size and centre (pixels)
+    "source_file", "pixel_spacing_mm", "lesion_h_mm", "lesion_w_mm", "center_x", "center_y",
 )
+#: Image formats :meth:`SyntheticSetWriter.add_native` writes, and their file suffixes.
+NATIVE_SUFFIXES = {"png": ".png", "tiff": ".tif", "pgm": ".pgm", "dicom": ".dcm"}
 CATEGORIES = [{"id": 1, "name": "mass", "supercategory": "lesion"}]
 
 
@@ -37,45 +46,41 @@ def save_png16(path: str | Path, img: np.ndarray) -> None:
 def save_mask_png(path: str | Path, mask: np.ndarray) -> None:
     """(H, W) bool -> 8-bit PNG with 0/255, atomically."""
     with atomic_path(path, ".png") as tmp:
-        Image.fromarray((np.asarray(mask) > 0).astype(np.uint8) * 255).save(tmp, format="PNG")
+        # compress_level 1: a full-field mask is mostly zeros, so it stays small and encodes ~3x faster
+        Image.fromarray((np.asarray(mask) > 0).astype(np.uint8) * 255).save(tmp, format="PNG", compress_level=1)
 
 
-def save_dicom(path: str | Path, img: np.ndarray, description: str = "", seed: int | None = None) -> None:
-    """(H, W) float in [0, 1] -> 16-bit MONOCHROME2 DICOM (Secondary Capture), atomically.
-
-    The file is marked as synthetic so no one mistakes it for a patient image: ImageType
-    DERIVED/SECONDARY/SYNTHETIC, SeriesDescription and ImageComments say so, patient fields
-    are placeholders, and fresh UIDs are generated.
-    """
-    import datetime as _dt
-
-    from pydicom.dataset import FileDataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+def save_dicom(path: str | Path, img: np.ndarray, description: str = "", seed: int | None = None,
+               uids: Any = None, pixel_spacing_mm: float | None = None) -> None:
+    """(H, W) float in [0, 1] -> 16-bit MONOCHROME2 Secondary Capture DICOM marked SYNTHETIC,
+    atomically. ``uids`` (a :class:`mammosynth.synth.dicom.SetUIDs`) puts the files of one set
+    into one study and series; see :func:`mammosynth.synth.dicom.secondary_capture`."""
+    from mammosynth.synth.dicom import SetUIDs, save_dataset, secondary_capture
 
     arr = np.round(np.clip(np.asarray(img, np.float64), 0, 1) * 65535).astype(np.uint16)
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
-    now = _dt.datetime.now(_dt.timezone.utc)
-    ds.SOPClassUID = meta.MediaStorageSOPClassUID
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
-    ds.Modality = "MG"
-    ds.ConversionType = "SYN"  # synthetic image (DICOM PS3.3 C.8.6.1)
-    ds.ImageType = ["DERIVED", "SECONDARY", "SYNTHETIC"]
-    ds.PatientName, ds.PatientID = "SYNTHETIC^MAMMOSYNTH", "SYNTHETIC"
-    ds.SeriesDescription = "mammosynth synthetic image - not a patient image"
-    ds.ImageComments = f"SYNTHETIC. {description}" + (f" seed={seed}" if seed is not None else "")
-    ds.BurnedInAnnotation = "NO"
-    ds.ContentDate, ds.ContentTime = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
-    ds.Rows, ds.Columns = arr.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
-    ds.PixelData = arr.tobytes()
-    with atomic_path(path, ".dcm") as tmp:
-        ds.save_as(tmp, enforce_file_format=True)
+    ds = secondary_capture(arr, uids if uids is not None else SetUIDs(), description=description, seed=seed,
+                           pixel_spacing_mm=pixel_spacing_mm)
+    save_dataset(path, ds)
+
+
+def save_native(path: str | Path, pixels: np.ndarray, fmt: str) -> None:
+    """(H, W) pixels as stored (uint8/uint16/float) -> PNG, TIFF or PGM at that dtype, atomically."""
+    arr = np.ascontiguousarray(pixels)
+    suffix = NATIVE_SUFFIXES[fmt]
+    with atomic_path(path, suffix) as tmp:
+        if fmt == "tiff" and arr.dtype.kind == "f":
+            import tifffile
+
+            tifffile.imwrite(tmp, arr.astype(np.float32))
+            return
+        Image.fromarray(arr).save(tmp, format={"png": "PNG", "tiff": "TIFF", "pgm": "PPM"}[fmt])
+
+
+def yolo_lines(boxes: list[tuple[int, int, int, int]], shape_hw: tuple[int, int], category: int = 0) -> str:
+    """YOLO label text: one ``class cx cy w h`` line per (x, y, w, h) pixel box, normalised to [0, 1]."""
+    H, W = shape_hw
+    return "".join(f"{category} {(x + w / 2) / W:.6f} {(y + h / 2) / H:.6f} {w / W:.6f} {h / H:.6f}\n"
+                   for x, y, w, h in boxes)
 
 
 def load_png(path: str | Path) -> np.ndarray:
@@ -90,18 +95,44 @@ def load_png(path: str | Path) -> np.ndarray:
 
 def mask_bbox(mask: np.ndarray) -> tuple[int, int, int, int] | None:
     """Tight (x, y, w, h) box of a binary mask in pixels, or None if empty."""
-    ys, xs = np.nonzero(mask)
-    if len(xs) == 0:
+    rows = np.flatnonzero(np.asarray(mask).any(axis=1))
+    if len(rows) == 0:
         return None
-    x0, y0 = int(xs.min()), int(ys.min())
-    return x0, y0, int(xs.max()) - x0 + 1, int(ys.max()) - y0 + 1
+    cols = np.flatnonzero(np.asarray(mask)[rows[0]: rows[-1] + 1].any(axis=0))
+    return int(cols[0]), int(rows[0]), int(cols[-1] - cols[0] + 1), int(rows[-1] - rows[0] + 1)
 
 
 def mask_to_rle(mask: np.ndarray) -> dict[str, Any]:
-    """COCO compressed RLE of a binary mask, with ``counts`` as str so it serialises to JSON."""
+    """COCO compressed RLE of a binary mask, with ``counts`` as str so it serialises to JSON.
+
+    The column-major runs are counted inside the mask's bounding box only (a full-field
+    mammogram's mask is mostly empty, and a Fortran-order copy of 13 megapixels costs more
+    than the rest of the encoding), then compressed by pycocotools."""
     from pycocotools import mask as mask_utils
 
-    rle = mask_utils.encode(np.asfortranarray(np.asarray(mask, dtype=np.uint8)))
+    mask = np.asarray(mask)
+    H, W = mask.shape
+    bbox = mask_bbox(mask)
+    if bbox is None:
+        runs = [H * W]
+    else:
+        x, y, w, h = bbox
+        cols = np.zeros((w, H), np.uint8)  # the box's columns, each a full image column
+        cols[:, y: y + h] = mask[y: y + h, x: x + w].T
+        flat = cols.ravel()
+        change = np.flatnonzero(flat[1:] != flat[:-1]) + 1
+        edges = np.concatenate([[0], change, [flat.size]])
+        lengths = np.diff(edges)  # runs alternate 0/1; COCO's first run counts zeros
+        if flat[0]:
+            lengths = np.concatenate([[0], lengths])
+        lengths[0] += x * H  # the empty columns before the box
+        runs = lengths.tolist()
+        after = (W - x - w) * H  # the empty columns after it
+        if flat[-1] and after:
+            runs.append(after)
+        elif not flat[-1]:
+            runs[-1] += after
+    rle = mask_utils.frPyObjects({"counts": [int(r) for r in runs], "size": [H, W]}, H, W)
     rle["counts"] = rle["counts"].decode("ascii")
     return rle
 
@@ -121,7 +152,7 @@ class SyntheticSetWriter:
     """Accumulates images and their lesions; ``close()`` writes the COCO JSON and manifest."""
 
     def __init__(self, out_dir: str | Path, method: str, run: str | None = None, description: str = "",
-                 dicom: bool = False) -> None:
+                 dicom: bool = False, overwrite: bool = False) -> None:
         self.out = Path(out_dir)
         (self.out / "images").mkdir(parents=True, exist_ok=True)
         (self.out / "masks").mkdir(parents=True, exist_ok=True)
@@ -129,6 +160,7 @@ class SyntheticSetWriter:
         self.run = run or ""
         self.description = description
         self.dicom = dicom
+        self.overwrite = overwrite
         if dicom:
             (self.out / "dicom").mkdir(parents=True, exist_ok=True)
         self._images: list[dict[str, Any]] = []
@@ -157,18 +189,109 @@ class SyntheticSetWriter:
         if image.ndim != 2:
             raise ValueError(f"expected a (H, W) grayscale image, got shape {image.shape}")
         lesions = lesions or []
-        image_id = len(self._images) + 1
-        stem = stem or f"{self.method}_{image_id:06d}"
+        self._check_lesions(lesions, image.shape)
+        stem = stem or f"{self.method}_{len(self._images) + 1:06d}"
         fname = f"{stem}.png"
-        save_png16(self.out / "images" / fname, image)
+        save_png16(self._file("images", fname), image)
         if self.dicom:
-            save_dicom(self.out / "dicom" / f"{stem}.dcm", image, description=f"method={self.method} run={self.run}", seed=seed)
-        h, w = image.shape
+            spacing = (extra or {}).get("pixel_spacing_mm")
+            save_dicom(self._file("dicom", f"{stem}.dcm"), image, description=f"method={self.method} run={self.run}",
+                       seed=seed, uids=self._set_uids(), pixel_spacing_mm=float(spacing) if spacing else None)
+        self._register(fname, stem, image.shape, lesions, seed, source_ids, weights, extra)
+        return fname
+
+    def add_native(
+        self,
+        pixels: np.ndarray,
+        fmt: str,
+        lesions: list[Lesion],
+        *,
+        seed: int | None = None,
+        source_ids: list[str] | None = None,
+        extra: dict[str, Any] | None = None,
+        stem: str,
+        dicom_source: Any = None,
+        pixel_spacing_mm: float | None = None,
+        source_file: str = "",
+        row: dict[str, Any] | None = None,
+        yolo: bool = False,
+        note: str = "",
+    ) -> str:
+        """Write one image at native shape and dtype in format ``fmt`` (png | tiff | pgm | dicom)
+        with its lesions (masks in the image's own pixel frame); returns the image file name.
+
+        DICOM: with ``dicom_source`` (the original pydicom Dataset) the file is that dataset
+        with new pixels, new instance/series UIDs and the synthetic-lesion marker
+        (:func:`mammosynth.synth.dicom.derived_dicom`); without one, a Secondary Capture.
+        ``row`` adds manifest columns (``lesion_h_mm``, ``center_x``, ...); ``yolo`` also writes
+        ``labels/<stem>.txt``.
+        """
+        if fmt not in NATIVE_SUFFIXES:
+            raise ValueError(f"unknown image format {fmt!r}; use one of {', '.join(NATIVE_SUFFIXES)}")
+        pixels = np.asarray(pixels)
+        if pixels.ndim != 2:
+            raise ValueError(f"expected a (H, W) grayscale image, got shape {pixels.shape}")
+        self._check_lesions(lesions, pixels.shape)
+        fname = f"{stem}{NATIVE_SUFFIXES[fmt]}"
+        if fmt == "dicom":
+            from mammosynth.synth.dicom import derived_dicom, save_dataset, secondary_capture
+
+            if dicom_source is not None:
+                ds = derived_dicom(dicom_source, pixels, self._set_uids(), f"mammosynth {self.method} run={self.run}", note)
+            else:
+                arr = pixels if pixels.dtype in (np.uint8, np.uint16) else np.round(np.clip(pixels, 0, 65535)).astype(np.uint16)
+                ds = secondary_capture(arr, self._set_uids(), description=f"method={self.method} run={self.run}. {note}",
+                                       seed=seed, pixel_spacing_mm=pixel_spacing_mm)
+            save_dataset(self._file("images", fname), ds)
+        else:
+            save_native(self._file("images", fname), pixels, fmt)
+        if yolo:
+            boxes = [b for b in (mask_bbox(les.mask) for les in lesions) if b is not None]
+            write_text_atomic(self._file("labels", f"{stem}.txt"), yolo_lines(boxes, pixels.shape))
+        self._register(fname, stem, pixels.shape, lesions, seed, source_ids, None, extra,
+                       image_extra={"source_file": source_file, "pixel_spacing_mm": pixel_spacing_mm},
+                       row={"source_file": source_file, "pixel_spacing_mm": "" if pixel_spacing_mm is None else pixel_spacing_mm,
+                            **(row or {})})
+        return fname
+
+    def write_json(self, name: str, obj: Any) -> None:
+        """Write a JSON file into the set (e.g. ``insert_report.json``), atomically."""
+        write_json_atomic(self._file(name), obj)
+
+    def write_yolo_dataset(self) -> None:
+        """``yolo.yaml`` for detection libraries that read YOLO labels (images/ beside labels/)."""
+        write_text_atomic(self._file("yolo.yaml"), "# mammosynth synthetic set: YOLO labels in labels/, one line per lesion\n"
+                          "path: .\ntrain: images\nval: images\nnames:\n  0: mass\n")
+
+    # -- one place for paths and bookkeeping -----------------------------------------
+    def _file(self, *parts: str) -> Path:
+        """Path of a file of the set; every file the writer makes is placed through here."""
+        return self.out.joinpath(*parts)
+
+    def _set_uids(self) -> Any:
+        """UIDs shared by this set's DICOM files (one study; one series per source series)."""
+        uids = getattr(self, "_dicom_uids", None)
+        if uids is None:
+            from mammosynth.synth.dicom import SetUIDs
+
+            uids = self._dicom_uids = SetUIDs()
+        return uids
+
+    @staticmethod
+    def _check_lesions(lesions: list[Lesion], shape: tuple[int, ...]) -> None:
+        for les in lesions:
+            if les.mask.shape != tuple(shape):
+                raise ValueError(f"lesion mask shape {les.mask.shape} differs from image shape {tuple(shape)}")
+
+    def _register(self, fname: str, stem: str, shape: tuple[int, ...], lesions: list[Lesion], seed: int | None,
+                  source_ids: list[str] | None, weights: list[float] | None, extra: dict[str, Any] | None,
+                  image_extra: dict[str, Any] | None = None, row: dict[str, Any] | None = None) -> None:
+        """Write the mask PNG and record the COCO image, its annotations and the manifest row."""
+        image_id = len(self._images) + 1
+        h, w = shape
         union = np.zeros((h, w), bool)
         first_bbox: tuple[int, int, int, int] | None = None
         for les in lesions:
-            if les.mask.shape != image.shape:
-                raise ValueError(f"lesion mask shape {les.mask.shape} differs from image shape {image.shape}")
             bbox = mask_bbox(les.mask)
             if bbox is None:
                 continue
@@ -188,9 +311,9 @@ class SyntheticSetWriter:
                 "attributes": attrs,
             })
         mask_name = f"{stem}_mask.png"
-        save_mask_png(self.out / "masks" / mask_name, union)
+        save_mask_png(self._file("masks", mask_name), union)
         self._images.append({"id": image_id, "file_name": f"images/{fname}", "width": int(w), "height": int(h),
-                             "mask_file": f"masks/{mask_name}"})
+                             "mask_file": f"masks/{mask_name}", **(image_extra or {})})
         first = lesions[0] if lesions else Lesion(mask=union)
         bx = first_bbox or ("", "", "", "")
         self._rows.append({
@@ -201,8 +324,8 @@ class SyntheticSetWriter:
             "source_ids": ";".join(source_ids or []),
             "weights": ";".join(f"{x:.6g}" for x in (weights or [])),
             "extra": json.dumps(extra or {}, sort_keys=True, default=str),
+            **(row or {}),
         })
-        return fname
 
     def close(self) -> Path:
         coco = {

@@ -4,9 +4,12 @@ Every reader module exposes
 
 * ``NAME`` - the SOURCE name used on the command line;
 * ``iter_records(root, csv_paths=(), include_normals=True, include_calcifications=False,
-  context=DEFAULT_CONTEXT) -> Iterator[LesionRecord | MammogramRecord | SkipRecord]`` -
-  a generator: one image is in memory at a time, and every unusable record becomes a
-  :class:`SkipRecord` with the file and the reason instead of an exception;
+  context=DEFAULT_CONTEXT) -> Iterator[LesionRecord | MammogramRecord | SkipRecord | WarningRecord]``
+  - a generator: one image is in memory at a time, and every unusable record becomes a
+  :class:`SkipRecord` with the file and the reason instead of an exception. Readers do
+  this structurally: they list *units* (one record, or one image with its findings) and
+  :func:`read_each` runs each unit's read under a guard, so *any* exception raised while
+  reading one unit, foreseen or not, becomes a skip row and the next unit is read;
 * ``iter_label_rows(paths) -> Iterator[dict]`` - the labels from metadata files alone
   (``kind`` plus ``shape``/``margin``/``pathology`` :class:`Label` s), for ``data labels``;
 * ``estimate_total(root, csv_paths) -> int | None`` - how many records to expect (for a
@@ -23,13 +26,13 @@ import importlib
 import os
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
 from mammosynth.data.birads import Label
-from mammosynth.data.imaging import breast_mask, extract_roi, laterality_from_image, mask_bbox
-from mammosynth.data.records import DEFAULT_CONTEXT, LesionRecord, MammogramRecord, SkipRecord
+from mammosynth.data.imaging import breast_mask, extract_roi, laterality_from_image, mask_bbox, one_line_error
+from mammosynth.data.records import DEFAULT_CONTEXT, LesionRecord, MammogramRecord, SkipRecord, WarningRecord
 from mammosynth.errors import ConfigError, DataError
 
 #: SOURCE name on the command line -> reader module.
@@ -44,7 +47,13 @@ SOURCES: tuple[str, ...] = tuple(READERS)
 _ALIASES = {"cbis": "cbis-ddsm", "cbis_ddsm": "cbis-ddsm", "cbisddsm": "cbis-ddsm", "mini-mias": "mias",
             "minimias": "mias", "vindr-mammo": "vindr", "vindr_mammo": "vindr"}
 
-Record = LesionRecord | MammogramRecord | SkipRecord
+Record = LesionRecord | MammogramRecord | SkipRecord | WarningRecord
+#: One unit of reading: (source id, file, read) where ``read()`` returns a record or an
+#: iterable of records (an image with several findings). See :func:`read_each`.
+Unit = tuple[str, str, Callable[[], "Record | Iterable[Record]"]]
+#: Key of a :func:`read_csv_rows` row that could not be read as it stands (a malformed line,
+#: a NUL byte); its value is the reason. Readers turn such a row into a skip row.
+ROW_ERROR = "__row_error__"
 
 
 def get_reader(source: str) -> ModuleType:
@@ -64,11 +73,79 @@ def iter_records(source: str, root: str | os.PathLike, csv_paths: Iterable[str |
 # --------------------------------------------------------------------------------------
 # helpers shared by the readers
 # --------------------------------------------------------------------------------------
+_RECORD_TYPES = (LesionRecord, MammogramRecord, SkipRecord, WarningRecord)
+
+
+def guarded(source: str, source_id: str, path: str, read: Callable[[], "Record | Iterable[Record]"]) -> Iterator[Record]:
+    """Run one unit's ``read()`` and stream its records; whatever it raises becomes one
+    :class:`SkipRecord` for ``source_id`` naming ``path`` and the reason (a DataError's own
+    one-line message, or ``unexpected Type: message`` for anything nobody foresaw). Records
+    the unit yielded before failing are kept. KeyboardInterrupt and the like pass through."""
+    try:
+        result = read()
+        if isinstance(result, _RECORD_TYPES):
+            yield result
+            return
+        for rec in result:
+            yield rec
+    except DataError as err:
+        yield SkipRecord(source, source_id, path, str(err))
+    except Exception as err:  # noqa: BLE001 - the point: one bad file never stops an ingest
+        yield SkipRecord(source, source_id, path, f"{path}: unexpected {one_line_error(err)}")
+
+
+def read_each(source: str, units: Iterable[Unit]) -> Iterator[Record]:
+    """Stream the records of ``units`` (``(source_id, path, read)``), each read under
+    :func:`guarded`: the structural guarantee that one bad file costs one skip row."""
+    for source_id, path, read in units:
+        yield from guarded(source, source_id, path, read)
+
+
+def leaves_root(path_text: str) -> bool:
+    """True when a path written in a metadata file would point outside ``--root``: an
+    absolute path (``/x``, ``C:\\x``, ``\\\\server\\x``) or one whose ``..`` components climb
+    above its start. Checked on the text, so a symlinked folder inside the root still works."""
+    text = str(path_text).strip().replace("\\", "/")
+    if text.startswith("/") or (len(text) >= 2 and text[1] == ":" and text[0].isalpha()):
+        return True
+    depth = 0
+    for part in text.split("/"):
+        if part == "..":
+            depth -= 1
+            if depth < 0:
+                return True
+        elif part not in ("", "."):
+            depth += 1
+    return False
+
+
+def row_problem(row: dict[str, str]) -> str | None:
+    """The reason a :func:`read_csv_rows` row cannot be used as it stands, or None."""
+    return row.get(ROW_ERROR)
+
+
+def missing_columns_warning(source: str, path: str | os.PathLike, row: dict[str, str], columns: Iterable[str],
+                            meaning: str) -> WarningRecord | None:
+    """A WarningRecord when a metadata file's header lacks some of ``columns`` (checked on
+    its first data row); ``meaning`` says what follows, e.g. "every mass's shape is unknown"."""
+    missing = [c for c in columns if c not in row]
+    if not missing:
+        return None
+    names = ", ".join(f"'{c}'" for c in missing)
+    return WarningRecord(source, Path(path).name, str(path),
+                         f"{path}: no {names} column{'s' if len(missing) > 1 else ''}; {meaning}")
+
+
 def read_csv_rows(path: str | os.PathLike, delimiter: str | None = None) -> Iterator[dict[str, str]]:
     """Stream the rows of a CSV as dicts keyed by a normalised header (lower case, ``_`` as
     space, stripped: ``breast_density`` and ``breast density`` both become ``breast density``).
     Values are stripped of surrounding whitespace, so TCIA's quoted paths that end in a
-    newline come out clean. ``delimiter`` None sniffs ``,`` / ``;`` / tab from the header."""
+    newline come out clean. ``delimiter`` None sniffs ``,`` / ``;`` / tab from the header.
+    A UTF-8 BOM is dropped; undecodable bytes become U+FFFD.
+
+    A line the csv module cannot parse (a field over the size limit, a NUL byte on Python
+    3.10) or a row holding a NUL byte (which no HDF5 string can store) is still yielded, with
+    :data:`ROW_ERROR` set to ``"line N: reason"``; readers turn it into a skip row."""
     p = Path(path)
     if not p.is_file():
         raise DataError(f"{p}: no such metadata file")
@@ -83,11 +160,24 @@ def read_csv_rows(path: str | os.PathLike, delimiter: str | None = None) -> Iter
             header = next(reader)
         except StopIteration:
             return
+        except csv.Error as err:
+            raise DataError(f"{p}: cannot read the header line ({err})") from err
         keys = [h.strip().lower().replace("_", " ") for h in header]
-        for values in reader:
+        while True:
+            try:
+                values = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as err:  # the reader resumes at the next line
+                yield {ROW_ERROR: f"line {reader.line_num}: {err}"}
+                continue
             if not any(v.strip() for v in values):
                 continue
-            yield {k: (values[i].strip() if i < len(values) else "") for i, k in enumerate(keys)}
+            row = {k: (values[i].strip() if i < len(values) else "") for i, k in enumerate(keys)}
+            nul = [k for k, v in row.items() if "\x00" in v]
+            if nul:
+                row[ROW_ERROR] = f"line {reader.line_num}: a NUL byte in column {', '.join(repr(k) for k in nul)}"
+            yield row
 
 
 def count_csv_rows(paths: Iterable[str | os.PathLike]) -> int | None:

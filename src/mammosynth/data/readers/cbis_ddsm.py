@@ -12,10 +12,13 @@ density``; ``NA`` margins; combined labels (see :mod:`mammosynth.data.birads`); 
 and the ROI mask both named ``000000.dcm`` in different folders, or swapped. The mask is
 told from the crop by content (only the values 0 and max, at the full image's size), not
 by name. When the uid sub-folders on disk differ from the CSV (other download tools), the
-files are found under the path's first folder. The official split is kept as
-``split_hint`` (``*_train_set`` -> train, ``*_test_set`` -> test). Calcification rows are
-skipped ("calcification (not a mass)") unless ``include_calcifications``; mass rows with a
-non-mass shape (``ARCHITECTURAL_DISTORTION``) become lesions with shape None.
+files are found under the path's first folder; a path that leaves ``--root`` (``../``) is
+skipped. The official split is kept as ``split_hint`` (``*_train_set`` -> ``trainval``:
+train or val, never test; ``*_test_set`` -> test). Calcification rows are skipped
+("calcification (not a mass)") unless ``include_calcifications``; mass rows with a non-mass
+shape (``ARCHITECTURAL_DISTORTION``) become lesions with shape None. A mass CSV without its
+``mass shape``, ``mass margins`` or ``pathology`` column is read with those labels unknown
+and a warning row says so.
 """
 
 from __future__ import annotations
@@ -28,9 +31,14 @@ from mammosynth.data.birads import Label, map_cbis_margin, map_cbis_shape, map_p
 from mammosynth.data.imaging import is_binary_mask, read_dicom
 from mammosynth.data.readers import (
     Record,
+    Unit,
     count_csv_rows,
+    leaves_root,
     lesion_from_image,
+    missing_columns_warning,
     read_csv_rows,
+    read_each,
+    row_problem,
     side_letter,
     unknown_label_reason,
     view_name,
@@ -43,10 +51,11 @@ _PATH_COLS = ("image file path", "cropped image file path", "roi mask file path"
 
 
 def split_of(csv_path: str | os.PathLike) -> str | None:
-    """Official split from the CSV's file name: ``*_train_set`` -> train, ``*_test_set`` -> test."""
+    """Split hint from the CSV's file name: ``*_train_set`` -> ``trainval`` (the official
+    training set: train or val, never test), ``*_test_set`` -> test."""
     name = Path(csv_path).name.lower()
     if "train" in name:
-        return "train"
+        return "trainval"
     if "test" in name:
         return "test"
     return None
@@ -162,6 +171,9 @@ def iter_label_rows(paths: Iterable[str | os.PathLike]) -> Iterator[dict]:
     """Labels per CSV row: mass rows give shape/margin/pathology; calcification rows only pathology."""
     for path in paths:
         for row in read_csv_rows(path):
+            if row_problem(row):  # a line that could not be read: counted, never guessed
+                yield {"kind": "unreadable"}
+                continue
             kind = row_kind(row)
             if kind == "calcification":
                 yield {"kind": kind, "pathology": map_pathology(row.get("pathology"))}
@@ -193,20 +205,44 @@ def iter_records(
     paths = [Path(p) for p in csv_paths] or sorted(root.glob("*case_description*.csv"))
     if not paths:
         raise DataError(f"{root}: no CBIS-DDSM description CSV given (--csv) or found in the folder")
+    return read_each(NAME, _units(root, paths, include_calcifications, context))
+
+
+#: Columns a mass description CSV needs for its labels, and what their absence means.
+_MASS_LABEL_COLUMNS = ("mass shape", "mass margins", "pathology")
+
+
+def _units(root: Path, paths: list[Path], include_calcifications: bool, context: float) -> Iterator[Unit]:
     finder = _Finder(root)
     for csv_path in paths:
         split = split_of(csv_path)
+        header_checked = False
         for row in read_csv_rows(csv_path):
-            yield _record(row, csv_path, split, finder, include_calcifications, context)
+            if not header_checked and not row_problem(row):
+                header_checked = True
+                warn = missing_columns_warning(NAME, csv_path, row, _MASS_LABEL_COLUMNS,
+                                               "those labels are unknown for every mass of this file")
+                if warn is not None and row_kind(row) == "mass":
+                    yield warn.source_id, warn.path, (lambda w=warn: w)
+            image_rel, crop_rel, roi_rel = (clean_rel(row.get(c, "")) for c in _PATH_COLS)
+            source_id = (roi_rel or crop_rel).split("/", 1)[0] or f"{row.get('patient id', '')}_{row.get('abnormality id', '')}"
+            yield source_id, image_rel or str(csv_path), (
+                lambda row=row, csv_path=csv_path, split=split, source_id=source_id:
+                _record(row, csv_path, split, source_id, finder, include_calcifications, context))
 
 
-def _record(row: dict[str, str], csv_path: Path, split: str | None, finder: _Finder,
+def _record(row: dict[str, str], csv_path: Path, split: str | None, source_id: str, finder: _Finder,
             include_calcifications: bool, context: float) -> Record:
     kind = row_kind(row)
     image_rel, crop_rel, roi_rel = (clean_rel(row.get(c, "")) for c in _PATH_COLS)
-    source_id = (roi_rel or crop_rel).split("/", 1)[0] or f"{row.get('patient id', '')}_{row.get('abnormality id', '')}"
+    problem = row_problem(row)
+    if problem:
+        return SkipRecord(NAME, source_id, str(csv_path), f"{csv_path}: {problem}")
     if kind == "calcification" and not include_calcifications:
         return SkipRecord(NAME, source_id, image_rel, "calcification (not a mass)")
+    for rel in (image_rel, crop_rel, roi_rel):
+        if rel and leaves_root(rel):
+            return SkipRecord(NAME, source_id, rel, f"{csv_path.name}: the path {rel!r} leaves --root")
     labels = _labels(row, kind)
     reason = unknown_label_reason(labels)
     if reason:
@@ -234,5 +270,6 @@ def _record(row: dict[str, str], csv_path: Path, split: str | None, finder: _Fin
         source=NAME, source_id=source_id, patient_id=row.get("patient id", "") or source_id,
         image=image, mask=mask, path=str(full_path), context=context,
         laterality=side_letter(row.get("left or right breast")), view=view_name(row.get("image view")),
-        density=density, split_hint=split, pixel_spacing_mm=meta.get("pixel_spacing_mm"), extra=extra, **labels,
+        density=density, split_hint=split, pixel_spacing_mm=meta.get("pixel_spacing_mm"),
+        warnings=meta.get("warnings", []), extra=extra, **labels,
     )

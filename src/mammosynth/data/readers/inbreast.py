@@ -14,7 +14,9 @@ with margin spiculated; Distortion / Asymmetry -> non-mass lesion (labels None);
 Calcification / Cluster -> skipped "calcification (not a mass)" unless
 ``include_calcifications``; an unknown name is skipped with the name. An image with no
 mass-type ROI is a normal (``include_normals``); its calcification ROIs, if any, are named in
-``extra["other_findings"]``.
+``extra["other_findings"]``. An XML file that is not laid out that way (root, Images or an
+ROI not a dict/list, ``IndexInImage`` not a number, a malformed point) skips its whole image
+with the reason: an image whose ROIs cannot be read is never taken for a normal.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import numpy as np
 
 from mammosynth.data.birads import LESION_KINDS, Label, map_inbreast_name
 from mammosynth.data.imaging import polygon_mask, read_dicom
-from mammosynth.data.readers import Record, lesion_from_image, normal_from_image, read_csv_rows, view_name
+from mammosynth.data.readers import Record, Unit, lesion_from_image, normal_from_image, read_csv_rows, read_each, view_name
 from mammosynth.data.records import DEFAULT_CONTEXT, SkipRecord
 from mammosynth.errors import DataError
 
@@ -53,16 +55,29 @@ def read_rois(xml_path: str | os.PathLike) -> list[dict[str, Any]]:
             plist = plistlib.load(fh)
     except Exception as err:
         raise DataError(f"{p}: not a readable OsiriX ROI plist ({type(err).__name__}: {err})") from err
+    def expect(value: Any, kind: type, what: str) -> Any:
+        if not isinstance(value, kind):
+            raise DataError(f"{p}: {what} is a {type(value).__name__}, not a {'dict' if kind is dict else 'list'} "
+                            "(not an OsiriX ROI file)")
+        return value
+
     out: list[dict[str, Any]] = []
-    images = plist.get("Images", []) if isinstance(plist, dict) else []
-    for image in images:
-        for i, roi in enumerate(image.get("ROIs", []) or []):
-            pts = roi.get("Point_px", []) or []
+    expect(plist, dict, "the plist root")
+    if "Images" not in plist:
+        raise DataError(f"{p}: no 'Images' entry (not an OsiriX ROI file)")
+    for k, image in enumerate(expect(plist["Images"], list, "Images")):
+        expect(image, dict, f"Images[{k}]")
+        for i, roi in enumerate(expect(image.get("ROIs", []) or [], list, f"Images[{k}].ROIs")):
+            expect(roi, dict, f"ROI {i}")
+            pts = expect(roi.get("Point_px", []) or [], list, f"ROI {i} Point_px")
             try:
                 points = np.asarray([parse_point(t) for t in pts], dtype=np.float64).reshape(-1, 2)
             except DataError as err:
                 raise DataError(f"{p}: ROI {i}: {err}") from err
-            out.append({"name": str(roi.get("Name", "")), "points": points, "index": int(roi.get("IndexInImage", i))})
+            index = roi.get("IndexInImage", i)
+            if isinstance(index, bool) or not isinstance(index, (int, float)) or index != int(index):
+                raise DataError(f"{p}: ROI {i}: IndexInImage {index!r} is not a whole number")
+            out.append({"name": str(roi.get("Name", "")), "points": points, "index": int(index)})
     return out
 
 
@@ -132,8 +147,10 @@ def iter_records(
     dicoms = sorted(q for q in root.rglob("*") if q.suffix.lower() == ".dcm" and q.is_file())
     if not dicoms:
         raise DataError(f"{root}: no INbreast .dcm files found")
-    for dcm in dicoms:
-        yield from _image_records(dcm, xmls, extra_info, include_normals, include_calcifications, context)
+    units: Iterator[Unit] = ((str(parse_file_name(dcm)["file_id"]), str(dcm), (
+        lambda dcm=dcm: _image_records(dcm, xmls, extra_info, include_normals, include_calcifications, context)))
+        for dcm in dicoms)
+    return read_each(NAME, units)
 
 
 def _image_records(dcm: Path, xmls: dict[str, Path], extra_info: dict, include_normals: bool,
@@ -178,7 +195,8 @@ def _image_records(dcm: Path, xmls: dict[str, Path], extra_info: dict, include_n
         yield SkipRecord(NAME, fid, str(dcm), str(err))
         return
     density = (extra_info.get(fid, {}).get("density") or None)
-    common = dict(view=info["view"] or meta.get("view"), density=density, pixel_spacing_mm=meta.get("pixel_spacing_mm"))
+    common = dict(view=info["view"] or meta.get("view"), density=density, pixel_spacing_mm=meta.get("pixel_spacing_mm"),
+                  warnings=meta.get("warnings", []))
     birads = extra_info.get(fid, {}).get("birads", "")
     if not lesions:
         yield normal_from_image(source=NAME, source_id=fid, patient_id=str(info["patient_id"]), image=image,

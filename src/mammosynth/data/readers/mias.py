@@ -6,7 +6,10 @@ abnormal rows have no coordinates; a REFNUM repeats when one image has several l
 Lines that do not start with ``mdbNNN`` (headers, notes) are ignored.
 
 * Coordinates have their origin at the bottom-left corner: row = (H - 1) - Y.
-* Masks are discs of the given RADIUS (pixels) around (X, Y).
+* Masks are discs of the given RADIUS (pixels) around (X, Y); a radius <= 0 is a skip.
+* The file is read as bytes: a UTF-8 or UTF-16 byte-order mark is dropped (an editor that
+  adds one must not cost the first row), the rest decoded as Latin-1. A line that names an
+  ``mdbNNN`` reference it cannot parse (``~mdb310 ...``) is a skip row, never silence.
 * CLASS maps through :func:`mammosynth.data.birads.map_mias_class`: CIRC -> circumscribed,
   SPIC -> spiculated, MISC -> ill_defined (shape unknown: None); ARCH/ASYM -> non-mass
   lesions; CALC -> skipped "calcification (not a mass)"; NORM -> a normal.
@@ -23,36 +26,56 @@ from typing import Any, Iterable, Iterator
 
 from mammosynth.data.birads import LESION_KINDS, Label, map_mias_class, map_pathology
 from mammosynth.data.imaging import disk_mask, laterality_from_image, read_image
-from mammosynth.data.readers import Record, lesion_from_image, normal_from_image
+from mammosynth.data.readers import Record, Unit, lesion_from_image, normal_from_image, read_each
 from mammosynth.data.records import DEFAULT_CONTEXT, SkipRecord
 from mammosynth.errors import DataError
 
 NAME = "mias"
 PIXEL_SPACING_MM = 0.2
 _REF = re.compile(r"^mdb(\d+)$", re.IGNORECASE)
+_REF_ANYWHERE = re.compile(r"mdb(\d+)", re.IGNORECASE)
+
+
+def _info_lines(p: Path) -> list[str]:
+    """Lines of Info.txt: a UTF-8/UTF-16 byte-order mark dropped, Latin-1 otherwise (never fails)."""
+    data = p.read_bytes()
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        text = data.decode("utf-16", errors="replace")
+    else:
+        text = data.removeprefix(b"\xef\xbb\xbf").decode("latin-1")
+    return text.splitlines()
 
 
 def parse_info(path: str | os.PathLike) -> Iterator[dict[str, Any]]:
-    """Rows of Info.txt as dicts: refnum, number, bg, cls, severity, x, y, radius (None if absent)."""
+    """Rows of Info.txt as dicts: refnum, number, bg, cls, severity, x, y, radius (None if
+    absent), line. A line whose first word mentions ``mdbNNN`` but is not one gives a row
+    with ``error`` set (and refnum/number from the mention)."""
     p = Path(path)
     if not p.is_file():
         raise DataError(f"{p}: no such mini-MIAS Info.txt")
-    with open(p, encoding="latin-1") as fh:
-        for line_no, line in enumerate(fh, 1):
-            tok = line.split()
-            if not tok or not _REF.match(tok[0]):
-                continue
-            def num(i: int) -> float | None:
-                try:
-                    return float(tok[i])
-                except (IndexError, ValueError):  # absent, or "*NOTE 3*"-style notes
-                    return None
-            yield {
-                "refnum": tok[0].lower(), "number": int(_REF.match(tok[0]).group(1)), "line": line_no,
-                "bg": tok[1] if len(tok) > 1 else "", "cls": tok[2] if len(tok) > 2 else "",
-                "severity": tok[3] if len(tok) > 3 and tok[3].upper() in ("B", "M") else "",
-                "x": num(4), "y": num(5), "radius": num(6),
-            }
+    for line_no, line in enumerate(_info_lines(p), 1):
+        tok = line.split()
+        if not tok:
+            continue
+        ref = _REF.match(tok[0])
+        if ref is None:
+            mention = _REF_ANYWHERE.search(tok[0])
+            if mention is not None:
+                yield {"refnum": mention.group(0).lower(), "number": int(mention.group(1)), "line": line_no,
+                       "error": f"{p}: line {line_no}: cannot read the reference {tok[0]!r} (expected mdbNNN)"}
+            continue
+
+        def num(i: int) -> float | None:
+            try:
+                return float(tok[i])
+            except (IndexError, ValueError):  # absent, or "*NOTE 3*"-style notes
+                return None
+        yield {
+            "refnum": tok[0].lower(), "number": int(ref.group(1)), "line": line_no,
+            "bg": tok[1] if len(tok) > 1 else "", "cls": tok[2] if len(tok) > 2 else "",
+            "severity": tok[3] if len(tok) > 3 and tok[3].upper() in ("B", "M") else "",
+            "x": num(4), "y": num(5), "radius": num(6),
+        }
 
 
 def patient_of(number: int) -> str:
@@ -75,6 +98,9 @@ def _info_path(root: Path, csv_paths: list[Path]) -> Path:
 def iter_label_rows(paths: Iterable[str | os.PathLike]) -> Iterator[dict]:
     for path in paths:
         for row in parse_info(path):
+            if "error" in row:
+                yield {"kind": "unknown", "shape": None, "margin": None}
+                continue
             f = map_mias_class(row["cls"])
             out = {"kind": f.kind, "shape": f.shape, "margin": f.margin}
             if f.kind != "normal":
@@ -97,16 +123,23 @@ def iter_records(
     context: float = DEFAULT_CONTEXT,
     **_: Any,
 ) -> Iterator[Record]:
-    """Stream one record per Info.txt row (rows of one image share one image read)."""
+    """Stream one record per Info.txt row (rows of one image share one image read, and are
+    read under the reader guard as one unit)."""
     root = Path(root)
     info = _info_path(root, [Path(p) for p in csv_paths])
     images = {p.stem.lower(): p for p in sorted(root.rglob("*")) if p.suffix.lower() == ".pgm"}
     # Group rows by image, keeping file order (repeated REFNUMs are usually adjacent).
     groups: dict[str, list[dict[str, Any]]] = {}
+    bad: list[dict[str, Any]] = []
     for row in parse_info(info):
-        groups.setdefault(row["refnum"], []).append(row)
+        (bad if "error" in row else groups.setdefault(row["refnum"], [])).append(row)
+    units: list[Unit] = [(row["refnum"], str(info), (lambda row=row: SkipRecord(NAME, row["refnum"], str(info), row["error"])))
+                         for row in bad]
     for refnum, rows in groups.items():
-        yield from _image_records(refnum, rows, images.get(refnum), include_normals, include_calcifications, context)
+        path = images.get(refnum)
+        units.append((refnum, str(path or refnum), (lambda refnum=refnum, rows=rows, path=path: _image_records(
+            refnum, rows, path, include_normals, include_calcifications, context))))
+    return read_each(NAME, units)
 
 
 def _image_records(refnum: str, rows: list[dict[str, Any]], path: Path | None, include_normals: bool,
@@ -127,6 +160,8 @@ def _image_records(refnum: str, rows: list[dict[str, Any]], path: Path | None, i
             yield SkipRecord(NAME, sid, where, "calcification (not a mass)")
         elif row["x"] is None or row["y"] is None or row["radius"] is None:
             yield SkipRecord(NAME, sid, where, f"no lesion coordinates in Info.txt (line {row['line']})")
+        elif row["radius"] <= 0:
+            yield SkipRecord(NAME, sid, where, f"radius {row['radius']:g} in Info.txt (line {row['line']}) is not positive")
         else:
             wanted.append((sid, row, f))
     if not wanted:

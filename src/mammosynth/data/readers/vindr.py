@@ -13,7 +13,9 @@ BI-RADS assessment is kept in ``extra``. Categories map through
 :func:`mammosynth.data.birads.map_vindr_categories` (asymmetries, distortion and lymph
 nodes are non-mass lesions; calcifications and skin/nipple findings are skipped with the
 reason). ``No Finding`` images are normals. The patient is the study (VinDr publishes no
-patient id); the split comes from the ``split`` column (training -> train, test -> test).
+patient id); the split comes from the ``split`` column (training -> ``trainval``: train or
+val, never test; test -> test). A study or image id that would lead outside ``--root``
+(``../``) is skipped.
 """
 
 from __future__ import annotations
@@ -24,12 +26,24 @@ from typing import Any, Iterable, Iterator
 
 from mammosynth.data.birads import LESION_KINDS, Label, map_vindr_categories
 from mammosynth.data.imaging import ellipse_in_box, read_dicom
-from mammosynth.data.readers import Record, lesion_from_image, normal_from_image, read_csv_rows, side_letter, view_name
+from mammosynth.data.readers import (
+    Record,
+    Unit,
+    leaves_root,
+    lesion_from_image,
+    normal_from_image,
+    read_csv_rows,
+    read_each,
+    row_problem,
+    side_letter,
+    view_name,
+)
 from mammosynth.data.records import DEFAULT_CONTEXT, SkipRecord
 from mammosynth.errors import DataError
 
 NAME = "vindr"
-_SPLITS = {"training": "train", "train": "train", "test": "test", "testing": "test", "val": "val", "validation": "val"}
+#: The CSV's split column -> split hint; the official training set may give val patients.
+_SPLITS = {"training": "trainval", "train": "trainval", "test": "test", "testing": "test", "val": "val", "validation": "val"}
 
 
 def _csv_path(root: Path, csv_paths: list[Path]) -> Path:
@@ -69,6 +83,9 @@ def iter_label_rows(paths: Iterable[str | os.PathLike]) -> Iterator[dict]:
     """One entry per finding row; VinDr has neither shape/margin descriptors nor pathology."""
     for path in paths:
         for row in read_csv_rows(path):
+            if row_problem(row):  # a line that could not be read: counted, never guessed
+                yield {"kind": "unreadable"}
+                continue
             f = map_vindr_categories(row.get("finding categories", ""))
             yield {"kind": f.kind, "shape": f.shape, "margin": f.margin}
 
@@ -93,14 +110,28 @@ def iter_records(
     csv_path = _csv_path(root, [Path(p) for p in csv_paths])
     # Rows are grouped per image so that each DICOM is decoded once (metadata only in memory).
     groups: dict[tuple[str, str], list[dict[str, str]]] = {}
+    units: list[Unit] = []
     for row in read_csv_rows(csv_path):
+        problem = row_problem(row)
+        if problem:
+            sid = row.get("image id") or "?"
+            skip = SkipRecord(NAME, sid, str(csv_path), f"{csv_path}: {problem}")
+            units.append((sid, str(csv_path), lambda skip=skip: skip))
+            continue
         groups.setdefault((row.get("study id", ""), row.get("image id", "")), []).append(row)
     for (study, image_id), rows in groups.items():
-        yield from _image_records(root, study, image_id, rows, include_normals, include_calcifications, context)
+        units.append((image_id, f"images/{study}/{image_id}.dicom", (
+            lambda study=study, image_id=image_id, rows=rows:
+            _image_records(root, study, image_id, rows, include_normals, include_calcifications, context))))
+    return read_each(NAME, units)
 
 
 def _image_records(root: Path, study: str, image_id: str, rows: list[dict[str, str]], include_normals: bool,
                    include_calcifications: bool, context: float) -> Iterator[Record]:
+    if leaves_root(f"images/{study}/{image_id}") or "/" in study.replace("\\", "/") or "/" in image_id.replace("\\", "/"):
+        yield SkipRecord(NAME, image_id, f"images/{study}/{image_id}.dicom",
+                         f"study id {study!r} / image id {image_id!r} would lead outside --root")
+        return
     findings = [map_vindr_categories(r.get("finding categories", "")) for r in rows]
     is_normal = all(f.kind == "normal" for f in findings)
     wanted = []
@@ -138,7 +169,7 @@ def _image_records(root: Path, study: str, image_id: str, rows: list[dict[str, s
     first = rows[0]
     split = _SPLITS.get(first.get("split", "").strip().lower())
     common = dict(view=view_name(first.get("view position")) or meta.get("view"), density=_density(first.get("breast density", "")),
-                  pixel_spacing_mm=meta.get("pixel_spacing_mm"), split_hint=split)
+                  pixel_spacing_mm=meta.get("pixel_spacing_mm"), split_hint=split, warnings=meta.get("warnings", []))
     lat = side_letter(first.get("laterality")) or meta.get("laterality")
     if not wanted:
         yield normal_from_image(source=NAME, source_id=image_id, patient_id=study, image=image, path=str(path),
