@@ -69,7 +69,7 @@ class TrainConfig:
     batch_size: int = 16
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    amp: Literal["auto", "bf16", "fp16", "off"] = "auto"  # auto: bf16 on CUDA that supports it, off on CPU
+    amp: Literal["auto", "bf16", "fp16", "off"] = "auto"  # auto: bf16 on CUDA / CPUs with native bf16, else fp16 (CUDA) / off
     channels_last: bool = True
     compile: bool = False
     ema_decay: float = 0.999  # per step; 0 disables EMA
