@@ -139,3 +139,83 @@ def test_trains_through_trainer_and_fidelity_cli(tmp_path):
     assert res.exit_code == 0, res.output
     rep = json.loads(res.stdout)
     assert rep["n_generated"] == 2 and len(rep["categories"]) == 2
+
+
+def margin_only_store(path, n=24, size=16, val_every=4):
+    """Like bright_or_dark_store but no lesion has a shape (mini-MIAS, INbreast, VinDr); every
+    ``val_every``-th lesion is in val, the rest alternate train/test."""
+    rng = np.random.default_rng(1)
+    mask = np.zeros((size, size), bool)
+    mask[4:12, 4:12] = True
+    with StoreWriter(path, patch_size=size, normal_size=(32, 32)) as w:
+        for i in range(n):
+            bright = i % 2 == 0
+            patch = ((0.75 if bright else 0.25) + 0.05 * rng.standard_normal((size, size))).astype(np.float32)
+            margin = "CIRCUMSCRIBED" if bright else "SPICULATED"
+            split = "val" if i % val_every == val_every - 1 else ("train" if i < n // 2 else "test")
+            w.add_lesion(LesionRecord(
+                source="test", source_id=f"M{i}", patient_id=f"P{i}", patch=patch, mask=mask,
+                shape=Label(None, None, "missing"), margin=Label(margin, margin.lower(), "exact"),
+                pathology=Label(None, None, "missing"), split_hint=split))
+    return path
+
+
+def test_margin_only_store_trains_without_a_shape_head(tmp_path, caplog):
+    """Before: "training diverged: acc_shape = nan" at step 0 (issue 11)."""
+    from mammosynth.train.run import load_method
+    from mammosynth.train.trainer import train
+
+    store = margin_only_store(tmp_path / "m.h5")
+    cfg = ClassifierConfig(width=4, n_stages=2, steps=4, batch_size=4, log_every=2, sample_every=0, ckpt_every=4, device="cpu")
+    with caplog.at_level("WARNING", logger="mammosynth.models.classifier"):
+        run = train("classifier", store, tmp_path / "runs", cfg, progress=False)
+    assert "shape head is NOT trained" in caplog.text
+    doc = json.loads((run / "config.json").read_text())
+    assert set(doc["data"]["untrained_heads"]) == {"shape"} and "no lesion of split 'train'" in doc["data"]["untrained_heads"]["shape"]
+    assert doc["data"]["train_labels"]["shape"] == 0 and doc["data"]["train_labels"]["margin"] > 0
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["acc_shape"] is None and "loss_shape" not in r for r in records)  # absent, never NaN
+    assert all(0.0 <= r["acc_margin"] <= 1.0 for r in records)
+    m = load_method(run, device="cpu", expect="classifier")
+    torch.manual_seed(cfg.seed)  # the trainer seeds the build with cfg.seed: the same initial heads
+    init = BiradsCNN(4, 2, cfg.dropout)
+    assert torch.equal(m.nets["classifier"].shape_head.weight, init.shape_head.weight)  # never moved
+    assert not torch.equal(m.nets["classifier"].margin_head.weight, init.margin_head.weight)
+    ps, pm = m.predict_labels(torch.zeros(3, 1, 16, 16))
+    assert (ps == -1).all() and ((pm >= 0) & (pm < len(MARGINS))).all()
+    ev = m.evaluate_store(split="test")
+    assert ev["shape"]["accuracy"] is None and "untrained" in ev["shape"] and ev["margin"]["accuracy"] is not None
+
+
+def test_trainer_logs_a_batch_without_labels_as_absent_and_guards_only_losses(tmp_path):
+    """A Python-number metric that is NaN/None is absent for that step (averaged over the steps
+    that measured it); a NaN loss tensor still stops the run."""
+    from mammosynth.train.trainer import Trainer
+
+    store = bright_or_dark_store(tmp_path / "s.h5")
+    t = Trainer("classifier", store, tmp_path / "runs", ClassifierConfig(device="cpu"), progress=False)
+    t.device, t.last_good, t.run_dir, t.step = torch.device("cpu"), None, tmp_path, 0
+    t.dist = type("D", (), {"world_size": 1})()
+    out = t._check_finite({"loss": torch.tensor(0.5), "acc_shape": float("nan"), "acc_margin": None, "flag": 1.0}, [])
+    assert out == {"loss": 0.5, "acc_shape": None, "acc_margin": None, "flag": 1.0}
+    from mammosynth.train.trainer import TrainingDiverged
+
+    with pytest.raises(TrainingDiverged, match="loss = nan"):
+        t._check_finite({"loss": torch.tensor(float("nan")), "acc_shape": 1.0}, [])
+
+
+def test_judge_trains_on_a_chosen_split(tmp_path):
+    from mammosynth.config import from_dict
+    from mammosynth.train.trainer import train
+
+    store = margin_only_store(tmp_path / "m.h5")
+    cfg = from_dict(ClassifierConfig, {"width": 4, "n_stages": 2, "steps": 1, "batch_size": 4, "log_every": 1,
+                                       "sample_every": 0, "ckpt_every": 1, "device": "cpu", "train_split": "val"})
+    run = train("classifier", store, tmp_path / "runs", cfg, progress=False)
+    doc = json.loads((run / "config.json").read_text())
+    assert doc["config"]["train_split"] == "val" and doc["data"]["train_split"] == "val"
+    assert doc["data"]["train_labels"]["n"] == 6  # the 6 val lesions, not the train ones
+    m = BiradsClassifier(cfg, doc["data"])
+    assert len(m.make_dataset(str(store))) == 6
+    with pytest.raises(Exception, match="train_split"):
+        from_dict(ClassifierConfig, {"train_split": "everything"})
