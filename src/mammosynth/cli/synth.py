@@ -261,23 +261,35 @@ def _generate_per_category(run: Path, per: int, out: Path, shape: Optional[str],
 
 
 def _sample_notes(samples, notes: dict):
-    """Pass samples through, noting each category whose seed pool was smaller than K."""
+    """Pass samples through, noting what the user must be told: categories whose seed pool was
+    smaller than K (birads-aegan) and reused tissue contexts (infill)."""
     for s in samples:
         pool, k = s.extra.get("pool_size"), s.extra.get("n_features_requested")
         if pool is not None and k is not None and pool < k:
-            notes[(s.shape, s.margin)] = {"shape": s.shape, "margin": s.margin, "pool_size": pool, "n_features_requested": k}
+            notes.setdefault("small_seed_pools", {})[(s.shape, s.margin)] = {
+                "shape": s.shape, "margin": s.margin, "pool_size": pool, "n_features_requested": k}
+        if s.extra.get("context_repeat"):
+            notes["context_repeats"] = notes.get("context_repeats", 0) + 1
         yield s
 
 
 def _notes_summary(notes: dict) -> dict:
-    return {"small_seed_pools": list(notes.values())} if notes else {}
+    out: dict = {}
+    if notes.get("small_seed_pools"):
+        out["small_seed_pools"] = list(notes["small_seed_pools"].values())
+    if notes.get("context_repeats"):
+        out["context_repeats"] = notes["context_repeats"]
+    return out
 
 
 def _print_notes(notes: dict) -> None:
-    for v in notes.values():
+    for v in notes.get("small_seed_pools", {}).values():
         console.print(f"[yellow]note[/] {v['shape'] or '-'}/{v['margin'] or '-'}: {v['pool_size']} seed lesions, fewer "
                       f"than K = {v['n_features_requested']}: every sample combines all {v['pool_size']} (less diverse; "
                       "manifest extra pool_size; see --n-features in `generate --help`)")
+    if notes.get("context_repeats"):
+        console.print(f"[yellow]note[/] {notes['context_repeats']} images reuse a tissue context already used in this set "
+                      "(fresh noise; manifest extra context_repeat): the split has fewer contexts than --n")
 
 
 def _split(split: str) -> str:

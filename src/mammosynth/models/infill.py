@@ -566,32 +566,37 @@ class InfillGAN(Method):
 
     @torch.no_grad()
     def generate(self, n: int, seed: int, **options: Any) -> Iterator["Sample"]:
-        """Yield ``n`` infilled lesion patches on real tissue from the store's test split.
+        """Yield ``n`` infilled lesion patches on real tissue from a store split.
 
         Options: ``data`` (store path; default: the training store), ``mask`` ((H,W) bool,
         used for every sample, resized to S; default: each tissue patch's own lesion mask,
         whose BI-RADS labels are carried over), ``shape``/``margin``/``pathology`` (labels
-        for a given mask), ``split`` (default "test"; falls back to val, then train, when
-        empty), ``batch_size`` (default 16). Images (S,S) float32 in [0,1].
+        for a given mask), ``split`` (default "train", the split the GAN learned from, so that
+        ``evaluate`` can compare with held-out val/test lesions; an empty split is an error,
+        never silently replaced), ``batch_size`` (default 16). Images (S,S) float32 in [0,1].
+
+        Each tissue context is used once before any is used again. When ``n`` exceeds the
+        split's contexts they are reused, with fresh noise, in rounds: a warning says so and
+        every sample records ``context_repeat`` (0 on first use, k on the k-th reuse).
         """
         from mammosynth.data.birads import MARGINS, PATHOLOGIES, SHAPES
         from mammosynth.data.store import Store, resize_image, resize_mask
         from mammosynth.synth.sample import Sample
 
         path = self._store_path(options)
-        want = options.get("split") or "test"
+        split = options.get("split") or "train"
         with Store(path) as store:
-            split = want
             idx = store.split_indices("lesions", split)
-            for alt in ("val", "train"):
-                if len(idx):
-                    break
-                log.warning("infill generate: %s has no %r lesions; using the %r split", path, split, alt)
-                split, idx = alt, store.split_indices("lesions", alt)
             if not len(idx):
-                raise DataError(f"{path}: no lesion patches to take tissue from")
+                raise DataError(f"{path}: split {split!r} has no lesion patches to take tissue from; choose another --split")
             rng = np.random.default_rng(seed)
-            chosen = idx[rng.integers(0, len(idx), size=n)] if n > len(idx) else rng.choice(idx, size=n, replace=False)
+            rounds = -(-n // len(idx))
+            chosen = np.concatenate([rng.permutation(idx) for _ in range(rounds)])[:n]
+            repeat = np.arange(n) // len(idx)
+            if rounds > 1:
+                log.warning("infill generate: %d images from the %d tissue contexts of split %r of %s: each context is "
+                            "reused up to %d times with fresh noise (manifest extra context_repeat)",
+                            n, len(idx), split, path, rounds - 1)
             unique, back = np.unique(chosen, return_inverse=True)  # h5py reads strictly increasing indices
             uniq = store.lesions(indices=unique)
         pick = np.asarray(back).reshape(-1)
@@ -633,7 +638,7 @@ class InfillGAN(Method):
                     mask=masks[k].astype(bool),
                     shape=labels[0], margin=labels[1], pathology=labels[2], seed=int(seed),
                     source_ids=[arrays.source_id[i]],
-                    extra={"tissue_split": split, "tissue_index": int(arrays.index[i]),
+                    extra={"tissue_split": split, "tissue_index": int(arrays.index[i]), "context_repeat": int(repeat[i]),
                            "mask_source": "option" if user_mask is not None else "own",
                            "generator": self.cfg.generator, "two_channel": bool(self.cfg.two_channel)},
                 )
