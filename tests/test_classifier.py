@@ -100,17 +100,19 @@ def test_label_fidelity_on_a_hand_made_case(tmp_path):
     cats = {(c["shape"], c["margin"]): c for c in rep["categories"]}
     rc = cats[("round", "circumscribed")]
     assert rc["n_generated"] == 4 and rc["generated_margin_accuracy"] == 0.75 and rc["real_margin_accuracy"] == 1.0
-    assert rc["margin_ratio"] == 0.75 and rc["margin_ratio_ok"] is False and rc["n_real_margin"] == 6
+    assert rc["margin_ratio"] == 0.75 and rc["margin_ratio_at_reference"] is False and rc["n_real_margin"] == 6
     assert rc["generated_shape_accuracy"] == 0.75 and rc["n_real_shape"] == 6
     ii = cats[("irregular", "spiculated")]
-    assert ii["margin_ratio"] == 1.0 and ii["margin_ratio_ok"] is True
+    assert ii["margin_ratio"] == 1.0 and ii["margin_ratio_at_reference"] is True
     assert ii["n_real_shape"] == 3  # real irregular lesions without a shape label are not scored
     only_m = cats[(None, "spiculated")]
     assert only_m["generated_margin_accuracy"] == 0.0 and only_m["generated_shape_accuracy"] is None
     assert rep["generated"]["margin_accuracy"] == pytest.approx(5 / 7)
     assert rep["generated"]["shape_accuracy"] == pytest.approx(5 / 6)
     assert rep["margin_ratio"] == pytest.approx(5 / 7) and rep["shape_ratio"] == pytest.approx(5 / 6)
-    assert (rep["categories_meeting_target"], rep["categories_judged"]) == (1, 3)  # irregular/spiculated only
+    assert (rep["categories_at_reference"], rep["categories_judged"]) == (1, 3)  # irregular/spiculated only
+    assert rep["margin_ratio_reference"] == 0.8 and "not a target from seed 000" in rep["reference_note"]
+    assert rep["protocol"]["checked"] is False and rep["leaked"] is False  # a hand-made judge says nothing of its data
     assert "| round | circumscribed | 4 | 0.75 |" in format_table(rep)
     json.dumps(rep)  # JSON-ready
     with pytest.raises(DataError, match="no manifest"):
@@ -219,3 +221,53 @@ def test_judge_trains_on_a_chosen_split(tmp_path):
     assert len(m.make_dataset(str(store))) == 6
     with pytest.raises(Exception, match="train_split"):
         from_dict(ClassifierConfig, {"train_split": "everything"})
+
+
+def write_sourced_set(out, items, run=""):
+    """items: (value, shape, margin, source_ids) -> a synthetic set whose manifest names its seeds and run."""
+    mask = np.zeros((16, 16), bool)
+    mask[4:12, 4:12] = True
+    with SyntheticSetWriter(out, method="test", run=run) as w:
+        for value, shape, margin, sources in items:
+            w.add(np.full((16, 16), value, np.float32), [Lesion(mask=mask, shape=shape, margin=margin)], source_ids=sources)
+    return out
+
+
+def test_label_fidelity_refuses_a_judge_that_saw_the_seeds_and_follows_the_protocol(tmp_path, capsys):
+    """Before: the judge trained on train, the seeds came from train, and nothing was checked (issue 11)."""
+    from mammosynth.cli import main
+    from mammosynth.config import from_dict
+    from mammosynth.train.trainer import train
+
+    store = margin_only_store(tmp_path / "m.h5")  # train M0..M11 (less val), val M3, M7, ..., test M12..
+    base = {"width": 4, "n_stages": 2, "steps": 2, "batch_size": 4, "log_every": 1, "sample_every": 0, "ckpt_every": 2,
+            "device": "cpu"}
+    on_train = train("classifier", store, tmp_path / "a", from_dict(ClassifierConfig, base), progress=False)
+    on_val = train("classifier", store, tmp_path / "b", from_dict(ClassifierConfig, {**base, "train_split": "val"}), progress=False)
+    synth = write_sourced_set(tmp_path / "gen", [(0.8, None, "circumscribed", ["M0", "M2"]), (0.2, None, "spiculated", ["M1"])])
+    with pytest.raises(DataError, match=r"was trained on 3 of the synthetic set's 3 seed lesions"):
+        label_fidelity(on_train, synth, device="cpu")
+    flagged = label_fidelity(on_train, synth, device="cpu", allow_leakage=True)
+    assert flagged["leaked"] and flagged["leakage_allowed"] and flagged["protocol"]["overlap"]["judge_and_seeds"]["n"] == 3
+    rep = label_fidelity(on_val, synth, device="cpu")  # the protocol: judge on val, real accuracy on test
+    p = rep["protocol"]
+    assert p["checked"] and p["clean"] and not rep["leaked"] and p["judge"]["split"] == "val" and p["real"]["split"] == "test"
+    assert rep["judge_untrained_heads"].keys() == {"shape"} and rep["real"]["shape_accuracy"] is None
+    assert all(c["generated_shape_accuracy"] is None and c["generated_margin_accuracy"] is not None for c in rep["categories"])
+    with pytest.raises(DataError, match=r"6 of the 6 real 'val' lesions its real accuracy is measured on"):
+        label_fidelity(on_val, synth, split="val", device="cpu")
+    # no seeds in the manifest, but a generator run that learned from train (any run's config.json says what)
+    by_run = write_sourced_set(tmp_path / "gen2", [(0.8, None, "circumscribed", [])], run=str(on_train))
+    with pytest.raises(DataError, match=r"lesions the generator learned from"):
+        label_fidelity(on_train, by_run, device="cpu")
+    assert label_fidelity(on_val, by_run, device="cpu")["protocol"]["generators"][0]["split"] == "train"
+    # the CLI refuses with one line, or reports it flagged
+    assert main(["fidelity", "labels", "--classifier", str(on_train), "--synthetic", str(synth), "--device", "cpu"]) == 2
+    assert "train_split=val" in capsys.readouterr().err
+    assert main(["fidelity", "labels", "--classifier", str(on_train), "--synthetic", str(synth), "--device", "cpu",
+                 "--allow-leakage"]) == 0
+    err = " ".join(capsys.readouterr().err.split())  # rich wraps long lines
+    assert "LEAKED" in err and "not a target from seed 000" in err
+    assert main(["fidelity", "labels", "--classifier", str(on_val), "--synthetic", str(synth), "--device", "cpu"]) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert "no overlap" in err and "no shape numbers" in err
