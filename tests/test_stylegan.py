@@ -227,3 +227,27 @@ def test_full_config_follows_the_paper_adain_and_keeps_both_options():
     assert kinds == {"adain"}
     mod = load_config(StyleGANConfig, default_config_path("stylegan", "full"), ["conv=modulated"])
     assert mod.conv == "modulated"
+
+
+def test_encoder_perceptual_fallback_is_loud_and_recorded(tiny_runs, tmp_path, monkeypatch, caplog):
+    """Before: a bare warnings.warn, nothing in config.json or the metrics (issue 11)."""
+    import json
+
+    from mammosynth.train.trainer import train
+
+    store, g_run, _ = tiny_runs
+    empty = tmp_path / "no-weights"
+    empty.mkdir()
+    monkeypatch.setenv("MAMMOSYNTH_WEIGHTS", str(empty))
+    cfg = StyleGANEncoderConfig(generator_run=str(g_run), channels=8, max_channels=32, perceptual="auto", steps=2,
+                                batch_size=4, log_every=1, sample_every=0, ckpt_every=2, n_samples=4, amp="off",
+                                channels_last=False)
+    with caplog.at_level("WARNING", logger="mammosynth.models.stylegan_encoder"):
+        run = train("stylegan-encoder", store, tmp_path / "runs", cfg, progress=False)
+    assert "NO IMAGENET VGG-16 WEIGHTS" in caplog.text and "NOT the paper's VGG conv4_3" in caplog.text
+    doc = json.loads((run / "config.json").read_text())
+    assert doc["data"]["perceptual"].startswith("perceptual fallback") and str(empty) in doc["data"]["perceptual"]
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert len(lines) == 2 and all(line["perceptual_fallback"] == 1.0 for line in lines)
+    state = json.loads((run / "checkpoint" / "state.json").read_text())
+    assert state["extra_state"]["perceptual"].startswith("perceptual fallback")
