@@ -23,8 +23,9 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 
-def tiny_store(path, n=24, size=32, seed=0):
-    """Bright ellipses on noise; round/oval shapes get circumscribed margins, irregular spiculated."""
+def tiny_store(path, n=24, size=32, seed=0, shapes=True):
+    """Bright ellipses on noise; round/oval shapes get circumscribed margins, irregular spiculated.
+    ``shapes=False``: no lesion has a shape label (mini-MIAS, INbreast, VinDr give margins only)."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[:size, :size] / size - 0.5
     with StoreWriter(path, patch_size=size, normal_size=(64, 48), split_seed=seed) as w:
@@ -37,7 +38,8 @@ def tiny_store(path, n=24, size=32, seed=0):
             margin = ("CIRCUMSCRIBED", "CIRCUMSCRIBED", "SPICULATED")[kind]
             w.add_lesion(LesionRecord(
                 source="test", source_id=f"L{i:03d}", patient_id=f"P{i}", patch=patch, mask=mask,
-                shape=Label(shape, shape.lower(), "exact"), margin=Label(margin, margin.lower(), "exact"),
+                shape=Label(shape, shape.lower(), "exact") if shapes else Label(None, None, "missing"),
+                margin=Label(margin, margin.lower(), "exact"),
                 pathology=Label("BENIGN", "benign", "exact"), split_hint="train" if i < n - 6 else "test"))
     return path
 
@@ -283,22 +285,8 @@ def test_trains_through_trainer_and_generates_after_loading(tmp_path, capsys):
     assert [r["shape"] for r in col] == ["irregular"] and len(col[0]["source_ids"].split(";")) == 2
 
 
-def margin_only_store(path, n=24, size=32, seed=0):
-    """tiny_store's lesions with their shape labels removed (mini-MIAS, INbreast, VinDr give margins only)."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:size, :size] / size - 0.5
-    with StoreWriter(path, patch_size=size, normal_size=(64, 48), split_seed=seed) as w:
-        for i in range(n):
-            kind = i % 3
-            ry, rx = (0.2, 0.2) if kind == 0 else ((0.15, 0.28) if kind == 1 else (0.25, 0.12))
-            mask = (yy / ry) ** 2 + (xx / rx) ** 2 <= 1
-            patch = (0.2 + 0.1 * rng.random((size, size)) + 0.6 * mask).astype(np.float32)
-            margin = ("CIRCUMSCRIBED", "CIRCUMSCRIBED", "SPICULATED")[kind]
-            w.add_lesion(LesionRecord(
-                source="test", source_id=f"L{i:03d}", patient_id=f"P{i}", patch=patch, mask=mask,
-                shape=Label(None, None, "missing"), margin=Label(margin, margin.lower(), "exact"),
-                pathology=Label("BENIGN", "benign", "exact"), split_hint="train" if i < n - 6 else "test"))
-    return path
+def margin_only_store(path):
+    return tiny_store(path, shapes=False)
 
 
 def test_categories_are_the_label_combinations_the_seeds_have(trained_method, tmp_path):

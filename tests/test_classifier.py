@@ -22,23 +22,25 @@ from mammosynth.train.method import EagerContext
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def bright_or_dark_store(path, n=24, size=16):
+def bright_or_dark_store(path, n=24, size=16, shapes=True, val_every=0):
     """Bright patches are round + circumscribed, dark ones irregular + spiculated; every
-    4th lesion has no shape label. Half train, half test."""
-    rng = np.random.default_rng(0)
+    4th lesion has no shape label (``shapes=False``: none has, as in mini-MIAS). Half train,
+    half test; with ``val_every`` every such lesion goes to val instead."""
+    rng = np.random.default_rng(0 if shapes else 1)
     mask = np.zeros((size, size), bool)
     mask[4:12, 4:12] = True
     with StoreWriter(path, patch_size=size, normal_size=(32, 32)) as w:
         for i in range(n):
             bright = i % 2 == 0
             patch = ((0.75 if bright else 0.25) + 0.05 * rng.standard_normal((size, size))).astype(np.float32)
-            shape = ("ROUND" if bright else "IRREGULAR") if i % 4 != 1 else None
+            shape = ("ROUND" if bright else "IRREGULAR") if i % 4 != 1 and shapes else None
             margin = "CIRCUMSCRIBED" if bright else "SPICULATED"
+            split = "train" if i < n // 2 else "test"
             w.add_lesion(LesionRecord(
-                source="test", source_id=f"L{i}", patient_id=f"P{i}", patch=patch, mask=mask,
+                source="test", source_id=f"L{i}" if shapes else f"M{i}", patient_id=f"P{i}", patch=patch, mask=mask,
                 shape=Label(shape, shape.lower(), "exact") if shape else Label(None, None, "missing"),
                 margin=Label(margin, margin.lower(), "exact"), pathology=Label(None, None, "missing"),
-                split_hint="train" if i < n // 2 else "test"))
+                split_hint="val" if val_every and i % val_every == val_every - 1 else split))
     return path
 
 
@@ -143,23 +145,9 @@ def test_trains_through_trainer_and_fidelity_cli(tmp_path):
     assert rep["n_generated"] == 2 and len(rep["categories"]) == 2
 
 
-def margin_only_store(path, n=24, size=16, val_every=4):
-    """Like bright_or_dark_store but no lesion has a shape (mini-MIAS, INbreast, VinDr); every
-    ``val_every``-th lesion is in val, the rest alternate train/test."""
-    rng = np.random.default_rng(1)
-    mask = np.zeros((size, size), bool)
-    mask[4:12, 4:12] = True
-    with StoreWriter(path, patch_size=size, normal_size=(32, 32)) as w:
-        for i in range(n):
-            bright = i % 2 == 0
-            patch = ((0.75 if bright else 0.25) + 0.05 * rng.standard_normal((size, size))).astype(np.float32)
-            margin = "CIRCUMSCRIBED" if bright else "SPICULATED"
-            split = "val" if i % val_every == val_every - 1 else ("train" if i < n // 2 else "test")
-            w.add_lesion(LesionRecord(
-                source="test", source_id=f"M{i}", patient_id=f"P{i}", patch=patch, mask=mask,
-                shape=Label(None, None, "missing"), margin=Label(margin, margin.lower(), "exact"),
-                pathology=Label(None, None, "missing"), split_hint=split))
-    return path
+def margin_only_store(path):
+    """bright_or_dark_store without shape labels (mini-MIAS, INbreast, VinDr); every 4th lesion in val."""
+    return bright_or_dark_store(path, shapes=False, val_every=4)
 
 
 def test_margin_only_store_trains_without_a_shape_head(tmp_path, caplog):
