@@ -251,3 +251,11 @@ def test_encoder_perceptual_fallback_is_loud_and_recorded(tiny_runs, tmp_path, m
     assert len(lines) == 2 and all(line["perceptual_fallback"] == 1.0 for line in lines)
     state = json.loads((run / "checkpoint" / "state.json").read_text())
     assert state["extra_state"]["perceptual"].startswith("perceptual fallback")
+
+
+def test_split_is_refused_for_a_method_that_draws_no_real_lesions(tiny_runs, tmp_path, capsys):
+    from mammosynth.cli import main
+
+    _, g_run, _ = tiny_runs
+    assert main(["generate", str(g_run), "--n", "1", "--out", str(tmp_path / "s"), "--split", "val"]) == 2
+    assert "birads-aegan and infill runs only" in capsys.readouterr().err

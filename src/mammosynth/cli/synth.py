@@ -39,7 +39,7 @@ def register(app: typer.Typer) -> None:
         n_features: Optional[int] = typer.Option(None, "--n-features", min=1, help="birads-aegan: seed features K combined per sample (eq. 2 of seed 000; default from the run's config, 20 as in the paper). The trade-off: a large K averages many seeds into prototypical lesions of the category (the label survives, diversity falls); a small K (2-3) keeps lesions closer to single seeds (more diverse, less averaged, nearer to copies). A category with fewer seeds than K uses all of them for every sample, so its samples differ only in their weights; the output says so and the manifest records pool_size (see docs/birads.md)."),
         split: Optional[str] = typer.Option(None, "--split", help="Store split to draw from: birads-aegan seed lesions, infill tissue patches and masks (train, val, test). Default train, the split the generator learned from, so `evaluate` can compare with held-out val/test lesions."),
         truncation: Optional[float] = typer.Option(None, "--truncation", min=0.0, max=1.0, help="stylegan: truncation psi (w pulled towards the mean w). Default 1 = no truncation, what evaluation assumes; psi < 1 trades diversity for fidelity and flatters precision, FD and the two-sample test. Recorded in the manifest (extra.truncation)."),
-        per_category: int = typer.Option(0, "--per-category", min=0, help="Instead of --n: this many images for every BI-RADS (shape, margin) category, in one set (the input of `mammosynth fidelity labels`). --shape / --margin restrict it to one row / column. Methods with shape and margin control (birads-aegan). Categories without seed lesions are skipped and listed. 0 = off."),
+        per_category: int = typer.Option(0, "--per-category", min=0, help="Instead of --n: this many images for every BI-RADS category the seed lesions have, in one set (the input of `mammosynth fidelity labels`): (shape, margin) pairs, or one per margin when the data has no shapes (mini-MIAS, INbreast, VinDr). --shape / --margin restrict it to one row / column. Methods with shape and margin control (birads-aegan). Categories without seed lesions are skipped and listed. 0 = off."),
         json_out: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
     ) -> None:
         """Generate lesions (or mammograms) from a trained run, with labels written as COCO."""
@@ -55,7 +55,7 @@ def register(app: typer.Typer) -> None:
         method = load_method(run_dir, device=device)
         options = {"batch_size": batch_size, **_feature_options(method, n_features), **_truncation_option(method, truncation)}
         if split:
-            options["split"] = _split(split)
+            options["split"] = _split(split, method)
         if shape:
             options["shape"] = parse_term(shape, SHAPES, "shape")
         if margin:
@@ -222,7 +222,7 @@ def _generate_per_category(run: Path, per: int, out: Path, shape: Optional[str],
     extra = {"pathology": parse_term(pathology, PATHOLOGIES, "pathology")} if pathology else {}
     extra.update(_feature_options(method, n_features))
     if split:
-        extra["split"] = _split(split)
+        extra["split"] = _split(split, method)
     skipped: list[dict[str, str]] = []
     if hasattr(method, "categories"):  # the label combinations the seeds have
         found = method.categories(shape=shapes[0] if shape else None, margin=margins[0] if margin else None,
@@ -292,11 +292,15 @@ def _print_notes(notes: dict) -> None:
                       "(fresh noise; manifest extra context_repeat): the split has fewer contexts than --n")
 
 
-def _split(split: str) -> str:
+def _split(split: str, method: object) -> str:
+    """``--split`` for the methods that draw real lesions from a store (birads-aegan seeds,
+    infill tissue); refused elsewhere."""
     from mammosynth.errors import ConfigError
 
     if split not in ("train", "val", "test"):
         raise ConfigError(f"--split must be train, val or test, got {split!r}")
+    if getattr(method, "name", "") not in ("birads-aegan", "infill"):
+        raise ConfigError(f"--split applies to birads-aegan and infill runs only (this run is {getattr(method, 'name', '?')})")
     return split
 
 
