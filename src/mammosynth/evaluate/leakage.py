@@ -68,6 +68,7 @@ def run_training_lesions(run: str | Path) -> dict[str, Any]:
 
 
 def examples(items: Iterable[Any]) -> list[Any]:
+    """The first :data:`N_EXAMPLES` of ``items``, sorted (what a report lists; counts are separate)."""
     return sorted(items)[:N_EXAMPLES]
 
 
@@ -83,5 +84,5 @@ def evaluation_leakage(rows: list[dict[str, str]], real_store: str | Path, split
     return {"splits": list(splits), "n_images": len(rows),
             "n_with_source_ids": sum(1 for r in rows if (r.get("source_ids") or "").strip()),
             "n_leaked": len(leaked_rows), "n_leaked_source_ids": len(leaked_ids),
-            "leaked_source_ids": leaked_ids[:N_EXAMPLES],
+            "leaked_source_ids": examples(leaked_ids),
             "leaked_files": [rows[i].get("file", "") for i in leaked_rows[:N_EXAMPLES]]}
