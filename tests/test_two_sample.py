@@ -65,6 +65,9 @@ def test_every_item_is_scored_once_and_groups_stay_in_one_fold():
     x = torch.as_tensor(textures(rng, 80))[:, None] * 2 - 1
     cf = cross_fitted_scores(x, y, groups, folds=5, epochs=1, batch_size=16)
     assert cf["score"].shape == (80,) and np.isfinite(cf["score"]).all() and (cf["fold"] == fold).all()
+    # each fold's logits are centred on the threshold its CNN chose on its own training folds
+    assert np.allclose(cf["score"], cf["logit"] - cf["threshold"])
+    assert all(len(set(cf["threshold"][fold == f])) == 1 for f in range(5))
 
 
 def test_null_pair_stays_at_one_half_and_a_different_pair_reaches_one():
