@@ -23,8 +23,9 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 
-def tiny_store(path, n=24, size=32, seed=0):
-    """Bright ellipses on noise; round/oval shapes get circumscribed margins, irregular spiculated."""
+def tiny_store(path, n=24, size=32, seed=0, shapes=True):
+    """Bright ellipses on noise; round/oval shapes get circumscribed margins, irregular spiculated.
+    ``shapes=False``: no lesion has a shape label (mini-MIAS, INbreast, VinDr give margins only)."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[:size, :size] / size - 0.5
     with StoreWriter(path, patch_size=size, normal_size=(64, 48), split_seed=seed) as w:
@@ -37,7 +38,8 @@ def tiny_store(path, n=24, size=32, seed=0):
             margin = ("CIRCUMSCRIBED", "CIRCUMSCRIBED", "SPICULATED")[kind]
             w.add_lesion(LesionRecord(
                 source="test", source_id=f"L{i:03d}", patient_id=f"P{i}", patch=patch, mask=mask,
-                shape=Label(shape, shape.lower(), "exact"), margin=Label(margin, margin.lower(), "exact"),
+                shape=Label(shape, shape.lower(), "exact") if shapes else Label(None, None, "missing"),
+                margin=Label(margin, margin.lower(), "exact"),
                 pathology=Label("BENIGN", "benign", "exact"), split_hint="train" if i < n - 6 else "test"))
     return path
 
@@ -300,3 +302,76 @@ def test_recipe_variants_train_and_the_paper_switch_restores_the_paper(tmp_path,
     ctx = EagerContext(m, m.build_optimizers())
     recs = [float(m.train_step(batch, ctx)["rec_l1"]) for _ in range(20)]
     assert np.mean(recs[-4:]) < np.mean(recs[:3])
+
+
+def margin_only_store(path):
+    return tiny_store(path, shapes=False)
+
+
+def test_categories_are_the_label_combinations_the_seeds_have(trained_method, tmp_path):
+    m, store = trained_method
+    both = m.categories()
+    assert both["axes"] == ("shape", "margin")
+    assert {(c["shape"], c["margin"]) for c in both["present"]} == {
+        ("round", "circumscribed"), ("oval", "circumscribed"), ("irregular", "spiculated")}
+    assert len(both["absent"]) == 17 and sum(c["n_seeds"] for c in both["present"]) == 18
+    assert {(c["shape"], c["margin"]) for c in m.categories(margin="circumscribed")["present"]} == {
+        ("round", "circumscribed"), ("oval", "circumscribed")}
+    # a margin-only request draws seeds of that margin whatever their shape
+    samples = list(m.generate(3, seed=0, margin="circumscribed", n_features=12))
+    bank = m._seed_bank(None, "train")
+    shapes = {SHAPES[int(bank.shape[bank.row_of(sid)])] for s in samples for sid in s.source_ids}
+    assert shapes == {"round", "oval"} and all(s.shape is None and s.margin == "circumscribed" for s in samples)
+
+    only = BiradsAEGAN(m.cfg, {"patch_size": 32, "store_path": str(margin_only_store(tmp_path / "m.h5"))})
+    only.nets.load_state_dict(m.nets.state_dict())
+    only.on_load()
+    cats = only.categories()
+    assert cats["axes"] == ("margin",)
+    assert [(c["shape"], c["margin"], c["n_seeds"]) for c in cats["present"]] == [
+        (None, "circumscribed", 12), (None, "spiculated", 6)]
+    assert [c["margin"] for c in cats["absent"]] == ["obscured", "microlobulated", "ill_defined"]
+    free = list(only.generate(6, seed=1))  # plain --n: categories drawn per margin
+    assert all(s.shape is None and s.margin in ("circumscribed", "spiculated") for s in free)
+    with pytest.raises(DataError, match="has a shape label"):
+        only.categories(shape="round")
+    with pytest.raises(DataError, match="no seed has a shape label"):
+        list(only.generate(1, seed=0, shape="round"))
+
+
+def test_a_pool_smaller_than_k_is_used_whole_and_recorded(trained_method, caplog):
+    m, _ = trained_method
+    with caplog.at_level("WARNING", logger="mammosynth.models.birads_aegan"):
+        samples = list(m.generate(3, seed=0, shape="irregular", margin="spiculated"))  # 6 seeds < K = 20
+    assert "6 seed lesion(s)" in caplog.text and "fewer than K = 20" in caplog.text
+    for s in samples:
+        assert len(s.source_ids) == 6 and s.extra["pool_size"] == 6 and s.extra["n_features_requested"] == 20
+    big = list(m.generate(1, seed=0, shape="irregular", margin="spiculated", n_features=4))
+    assert big[0].extra["pool_size"] == 6 and big[0].extra["n_features"] == 4
+
+
+def test_margin_only_run_generates_per_category_through_the_cli(tmp_path, capsys):
+    """Before: "no seed lesions with both shape and margin labels" (issue 11)."""
+    import json
+
+    from mammosynth.cli import main
+    from mammosynth.train.trainer import train
+
+    store = margin_only_store(tmp_path / "m.h5")
+    cfg = small_cfg(steps=1, batch_size=4, log_every=1, sample_every=0, ckpt_every=1, device="cpu")
+    run = train("birads-aegan", store, tmp_path / "runs", cfg, progress=False)
+    out = tmp_path / "percat"
+    assert main(["generate", str(run), "--per-category", "2", "--out", str(out), "--device", "cpu", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["categories"] == 2 and [s["margin"] for s in summary["skipped"]] == ["obscured", "microlobulated", "ill_defined"]
+    assert {(p["margin"], p["pool_size"], p["n_features_requested"]) for p in summary["small_seed_pools"]} == {
+        ("circumscribed", 12, 20), ("spiculated", 6, 20)}
+    rows = read_manifest(out)
+    assert sorted((r["shape"], r["margin"]) for r in rows) == [("", "circumscribed")] * 2 + [("", "spiculated")] * 2
+    assert all(json.loads(r["extra"])["pool_size"] in (6, 12) for r in rows)
+    assert main(["generate", str(run), "--n", "3", "--out", str(tmp_path / "plain"), "--device", "cpu"]) == 0
+    err = capsys.readouterr().err
+    assert "wrote 3 images" in err and "fewer than K = 20" in err
+    assert {r["margin"] for r in read_manifest(tmp_path / "plain")} <= {"circumscribed", "spiculated"}
+    assert main(["generate", str(run), "--n", "1", "--split", "test", "--out", str(tmp_path / "t"), "--device", "cpu"]) == 0
+    assert json.loads(read_manifest(tmp_path / "t")[0]["extra"])["seed_split"] == "test"

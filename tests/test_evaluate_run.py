@@ -81,6 +81,10 @@ def test_evaluate_end_to_end_without_weights(tiny, tmp_path, monkeypatch):
     assert m["results"]["memorisation"]["n_synthetic"] == 16
     assert m["results"]["tsne"]["params"]["per_group"]["normal tissue"] > 0
     assert "label_fidelity" in m["skipped"] and "mask_fidelity" in m["skipped"] and "downstream" in m["skipped"]
+    # the two-sample test compares with held-out real lesions only (val + test), never train; cross-fitted
+    ts = m["results"]["two_sample"]
+    assert ts["n_real"] == 10 and "never the generator's training split" in ts["real_pool"] and ts["folds"] == 5
+    assert 0 <= ts["balanced_accuracy"] <= 1 and m["leakage"]["n_leaked"] == 0 and m["inputs"]["n_real_val"] == 0
     # every section is either a result or a skip reason
     assert set(SECTIONS) <= set(m["results"]) | set(m["skipped"])
     # files exist; metrics.json is strict JSON and equals the returned dict
@@ -158,3 +162,48 @@ def test_cli_rejects_retinanet_without_torchvision(tiny, tmp_path, capsys):
     assert code == 2
     assert "RetinaNet needs torchvision and monai" in capsys.readouterr().err
     assert not (tmp_path / "r" / "metrics.json").exists()  # refused before any section ran
+
+
+def make_sourced_synthetic(out: Path, sources: list[str], seed: int = 2) -> Path:
+    """A synthetic set whose images name the real lesions they were made from (as infill and
+    birads-aegan record them)."""
+    rng = np.random.default_rng(seed)
+    with SyntheticSetWriter(out, "test") as w:
+        for sid in sources:
+            img, m = _blob(rng)
+            w.add(img, [Lesion(m)], source_ids=[sid])
+    return out
+
+
+def test_evaluate_refuses_images_made_from_evaluation_lesions_unless_allowed(tiny, tmp_path, monkeypatch):
+    """Before: a set made from test lesions (infill's old default) was scored against those very
+    lesions with nothing said (issue 11)."""
+    from typer.testing import CliRunner
+
+    from mammosynth.cli import app
+    from mammosynth.errors import DataError
+    from mammosynth.evaluate.leakage import evaluation_leakage
+    from mammosynth.evaluate.run import HELD_OUT, evaluate
+    from mammosynth.synth.writer import read_manifest
+
+    store, _ = tiny
+    empty = tmp_path / "w"
+    empty.mkdir()
+    monkeypatch.setenv("MAMMOSYNTH_WEIGHTS", str(empty))
+    # 4 images from test lesions l24, l25 (two each), 12 from train lesions l0..l11
+    leaky = make_sourced_synthetic(tmp_path / "leaky", ["l24", "l25", "l24", "l25"] + [f"l{k}" for k in range(12)])
+    with pytest.raises(DataError, match=r"4 of 16 synthetic images were made from lesions of the evaluation splits"):
+        evaluate(store, leaky, tmp_path / "r0", quick=True, weights_dir=empty)
+    assert not (tmp_path / "r0" / "metrics.json").exists()
+    res = CliRunner().invoke(app, ["evaluate", "--real", str(store), "--synthetic", str(leaky), "--out", str(tmp_path / "r1"),
+                                   "--quick", "--weights-dir", str(empty)])
+    assert res.exit_code != 0 and "--allow-leakage" in str(res.exception or res.output)
+    m = evaluate(store, leaky, tmp_path / "r2", quick=True, weights_dir=empty, allow_leakage=True, max_images=8)
+    lk = m["leakage"]
+    assert lk["n_leaked"] == 4 and lk["n_leaked_source_ids"] == 2 and lk["leaked_source_ids"] == ["l24", "l25"]
+    assert lk["allowed"] is True and lk["splits"] == ["val", "test"]
+    assert any(k.startswith("LEAKED") and v == "4 of 8" for k, v in m["summary"].items())
+    assert "LEAKED: 4 of 8 synthetic images" in (tmp_path / "r2" / "report.html").read_text()
+    clean = make_sourced_synthetic(tmp_path / "clean", [f"l{k}" for k in range(16)])
+    lk = evaluation_leakage(read_manifest(clean), store, HELD_OUT)
+    assert lk["n_leaked"] == 0 and lk["n_with_source_ids"] == 16

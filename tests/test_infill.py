@@ -181,10 +181,49 @@ def test_fallback_warns_loudly_and_is_recorded(tmp_path: Path, store: Path, capl
     opts = m.build_optimizers()
     with caplog.at_level(logging.WARNING, logger="mammosynth.models.infill"):
         out = m.train_step(_batch(store, m), EagerContext(m.nets, opts))
-    assert any("NO IMAGENET VGG WEIGHTS" in r.getMessage() for r in caplog.records)
+    assert any("NO IMAGENET VGG-19 WEIGHTS FOUND (fm_weights=vgg19)" in r.getMessage() for r in caplog.records)
     assert out["fm_fallback"] == 1.0
     assert FALLBACK_NOTE in m.fm_status and FALLBACK_NOTE in m.extra_state()["feature_matching"]
     assert FALLBACK_NOTE in m.data_info["feature_matching"]
+
+
+def test_full_config_trains_with_imagenet_vgg_features_from_a_vgg16_cache(tmp_path: Path, caplog) -> None:
+    """Before: infill-full.yaml asked for vgg19, which `weights get` cannot install, so the
+    paper-size run fell back to discriminator features saying "NO IMAGENET VGG WEIGHTS FOUND"
+    although VGG-16 was cached (issue 11). Runs without the real cache: a fixture cache."""
+    from mammosynth.config import default_config_path, load_config
+    from mammosynth.models.infill import describe_feature_matching, vgg16_layers
+
+    only16 = tmp_path / "only16"
+    _save_random_vgg("vgg16", only16, ("conv3_3",))
+    full = load_config(InfillConfig, default_config_path("infill", "full"),
+                       [f"weights_dir={only16}", "fm_layers=[conv1_2,conv3_4]"])
+    assert full.fm_weights == "auto" and full.lambda_fm == 100.0
+    fm, arch = load_feature_matching(full.fm_weights, tuple(full.fm_layers), full.weights_dir)
+    assert fm is not None and arch == "vgg16" and fm.features.layers == ("conv1_2", "conv3_3")  # conv3_4 mapped
+    assert vgg16_layers(("conv1_2", "relu4_4", "conv5_4", "conv5_2")) == ("conv1_2", "relu4_3", "conv5_3", "conv5_2")
+    desc = describe_feature_matching(full.fm_weights, full.weights_dir, tuple(full.fm_layers))
+    assert "vgg16 as the documented substitute for the paper's VGG-19" in desc and FALLBACK_NOTE not in desc
+    # fm_weights=vgg19 insists; the message says exactly what is missing and what is cached
+    m = _method(None, fm_weights="vgg19", fm_layers=("conv1_2",), weights_dir=str(only16))
+    with caplog.at_level(logging.WARNING, logger="mammosynth.models.infill"):
+        assert m.feature_matching() is None
+    msg = " ".join(r.getMessage() for r in caplog.records)
+    assert "NO IMAGENET VGG-19 WEIGHTS (fm_weights=vgg19) -- ImageNet VGG-16 IS cached" in msg
+    assert "NO IMAGENET VGG WEIGHTS FOUND" not in msg and "VGG-16 IS cached" in describe_feature_matching("vgg19", str(only16))
+
+
+def test_full_config_resolves_to_imagenet_vgg_with_the_standard_cache() -> None:
+    from mammosynth.config import default_config_path, load_config
+    from mammosynth.nn.weights import weight_file
+
+    try:
+        weight_file("vgg16")
+    except Exception as err:  # the standard cache (`mammosynth weights get`) is absent here
+        pytest.skip(f"real weight cache absent ({err})")
+    full = load_config(InfillConfig, default_config_path("infill", "full"))
+    fm, arch = load_feature_matching(full.fm_weights, tuple(full.fm_layers), full.weights_dir)
+    assert fm is not None and arch in ("vgg16", "vgg19") and fm.features.layers == tuple(full.fm_layers)
 
 
 # -- training ---------------------------------------------------------------------------
@@ -276,7 +315,7 @@ def test_sample_grid_and_generate(store: Path) -> None:
 # -- through the real trainer -----------------------------------------------------------------
 
 
-def test_trains_through_trainer_and_loads_back(store: Path, tmp_path: Path) -> None:
+def test_trains_through_trainer_and_loads_back(store: Path, tmp_path: Path, capsys) -> None:
     import json
 
     from mammosynth.train.run import load_method
@@ -380,3 +419,44 @@ def test_a_run_from_before_the_recipe_fields_loads_with_the_papers_networks(stor
     m = load_method(run, device="cpu")
     assert (m.cfg.composite, m.cfg.upsampling) == (False, "transposed")
     train("infill", store, run, None, resume=True, progress=False)  # resumes as well
+
+
+    from mammosynth.cli import main
+
+    assert main(["generate", str(run), "--n", "25", "--out", str(tmp_path / "gen"), "--device", "cpu", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["context_repeats"] > 0 and "split" not in summary  # default split: train
+    assert main(["generate", str(run), "--n", "25", "--out", str(tmp_path / "gen2"), "--device", "cpu"]) == 0
+    assert "reuse a tissue context" in capsys.readouterr().err
+
+
+def test_generate_takes_train_tissue_by_default_and_never_repeats_a_context_silently(store: Path, caplog) -> None:
+    """Before: tissue always came from the test split (what evaluate compares with) and a small
+    split was silently sampled with replacement (issue 11)."""
+    from mammosynth.data.store import Store
+
+    with Store(store) as st:
+        ids = {sp: {st.lesions(split=sp).source_id[k] for k in range(len(st.split_indices("lesions", sp)))}
+               for sp in ("train", "test")}
+    n_train = len(ids["train"])
+    m = _method(store)
+    with caplog.at_level("WARNING", logger="mammosynth.models.infill"):
+        first = list(m.generate(n_train, seed=0))
+    assert "reused" not in caplog.text
+    assert {s.source_ids[0] for s in first} == ids["train"]  # each context once
+    assert all(s.extra["tissue_split"] == "train" and s.extra["context_repeat"] == 0 for s in first)
+    with caplog.at_level("WARNING", logger="mammosynth.models.infill"):
+        more = list(m.generate(2 * n_train + 1, seed=0))
+    assert f"from the {n_train} tissue contexts" in caplog.text and "reused up to 2 times" in caplog.text
+    reps = [s.extra["context_repeat"] for s in more]
+    assert reps == [0] * n_train + [1] * n_train + [2]
+    for r in (0, 1):  # every round uses every context once
+        assert sorted(s.source_ids[0] for s in more if s.extra["context_repeat"] == r) == sorted(ids["train"])
+    test = list(m.generate(1, seed=0, split="test"))
+    assert test[0].source_ids[0] in ids["test"] and test[0].extra["tissue_split"] == "test"
+    with pytest.raises(DataError, match="split 'val' has no lesion patches"):
+        empty = _write_store(store.parent / "trainonly.h5", n=2)
+        with Store(empty) as st:
+            if len(st.split_indices("lesions", "val")):
+                pytest.skip("the split happened to give val lesions")
+        list(_method(empty).generate(1, seed=0, split="val"))

@@ -184,3 +184,78 @@ def test_encoder_loss_falls_on_tiny_set(tiny_runs):
     assert np.mean(last[-5:]) < 0.7 * np.mean(first)
     # the generator stayed frozen
     assert all(not p.requires_grad for p in G.parameters())
+
+
+def test_generate_is_untruncated_unless_asked_and_records_psi(tiny_runs, tmp_path, capsys):
+    """Before: generate used psi 0.7 by default (flatters precision, FD and C2ST; issue 11)."""
+    import json
+
+    from mammosynth.cli import main
+    from mammosynth.synth.writer import read_manifest
+    from mammosynth.train.run import load_method
+
+    _, g_run, e_run = tiny_runs
+    m = load_method(g_run, device="cpu")
+    m.cfg.truncation_psi = 0.5  # an old run's config value must not leak into generate
+    plain = list(m.generate(2, seed=3))
+    assert all(s.extra["truncation"] == 1.0 for s in plain)
+    G = m.nets["generator"]
+    z = torch.randn(G.z_dim, generator=torch.Generator().manual_seed(3))[None]
+    want = (G.synthesize(G.mapping(z)[:, None].expand(-1, G.n_ws, -1), noise_mode="const")[0, 0] + 1) / 2
+    assert np.allclose(plain[0].image, want.clamp(0, 1).detach().numpy(), atol=1e-5)
+    with pytest.raises(ConfigError, match="truncation"):
+        list(m.generate(1, seed=0, truncation=1.5))
+    assert main(["generate", str(g_run), "--n", "2", "--out", str(tmp_path / "a"), "--device", "cpu"]) == 0
+    assert [json.loads(r["extra"])["truncation"] for r in read_manifest(tmp_path / "a")] == [1.0, 1.0]
+    assert main(["generate", str(g_run), "--n", "2", "--out", str(tmp_path / "b"), "--truncation", "0.7",
+                 "--device", "cpu", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["truncation"] == 0.7
+    assert [json.loads(r["extra"])["truncation"] for r in read_manifest(tmp_path / "b")] == [0.7, 0.7]
+    assert main(["generate", str(e_run), "--n", "1", "--out", str(tmp_path / "c"), "--truncation", "0.7"]) == 2
+    assert "stylegan runs only" in capsys.readouterr().err
+
+
+def test_full_config_follows_the_paper_adain_and_keeps_both_options():
+    from mammosynth.config import default_config_path, load_config
+
+    full = load_config(StyleGANConfig, default_config_path("stylegan", "full"))
+    assert full.conv == "adain" and full.truncation_psi == 1.0  # seed 004: StyleGAN's AdaIN
+    small = load_config(StyleGANConfig, default_config_path("stylegan", "full"),
+                        ["size=[16,16]", "channel_base=64", "channel_max=16", "z_dim=16", "w_dim=16"])
+    G = StyleGAN(small, {}).nets["generator"]
+    kinds = {getattr(mod, "kind", None) for mod in G.modules()} - {None}
+    assert kinds == {"adain"}
+    mod = load_config(StyleGANConfig, default_config_path("stylegan", "full"), ["conv=modulated"])
+    assert mod.conv == "modulated"
+
+
+def test_encoder_perceptual_fallback_is_loud_and_recorded(tiny_runs, tmp_path, monkeypatch, caplog):
+    """Before: a bare warnings.warn, nothing in config.json or the metrics (issue 11)."""
+    import json
+
+    from mammosynth.train.trainer import train
+
+    store, g_run, _ = tiny_runs
+    empty = tmp_path / "no-weights"
+    empty.mkdir()
+    monkeypatch.setenv("MAMMOSYNTH_WEIGHTS", str(empty))
+    cfg = StyleGANEncoderConfig(generator_run=str(g_run), channels=8, max_channels=32, perceptual="auto", steps=2,
+                                batch_size=4, log_every=1, sample_every=0, ckpt_every=2, n_samples=4, amp="off",
+                                channels_last=False)
+    with caplog.at_level("WARNING", logger="mammosynth.models.stylegan_encoder"):
+        run = train("stylegan-encoder", store, tmp_path / "runs", cfg, progress=False)
+    assert "NO IMAGENET VGG-16 WEIGHTS" in caplog.text and "NOT the paper's VGG conv4_3" in caplog.text
+    doc = json.loads((run / "config.json").read_text())
+    assert doc["data"]["perceptual"].startswith("perceptual fallback") and str(empty) in doc["data"]["perceptual"]
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert len(lines) == 2 and all(line["perceptual_fallback"] == 1.0 for line in lines)
+    state = json.loads((run / "checkpoint" / "state.json").read_text())
+    assert state["extra_state"]["perceptual"].startswith("perceptual fallback")
+
+
+def test_split_is_refused_for_a_method_that_draws_no_real_lesions(tiny_runs, tmp_path, capsys):
+    from mammosynth.cli import main
+
+    _, g_run, _ = tiny_runs
+    assert main(["generate", str(g_run), "--n", "1", "--out", str(tmp_path / "s"), "--split", "val"]) == 2
+    assert "birads-aegan and infill runs only" in capsys.readouterr().err

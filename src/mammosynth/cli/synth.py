@@ -36,8 +36,10 @@ def register(app: typer.Typer) -> None:
         batch_size: int = typer.Option(16, "--batch-size", min=1, help="Images per forward pass."),
         device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
         dicom: bool = typer.Option(False, "--dicom", help="Also write each image as a 16-bit DICOM marked SYNTHETIC (dicom/)."),
-        n_features: Optional[int] = typer.Option(None, "--n-features", min=1, help="birads-aegan: seed features combined per sample (eq. 2 of seed 000; default from the run's config, 20 as in the paper). Fewer features give lesions closer to single seeds (see docs/birads.md)."),
-        per_category: int = typer.Option(0, "--per-category", min=0, help="Instead of --n: this many images for every BI-RADS (shape, margin) category, in one set (the input of `mammosynth fidelity labels`). --shape / --margin restrict it to one row / column. Methods with shape and margin control (birads-aegan). Categories without seed lesions are skipped and listed. 0 = off."),
+        n_features: Optional[int] = typer.Option(None, "--n-features", min=1, help="birads-aegan: seed features K combined per sample (eq. 2 of seed 000; default from the run's config, 20 as in the paper). The trade-off: a large K averages many seeds into prototypical lesions of the category (the label survives, diversity falls); a small K (2-3) keeps lesions closer to single seeds (more diverse, less averaged, nearer to copies). A category with fewer seeds than K uses all of them for every sample, so its samples differ only in their weights; the output says so and the manifest records pool_size (see docs/birads.md)."),
+        split: Optional[str] = typer.Option(None, "--split", help="Store split to draw from: birads-aegan seed lesions, infill tissue patches and masks (train, val, test). Default train, the split the generator learned from, so `evaluate` can compare with held-out val/test lesions."),
+        truncation: Optional[float] = typer.Option(None, "--truncation", min=0.0, max=1.0, help="stylegan: truncation psi (w pulled towards the mean w). Default 1 = no truncation, what evaluation assumes; psi < 1 trades diversity for fidelity and flatters precision, FD and the two-sample test. Recorded in the manifest (extra.truncation)."),
+        per_category: int = typer.Option(0, "--per-category", min=0, help="Instead of --n: this many images for every BI-RADS category the seed lesions have, in one set (the input of `mammosynth fidelity labels`): (shape, margin) pairs, or one per margin when the data has no shapes (mini-MIAS, INbreast, VinDr). --shape / --margin restrict it to one row / column. Methods with shape and margin control (birads-aegan). Categories without seed lesions are skipped and listed. 0 = off."),
         json_out: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
     ) -> None:
         """Generate lesions (or mammograms) from a trained run, with labels written as COCO."""
@@ -46,12 +48,14 @@ def register(app: typer.Typer) -> None:
 
         if per_category:
             _generate_per_category(run, per_category, out, shape, margin, pathology, seed, batch_size, device, dicom,
-                                   json_out, n_features)
+                                   json_out, n_features, split)
             return
 
         run_dir = resolve_run(run)
         method = load_method(run_dir, device=device)
-        options = {"batch_size": batch_size, **_feature_options(method, n_features)}
+        options = {"batch_size": batch_size, **_feature_options(method, n_features), **_truncation_option(method, truncation)}
+        if split:
+            options["split"] = _split(split, method)
         if shape:
             options["shape"] = parse_term(shape, SHAPES, "shape")
         if margin:
@@ -60,12 +64,17 @@ def register(app: typer.Typer) -> None:
             options["pathology"] = parse_term(pathology, PATHOLOGIES, "pathology")
         if mask is not None:
             options["mask"] = _read_mask(mask)
-        write_samples(method.generate(n, seed, **options), out, method.name, str(run_dir), total=n, progress=not json_out, dicom=dicom)
-        summary = {"out": str(out), "n": n, "method": method.name, "run": str(run_dir), "seed": seed, **{k: v for k, v in options.items() if k in ("shape", "margin", "pathology")}}
+        notes: dict = {}
+        write_samples(_sample_notes(method.generate(n, seed, **options), notes), out, method.name, str(run_dir), total=n,
+                      progress=not json_out, dicom=dicom)
+        summary = {"out": str(out), "n": n, "method": method.name, "run": str(run_dir), "seed": seed,
+                   **{k: v for k, v in options.items() if k in ("shape", "margin", "pathology", "split", "truncation")},
+                   **_notes_summary(notes)}
         if json_out:
             print_json(summary)
         else:
             console.print(f"wrote {n} images to [bold]{out}[/] (annotations.json, manifest.csv)")
+            _print_notes(notes)
 
     @app.command("interpolate")
     def interpolate(
@@ -211,8 +220,9 @@ def register(app: typer.Typer) -> None:
 
 def _generate_per_category(run: Path, per: int, out: Path, shape: Optional[str], margin: Optional[str],
                            pathology: Optional[str], seed: int, batch_size: int, device: str, dicom: bool,
-                           json_out: bool, n_features: Optional[int] = None) -> None:
-    """``generate --per-category N``: N images of every (shape, margin) category in one set."""
+                           json_out: bool, n_features: Optional[int] = None, split: Optional[str] = None) -> None:
+    """``generate --per-category N``: N images of every category the seed lesions have, in one set
+    ((shape, margin) pairs; one per margin on margin-only data such as mini-MIAS)."""
     import itertools
 
     from mammosynth.data.birads import MARGINS, PATHOLOGIES, SHAPES, parse_term
@@ -225,29 +235,98 @@ def _generate_per_category(run: Path, per: int, out: Path, shape: Optional[str],
     margins = [parse_term(margin, MARGINS, "margin")] if margin else list(MARGINS)
     extra = {"pathology": parse_term(pathology, PATHOLOGIES, "pathology")} if pathology else {}
     extra.update(_feature_options(method, n_features))
-    categories = list(itertools.product(shapes, margins))
+    if split:
+        extra["split"] = _split(split, method)
     skipped: list[dict[str, str]] = []
+    if hasattr(method, "categories"):  # the label combinations the seeds have
+        found = method.categories(shape=shapes[0] if shape else None, margin=margins[0] if margin else None,
+                                  pathology=extra.get("pathology"), split=extra.get("split"))
+        categories = [(c["shape"], c["margin"]) for c in found["present"]]
+        skipped = [{**c, "reason": f"no seed lesions of this category in split {found['split']!r} of {found['store']}"}
+                   for c in found["absent"]]
+    else:
+        categories = list(itertools.product(shapes, margins))
+    notes: dict = {}
+    failed: list[dict[str, str]] = []
 
     def samples():
         for k, (s, m) in enumerate(categories):
             try:
                 yield from method.generate(per, seed + k, shape=s, margin=m, batch_size=batch_size, **extra)
             except DataError as err:  # e.g. no seed lesion of this category in the data
-                skipped.append({"shape": s, "margin": m, "reason": str(err)})
+                failed.append({"shape": s, "margin": m, "reason": str(err)})
 
-    images = write_samples(samples(), out, method.name, str(run_dir), total=per * len(categories),
+    images = write_samples(_sample_notes(samples(), notes), out, method.name, str(run_dir), total=per * len(categories),
                            progress=not json_out, dicom=dicom)
+    skipped += failed
     if not images:
         raise DataError(f"no category could be generated: {skipped[0]['reason'] if skipped else 'nothing requested'}")
+    n_cat = len(categories) - len(failed)
     summary = {"out": str(out), "n": len(images), "per_category": per, "method": method.name, "run": str(run_dir),
-               "seed": seed, "categories": len(categories) - len(skipped), "skipped": skipped}
+               "seed": seed, "categories": n_cat, "skipped": skipped, **_notes_summary(notes)}
     if json_out:
         print_json(summary)
         return
-    console.print(f"wrote {len(images)} images ({per} x {len(categories) - len(skipped)} categories) to [bold]{out}[/]"
+    console.print(f"wrote {len(images)} images ({per} x {n_cat} categories) to [bold]{out}[/]"
                   " (annotations.json, manifest.csv)")
     for item in skipped:
-        console.print(f"[yellow]skipped[/] {item['shape']}/{item['margin']}: {item['reason']}")
+        console.print(f"[yellow]skipped[/] {item['shape'] or '-'}/{item['margin'] or '-'}: {item['reason']}")
+    _print_notes(notes)
+
+
+def _sample_notes(samples, notes: dict):
+    """Pass samples through, noting what the user must be told: categories whose seed pool was
+    smaller than K (birads-aegan) and reused tissue contexts (infill)."""
+    for s in samples:
+        pool, k = s.extra.get("pool_size"), s.extra.get("n_features_requested")
+        if pool is not None and k is not None and pool < k:
+            notes.setdefault("small_seed_pools", {})[(s.shape, s.margin)] = {
+                "shape": s.shape, "margin": s.margin, "pool_size": pool, "n_features_requested": k}
+        if s.extra.get("context_repeat"):
+            notes["context_repeats"] = notes.get("context_repeats", 0) + 1
+        yield s
+
+
+def _notes_summary(notes: dict) -> dict:
+    out: dict = {}
+    if notes.get("small_seed_pools"):
+        out["small_seed_pools"] = list(notes["small_seed_pools"].values())
+    if notes.get("context_repeats"):
+        out["context_repeats"] = notes["context_repeats"]
+    return out
+
+
+def _print_notes(notes: dict) -> None:
+    for v in notes.get("small_seed_pools", {}).values():
+        console.print(f"[yellow]note[/] {v['shape'] or '-'}/{v['margin'] or '-'}: {v['pool_size']} seed lesions, fewer "
+                      f"than K = {v['n_features_requested']}: every sample combines all {v['pool_size']} (less diverse; "
+                      "manifest extra pool_size; see --n-features in `generate --help`)")
+    if notes.get("context_repeats"):
+        console.print(f"[yellow]note[/] {notes['context_repeats']} images reuse a tissue context already used in this set "
+                      "(fresh noise; manifest extra context_repeat): the split has fewer contexts than --n")
+
+
+def _split(split: str, method: object) -> str:
+    """``--split`` for the methods that draw real lesions from a store (birads-aegan seeds,
+    infill tissue); refused elsewhere."""
+    from mammosynth.errors import ConfigError
+
+    if split not in ("train", "val", "test"):
+        raise ConfigError(f"--split must be train, val or test, got {split!r}")
+    if getattr(method, "name", "") not in ("birads-aegan", "infill"):
+        raise ConfigError(f"--split applies to birads-aegan and infill runs only (this run is {getattr(method, 'name', '?')})")
+    return split
+
+
+def _truncation_option(method: object, truncation: Optional[float]) -> dict[str, float]:
+    """``--truncation`` for stylegan runs; refused elsewhere."""
+    from mammosynth.errors import ConfigError
+
+    if truncation is None:
+        return {}
+    if getattr(method, "name", "") != "stylegan":
+        raise ConfigError(f"--truncation applies to stylegan runs only (this run is {getattr(method, 'name', '?')})")
+    return {"truncation": float(truncation)}
 
 
 def _feature_options(method: object, n_features: Optional[int]) -> dict[str, int]:

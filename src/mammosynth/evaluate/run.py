@@ -24,13 +24,17 @@ from typing import Any, Callable
 import numpy as np
 
 from mammosynth.data.store import Store, read_lesion_split
-from mammosynth.errors import MammosynthError, WeightsError
+from mammosynth.errors import DataError, MammosynthError, WeightsError
+from mammosynth.evaluate.leakage import evaluation_leakage
 from mammosynth.evaluate.report import SECTIONS, write_report
 from mammosynth.evaluate.synthetic import SyntheticPatches, load_synthetic_patches
 from mammosynth.io import atomic_path, write_json_atomic
 
 log = logging.getLogger(__name__)
 
+#: The real splits evaluate compares synthetic images with (FD/KID/PRDC/LPIPS/diversity/t-SNE
+#: against test, the two-sample test against val + test); the generator learns from train.
+HELD_OUT = ("val", "test")
 
 
 def _section(results: dict, skipped: dict, seconds: dict, name: str, fn: Callable[[], Any]) -> None:
@@ -64,13 +68,21 @@ def evaluate(
     downstream_seeds: tuple[int, ...] = (0, 1, 2),
     downstream_amounts: tuple[float, ...] = (0.0, 0.5, 1.0),
     detector: str = "unet",
+    allow_leakage: bool = False,
 ) -> dict:
     """Evaluate the synthetic set ``synthetic`` against the store ``real``; returns metrics.json's dict.
 
-    ``max_images`` caps each population (real train, real test, synthetic; random, seeded).
+    Leakage: the held-out splits (:data:`HELD_OUT`, val and test) are the reference every
+    comparison uses, so a synthetic image made from one of their lesions (its manifest
+    ``source_ids``) would flatter every metric. Such a set is refused with a
+    :class:`DataError` naming the images, unless ``allow_leakage``, which evaluates it and
+    reports them under ``leakage`` (and in the summary) as leaked.
+
+    ``max_images`` caps each population (real train, real val, real test, synthetic; random, seeded).
     ``quick`` (the demo's mode): FD/KID in EfficientNet-Lite0 and pixel space only (VGG16 and
     Inception at 224/299 px dominate CPU time), t-SNE with 1,000 instead of 4,000 iterations,
-    200 instead of 1,000 bootstrap resamples, 10 C2ST epochs, real training images capped at 200. ``detector``: "unet" (default, CPU) or "retinanet" (needs
+    the two-sample test's quick mode (3 folds, 200 bootstrap resamples; still cross-fitted),
+    real training images capped at 200. ``detector``: "unet" (default, CPU) or "retinanet" (needs
     torchvision + MONAI). Raises MammosynthError when the inputs cannot be evaluated at all.
     """
     out = Path(out)
@@ -89,10 +101,20 @@ def evaluate(
 
         real_train = take("train", min(max_images, 200) if quick else max_images)
         real_test = take("test", max_images)
+        real_val = take("val", max_images)
         if len(real_test) < 2 or len(real_train) < 2:
             raise MammosynthError(f"{real}: need at least 2 train and 2 test lesions to evaluate against "
                                   f"(found {len(real_train)} and {len(real_test)})")
         syn = load_synthetic_patches(synthetic, S, limit=max_images)
+        leakage = evaluation_leakage(syn.rows, real, HELD_OUT)
+        leakage["allowed"] = bool(allow_leakage)
+        if leakage["n_leaked"] and not allow_leakage:
+            raise DataError(
+                f"{Path(synthetic) / 'manifest.csv'}: {leakage['n_leaked']} of {leakage['n_images']} synthetic images were "
+                f"made from lesions of the evaluation splits ({'/'.join(HELD_OUT)}) of {real} (e.g. "
+                f"{', '.join(leakage['leaked_files'][:3])} from {', '.join(leakage['leaked_source_ids'][:3])}); comparing "
+                "them with those lesions flatters every metric. Generate from the train split (`generate --split train`, "
+                "the default) or pass --allow-leakage to evaluate with them reported as leaked")
         # as many tissue tiles as the larger lesion group (seed 003: 500 per group at most)
         normal_tiles = _normal_tiles(st, S, n=min(500, max_images, max(len(real_test), len(syn.images))), seed=seed)
     results: dict[str, Any] = {}
@@ -120,15 +142,17 @@ def evaluate(
     _section(results, skipped, seconds, "tsne", lambda: _tsne(real_test, syn.images, normal_tiles, out, quick, seed))
     from mammosynth.evaluate.two_sample import classifier_two_sample_test
 
-    real_pool = np.concatenate([real_test, real_train])
+    # held-out real lesions only: a generator's copies of its training lesions would pass as "real"
+    real_pool = np.concatenate([real_test, real_val])
     _section(results, skipped, seconds, "two_sample", lambda: {
-        **classifier_two_sample_test(real_pool, syn.images, seed=seed, size=S, n_boot=200 if quick else 1000,
-                                     epochs=10 if quick else 15, device=dev),
-        "real_pool": "real test + train lesions (the classifier sees an equal number of each class)"})
+        **classifier_two_sample_test(real_pool, syn.images, seed=seed, size=S, quick=quick, device=dev),
+        "real_pool": f"real held-out lesions: test + val ({len(real_test)} + {len(real_val)}), never the generator's "
+                     "training split"})
     if classifier is not None:
         from mammosynth.evaluate.label_fidelity import label_fidelity
 
-        _section(results, skipped, seconds, "label_fidelity", lambda: label_fidelity(classifier, synthetic, real_store=real, device=device))
+        _section(results, skipped, seconds, "label_fidelity", lambda: label_fidelity(
+            classifier, synthetic, real_store=real, device=device, allow_leakage=allow_leakage))
     else:
         skipped["label_fidelity"] = "no --classifier run given (train one with `mammosynth train classifier`)"
     if segmenter is not None:
@@ -146,10 +170,11 @@ def evaluate(
     _grid(real_test, syn.images, out, seed)
     metrics = {
         "inputs": {"real": str(real), "synthetic": str(synthetic), "patch_size": S, "n_real_train": int(len(real_train)),
-                   "n_real_test": int(len(real_test)), "n_synthetic": int(len(syn.images)),
+                   "n_real_test": int(len(real_test)), "n_real_val": int(len(real_val)), "n_synthetic": int(len(syn.images)),
                    "n_synthetic_with_mask": int(syn.masks.any(axis=(1, 2)).sum()), "n_normal_tiles": int(len(normal_tiles)),
                    "seed": seed, "quick": quick, "max_images": max_images, "weights_dir": str(weights_dir) if weights_dir else None},
-        "summary": summarise(results),
+        "leakage": leakage,
+        "summary": {**_leakage_summary(leakage), **summarise(results)},
         "results": results,
         "skipped": skipped,
         "seconds": {**{k: v for k, v in seconds.items() if k != "cpu"}, "total": round(time.perf_counter() - t_start, 2)},
@@ -160,6 +185,13 @@ def evaluate(
 
     write_report(metrics, out)
     return metrics
+
+
+def _leakage_summary(leakage: dict) -> dict[str, Any]:
+    if not leakage["n_leaked"]:
+        return {}
+    return {f"LEAKED synthetic images (made from {'/'.join(leakage['splits'])} lesions; --allow-leakage)":
+            f"{leakage['n_leaked']} of {leakage['n_images']}"}
 
 
 def _json_clean(obj: Any) -> Any:
@@ -353,8 +385,10 @@ def summarise(results: dict) -> dict[str, Any]:
             if r is not None:
                 s[f"label fidelity: {kind} accuracy on real test"] = r
         if lf.get("categories_judged"):
-            s[f"label fidelity: categories with margin ratio >= {lf['margin_ratio_target']}"] = \
-                f"{lf['categories_meeting_target']} of {lf['categories_judged']}"
+            s[f"label fidelity: categories with margin ratio >= {lf['margin_ratio_reference']} (our reference line)"] = \
+                f"{lf['categories_at_reference']} of {lf['categories_judged']}"
+        if lf.get("leaked"):
+            s["label fidelity: LEAKED (judge saw the seeds, training or real lesions)"] = "; ".join(lf["protocol"]["problems"])
     mf = results.get("mask_fidelity")
     if mf:
         s["mask fidelity Dice (synthetic, requested vs segmented)"] = mf["dice_synthetic_mean"]

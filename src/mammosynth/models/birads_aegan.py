@@ -37,6 +37,7 @@ decodes convex combinations of the visual features; see :mod:`mammosynth.synth.l
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from dataclasses import dataclass
@@ -59,6 +60,7 @@ from mammosynth.train.method import Method, StepContext, TrainConfig, requires_g
 if TYPE_CHECKING:
     from mammosynth.synth.sample import Sample
 
+log = logging.getLogger(__name__)
 
 @dataclass
 class BiradsAEGANConfig(TrainConfig):
@@ -517,15 +519,49 @@ class BiradsAEGAN(Method):
         self._bank_cache = (key, bank)
         return bank
 
+    def categories(self, store: str | None = None, split: str | None = None, shape: str | None = None,
+                   margin: str | None = None, pathology: str | None = None) -> dict[str, Any]:
+        """The BI-RADS categories the seed lesions have, as :meth:`generate` draws them.
+
+        Categories are the label combinations of the data: (shape, margin) pairs when the seeds
+        carry both labels, one category per margin (shape None) when no seed has a shape
+        (mini-MIAS, INbreast, VinDr), one per shape when no seed has a margin. ``shape`` /
+        ``margin`` restrict them; ``pathology`` restricts the seeds. Returns
+        ``{"axes": ("shape", "margin") | ("margin",) | ("shape",), "split", "store",
+        "present": [{"shape", "margin", "n_seeds"}], "absent": [{"shape", "margin"}]}`` where
+        ``absent`` lists the vocabulary's categories (on the axes the data has) with no seed.
+        """
+        bank = self._seed_bank(store, split or self.cfg.seed_split)
+        shape_i = SHAPES.index(parse_term(shape, SHAPES, "shape")) if shape else None
+        margin_i = MARGINS.index(parse_term(margin, MARGINS, "margin")) if margin else None
+        path_i = PATHOLOGIES.index(parse_term(pathology, PATHOLOGIES, "pathology")) if pathology else None
+        cats, counts, axes = _seed_categories(bank, path_i, shape_i, margin_i)
+        vocab_s = [shape_i] if shape_i is not None else (list(range(len(SHAPES))) if "shape" in axes else [None])
+        vocab_m = [margin_i] if margin_i is not None else (list(range(len(MARGINS))) if "margin" in axes else [None])
+        have = {(s_, m_) for s_, m_ in cats}
+        name = lambda vocab, i: None if i is None else vocab[i]  # noqa: E731
+        return {"axes": axes, "split": bank.split, "store": str(bank.path),
+                "present": [{"shape": name(SHAPES, s_), "margin": name(MARGINS, m_), "n_seeds": int(c)}
+                            for (s_, m_), c in zip(cats, counts)],
+                "absent": [{"shape": name(SHAPES, s_), "margin": name(MARGINS, m_)}
+                           for s_ in vocab_s for m_ in vocab_m if (s_, m_) not in have]}
+
     def generate(self, n: int, seed: int, shape: str | None = None, margin: str | None = None,
                  pathology: str | None = None, batch_size: int = 64, store: str | None = None,
                  n_features: int | None = None, weight_step: float | None = None, spherical: bool = False,
                  split: str | None = None, **_: Any) -> Iterator["Sample"]:
         """Category-specific generation (section 3.4, eq. 2): per sample, pick ``n_features``
-        (20) seed lesions of the requested (shape, margin) category, encode each with its
-        embedded labels, combine the features with random convex weights on a ``weight_step``
-        (0.05) grid and decode. With no category requested, each sample's category is drawn in
-        proportion to its frequency among labelled seeds. ``pathology`` also restricts seeds."""
+        (K = 20) seed lesions of the requested category, encode each with its embedded labels,
+        combine the features with random convex weights on a ``weight_step`` (0.05) grid and
+        decode. A margin-only request draws seeds of that margin whatever their shape (and vice
+        versa). With no category requested, each sample's category is drawn in proportion to its
+        frequency among the seeds (:meth:`categories`: per margin on margin-only data).
+        ``pathology`` also restricts seeds.
+
+        A category with fewer than K seeds uses its whole pool for every sample (samples then
+        differ only in their weights: less diverse); each such sample records
+        ``n_features_requested`` and ``pool_size`` in ``extra``, and a warning names the category.
+        """
         from mammosynth.synth import latent
 
         bank = self._seed_bank(store, split or self.cfg.seed_split)
@@ -541,14 +577,12 @@ class BiradsAEGAN(Method):
         feats = self._bank_features(bank, batch_size)
         s_arr, m_arr = bank.shape.numpy(), bank.margin.numpy()
         if shape_i is None and margin_i is None:
-            labelled = eligible & (s_arr >= 0) & (m_arr >= 0)
-            if not labelled.any():
-                raise DataError(f"{bank.path}: no seed lesions with both shape and margin labels")
-            cats, counts = np.unique(np.stack([s_arr[labelled], m_arr[labelled]], 1), axis=0, return_counts=True)
+            cats, counts, _ = _seed_categories(bank, path_i, None, None)
+        warned: set[tuple[int | None, int | None]] = set()
         pending: list[tuple[torch.Tensor, dict[str, Any]]] = []
         for i in range(n):
             if shape_i is None and margin_i is None:
-                s_req, m_req = (int(v) for v in cats[rng.choice(len(cats), p=counts / counts.sum())])
+                s_req, m_req = cats[rng.choice(len(cats), p=counts / counts.sum())]
             else:
                 s_req, m_req = shape_i, margin_i
             member = eligible.copy()
@@ -557,21 +591,30 @@ class BiradsAEGAN(Method):
             if m_req is not None:
                 member &= m_arr == m_req
             pool = np.flatnonzero(member)
+            label = {"shape": SHAPES[s_req] if s_req is not None else None,
+                     "margin": MARGINS[m_req] if m_req is not None else None}
             if len(pool) == 0:
-                what = ", ".join(f"{k}={v}" for k, v in (("shape", shape), ("margin", margin), ("pathology", pathology)) if v)
-                raise DataError(f"{bank.path}: no seed lesions with {what} in split {bank.split or 'all'!r}")
+                what = ", ".join(f"{k}={v}" for k, v in ({**label, "pathology": pathology}).items() if v)
+                missing = [k for k, col in (("shape", s_arr), ("margin", m_arr)) if not (col[eligible] >= 0).any()]
+                raise DataError(f"{bank.path}: no seed lesions with {what} in split {bank.split or 'all'!r}"
+                                + (f" (no seed has a {' or '.join(missing)} label)" if missing else ""))
+            if len(pool) < k_feat and (s_req, m_req) not in warned:
+                warned.add((s_req, m_req))
+                log.warning("birads-aegan: %s has %d seed lesion(s) in split %r, fewer than K = %d: every sample "
+                            "combines all %d (samples differ only in their weights; see `generate --help`, --n-features)",
+                            _category_name(label), len(pool), bank.split or "all", k_feat, len(pool))
             chosen = np.sort(rng.choice(pool, min(k_feat, len(pool)), replace=False))
             weights = latent.convex_weights(len(chosen), step, rng)
             v = latent.combine(feats[chosen], torch.from_numpy(weights)[None], spherical=spherical)[0]
             meta = {
-                "shape": SHAPES[s_req] if s_req is not None else None,
-                "margin": MARGINS[m_req] if m_req is not None else None,
+                **label,
                 "pathology": PATHOLOGIES[path_i] if path_i is not None else None,
                 "seed": seed,
                 "source_ids": [bank.source_ids[j] for j in chosen],
                 "weights": [float(w) for w in weights],
                 "extra": {"mode": "category", "index": i, "n_features": int(len(chosen)), "weight_step": step,
-                          "spherical": bool(spherical), "seed_store": str(bank.path)},
+                          "n_features_requested": int(k_feat), "pool_size": int(len(pool)),
+                          "seed_split": bank.split, "spherical": bool(spherical), "seed_store": str(bank.path)},
             }
             meta["mask"] = latent.blend_masks(bank.masks[chosen], weights[None])[0]
             meta["extra"]["mask"] = "sdf_blend"
@@ -745,6 +788,39 @@ class SeedBank:
         if not hasattr(self, "_rows"):
             self._rows = {s: i for i, s in enumerate(self.source_ids)}
         return self._rows
+
+
+def _category_name(label: dict[str, str | None]) -> str:
+    return "category " + "/".join(f"{k} {v}" for k, v in label.items() if v)
+
+
+def _seed_categories(bank: SeedBank, path_i: int | None, shape_i: int | None, margin_i: int | None
+                     ) -> tuple[list[tuple[int | None, int | None]], np.ndarray, tuple[str, ...]]:
+    """Categories of the seeds (restricted to pathology/shape/margin when given) and their seed
+    counts: (shape, margin) pairs when the seeds carry both labels, margins alone when none has
+    a shape, shapes alone when none has a margin. Returns (categories, counts, axes)."""
+    s_arr, m_arr = bank.shape.numpy(), bank.margin.numpy()
+    ok = np.ones(len(s_arr), bool) if path_i is None else bank.pathology.numpy() == path_i
+    axes = tuple(k for k, col in (("shape", s_arr), ("margin", m_arr)) if (col[ok] >= 0).any())
+    if not axes:
+        raise DataError(f"{bank.path}: no seed lesion in split {bank.split or 'all'!r} has a shape or a margin label")
+    for k, want in (("shape", shape_i), ("margin", margin_i)):
+        if want is not None and k not in axes:
+            raise DataError(f"{bank.path}: no seed lesion in split {bank.split or 'all'!r} has a {k} label; "
+                            f"categories here are per {' and '.join(axes)}")
+    if shape_i is not None:
+        ok &= s_arr == shape_i
+    if margin_i is not None:
+        ok &= m_arr == margin_i
+    cols = [s_arr if "shape" in axes else np.full_like(s_arr, -1), m_arr if "margin" in axes else np.full_like(m_arr, -1)]
+    for k, col in zip(("shape", "margin"), cols):
+        if k in axes:
+            ok &= col >= 0
+    if not ok.any():
+        raise DataError(f"{bank.path}: no seed lesions of the requested category in split {bank.split or 'all'!r}")
+    pairs, counts = np.unique(np.stack([cols[0][ok], cols[1][ok]], 1), axis=0, return_counts=True)
+    cats = [(int(a) if a >= 0 else None, int(b) if b >= 0 else None) for a, b in pairs]
+    return cats, counts, axes
 
 
 def _load_seed_bank(path: str | os.PathLike, split: str | None, size: int) -> SeedBank | None:

@@ -6,13 +6,24 @@ Trained on the store's real lesions with cross-entropy per head; a label missing
 data (-1) is masked out of its head's loss (:func:`mammosynth.losses.masked_cross_entropy`),
 so a lesion with only a margin still teaches the margin head. Evaluated on the test split
 (:meth:`BiradsClassifier.evaluate_store`); used by :mod:`mammosynth.evaluate.label_fidelity`.
+
+Margin-only (or shape-only) data, such as mini-MIAS, INbreast or VinDr: a head whose label
+no lesion of the training split carries is not trained (left out of the optimizer and
+frozen), the run says so (a warning, and ``untrained_heads`` in config.json's ``data``), its
+accuracy is logged as absent (null) and :meth:`BiradsClassifier.predict_labels` answers -1
+("cannot say") for it instead of a random head's guess.
+
+``train_split`` (default train) chooses the store split the judge learns from. The label-
+fidelity protocol (docs/evaluate.md) trains the judge on ``val`` (``--set train_split=val``)
+so that it never sees the generator's seeds or training lesions, which come from ``train``.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -20,10 +31,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from mammosynth.data.birads import MARGINS, SHAPES
-from mammosynth.errors import ConfigError
+from mammosynth.errors import ConfigError, DataError
 from mammosynth.losses import masked_cross_entropy
 from mammosynth.train.method import Method, StepContext, TrainConfig
 
+log = logging.getLogger(__name__)
+
+#: The two heads: (name, label column, vocabulary).
+HEADS: tuple[tuple[str, tuple[str, ...]], ...] = (("shape", SHAPES), ("margin", MARGINS))
 
 @dataclass
 class ClassifierConfig(TrainConfig):
@@ -37,6 +52,7 @@ class ClassifierConfig(TrainConfig):
     steps: int = 2000
     crop_scale: tuple[float, float] = (0.85, 1.0)
     ema_decay: float = 0.0
+    train_split: Literal["train", "val", "test"] = "train"  # the store split the judge learns from
 
     def validate(self) -> None:
         super().validate()
@@ -86,35 +102,67 @@ class BiradsClassifier(Method):
         self.nets["classifier"] = BiradsCNN(self.cfg.width, self.cfg.n_stages, self.cfg.dropout)
 
     def build_optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        return {"C": torch.optim.AdamW(self.nets["classifier"].parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)}
+        net = self.nets["classifier"]
+        for head in self.untrained_heads:  # frozen and out of the optimizer: AdamW's decay would still move it
+            getattr(net, f"{head}_head").requires_grad_(False)
+        params = [p for p in net.parameters() if p.requires_grad]
+        return {"C": torch.optim.AdamW(params, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)}
+
+    @property
+    def untrained_heads(self) -> dict[str, str]:
+        """{head: why it was not trained} for heads whose label the training split never has."""
+        return dict(self.data_info.get("untrained_heads") or {})
 
     def data_info_from_store(self, store_path: str) -> dict[str, Any]:
+        """Store facts + the training split, its known-label counts and the heads left untrained."""
+        from mammosynth.data.store import Store
+
         info = super().data_info_from_store(store_path)
         info["store_path"] = str(Path(store_path).resolve())  # default real set for label fidelity
+        split = self.cfg.train_split
+        with Store(store_path) as s:
+            les = s.lesions(split=split)
+        labels = {"n": int(len(les.index)), "shape": int((les.shape >= 0).sum()), "margin": int((les.margin >= 0).sum())}
+        info["train_split"] = split
+        info["train_labels"] = labels
+        info["untrained_heads"] = {
+            head: f"no lesion of split {split!r} of {store_path} has a {head} label ({labels['n']} lesions)"
+            for head, _ in HEADS if labels[head] == 0}
+        if len(info["untrained_heads"]) == len(HEADS):
+            raise DataError(f"{store_path}: no lesion of split {split!r} has a shape or a margin label; "
+                            "the classifier has nothing to learn (choose another train_split)")
+        for head, why in info["untrained_heads"].items():
+            log.warning("classifier: the %s head is NOT trained: %s; its accuracy is logged as absent and "
+                        "label fidelity reports no %s numbers for this judge", head, why, head)
         return info
 
     def make_dataset(self, store_path: str, split: str = "train") -> torch.utils.data.Dataset:
+        """The trainer asks for "train": the judge learns from ``cfg.train_split``."""
         from mammosynth.data.dataset import LesionDataset
 
-        return LesionDataset(store_path, split=split, augment=split == "train", crop_scale=tuple(self.cfg.crop_scale),
-                             size=self.patch_size)
+        training = split == "train"
+        return LesionDataset(store_path, split=self.cfg.train_split if training else split, augment=training,
+                             crop_scale=tuple(self.cfg.crop_scale), size=self.patch_size)
 
-    def train_step(self, batch: dict[str, torch.Tensor], ctx: StepContext) -> dict[str, torch.Tensor | float]:
+    def train_step(self, batch: dict[str, torch.Tensor], ctx: StepContext) -> dict[str, torch.Tensor | float | None]:
         net = ctx.nets["classifier"]
         image = batch["image"].to(ctx.device, non_blocking=True)
-        shape, margin = batch["shape"].to(ctx.device), batch["margin"].to(ctx.device)
+        targets = {"shape": batch["shape"].to(ctx.device), "margin": batch["margin"].to(ctx.device)}
+        untrained = self.untrained_heads
         with ctx.autocast():
-            shape_logits, margin_logits = net(image)
-            loss_shape = masked_cross_entropy(shape_logits.float(), shape)
-            loss_margin = masked_cross_entropy(margin_logits.float(), margin)
-            loss = loss_shape + loss_margin
+            logits = dict(zip(("shape", "margin"), net(image)))
+            losses = {f"loss_{h}": masked_cross_entropy(logits[h].float(), targets[h]) for h, _ in HEADS if h not in untrained}
+            loss = sum(losses.values())
         ctx.backward_step(loss, "C")
+        out: dict[str, torch.Tensor | float | None] = {"loss": loss.detach(), **{k: v.detach() for k, v in losses.items()}}
         with torch.no_grad():
-            acc = {}
-            for key, logits, y in (("acc_shape", shape_logits, shape), ("acc_margin", margin_logits, margin)):
+            for head, _ in HEADS:
+                y = targets[head]
                 known = y >= 0
-                acc[key] = float((logits.argmax(1)[known] == y[known]).float().mean()) if bool(known.any()) else float("nan")
-        return {"loss": loss.detach(), "loss_shape": loss_shape.detach(), "loss_margin": loss_margin.detach(), **acc}
+                # a batch without a known label of this head (or an untrained head) measures nothing: absent
+                out[f"acc_{head}"] = (float((logits[head].argmax(1)[known] == y[known]).float().mean())
+                                      if head not in untrained and bool(known.any()) else None)
+        return out
 
     # -- inference ------------------------------------------------------------------
     @torch.no_grad()
@@ -138,9 +186,13 @@ class BiradsClassifier(Method):
         return torch.cat(outs_s), torch.cat(outs_m)
 
     def predict_labels(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        """(N,1,H,W) in [-1,1] -> predicted (shape index (N,), margin index (N,)) int64."""
+        """(N,1,H,W) in [-1,1] -> predicted (shape index (N,), margin index (N,)) int64; -1
+        throughout for an untrained head (:attr:`untrained_heads`): it cannot say."""
         s, m = self.predict_logits(images)
-        return s.argmax(1).numpy(), m.argmax(1).numpy()
+        pred = {"shape": s.argmax(1).numpy(), "margin": m.argmax(1).numpy()}
+        for head in self.untrained_heads:
+            pred[head] = np.full(len(images), -1, np.int64)
+        return pred["shape"], pred["margin"]
 
     def evaluate_store(self, store_path: str | None = None, split: str = "test") -> dict[str, Any]:
         """Accuracy on a store split (known labels only), overall and per true class."""
@@ -152,8 +204,13 @@ class BiradsClassifier(Method):
         les = read_lesion_split(path, split, "evaluate on")
         images = torch.from_numpy(les.patch).unsqueeze(1) * 2.0 - 1.0
         ps, pm = self.predict_labels(images)
-        return {"store": str(path), "split": split, "n": int(len(les.index)),
-                "shape": per_class_accuracy(ps, les.shape, SHAPES), "margin": per_class_accuracy(pm, les.margin, MARGINS)}
+        out = {"store": str(path), "split": split, "n": int(len(les.index)),
+               "shape": per_class_accuracy(ps, les.shape, SHAPES), "margin": per_class_accuracy(pm, les.margin, MARGINS)}
+        for head, vocab in HEADS:
+            if head in self.untrained_heads:  # no numbers from a head that never learned
+                out[head] = {"n": out[head]["n"], "accuracy": None, "per_class": {t: {"n": v["n"], "accuracy": None}
+                             for t, v in out[head]["per_class"].items()}, "untrained": self.untrained_heads[head]}
+        return out
 
 
 def per_class_accuracy(pred: np.ndarray, true: np.ndarray, vocab: tuple[str, ...]) -> dict[str, Any]:

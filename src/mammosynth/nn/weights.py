@@ -71,6 +71,12 @@ KNOWN_WEIGHTS: dict[str, str] = {
     "vgg19": "VGG19 ImageNet conv trunk, imported from a torchvision state_dict",
     "pt_inception": "FID InceptionV3 (pt_inception-2015-12-05), imported from the user's file",
 }
+#: Why `weights get` brings no VGG-19 (checked for issue 11: no package on PyPI ships its
+#: ImageNet weights; the VGG/style-transfer packages there download them at run time).
+VGG19_NOTE = ("vgg19: not fetched: no package on a registry ships ImageNet VGG-19 weights, so infill's "
+              "fm_weights=auto uses this cache's ImageNet VGG-16 as the documented substitute (same layer names); "
+              "for the paper's VGG-19 import torchvision's file: "
+              "`mammosynth weights import-torchvision vgg19 vgg19-dcbb9e9d.pth`")
 #: Which command makes each entry.
 _HOW_TO_GET = {
     "vgg19": "mammosynth weights import-torchvision vgg19 vgg19-dcbb9e9d.pth",
@@ -476,6 +482,8 @@ def build_cache(directory: str | os.PathLike | None = None, from_dir: str | os.P
                                     f"when mammosynth was written ({spec['archive_sha256'][:16]}...); "
                                     "converted anyway and recorded in checksums.json")
             report.entries.extend(convert(archive, directory))
+    if not _present("vgg19", directory):
+        report.notes.append(VGG19_NOTE)
     return report
 
 

@@ -583,6 +583,8 @@ class Trainer:
         cfg = self.cfg
         start_step = self.step
         sums: dict[str, float] = {}
+        counts: dict[str, int] = {}  # steps that measured each value (metrics may be absent in some)
+        absent: set[str] = set()
         n_logged = 0
         images_since = 0
         t_last = time.perf_counter()
@@ -602,7 +604,11 @@ class Trainer:
                 self.step += 1
                 images_since += self.batch_size * self.dist.world_size
                 for k, v in values.items():
+                    if v is None:  # a metric with nothing to measure this step (e.g. no labelled item)
+                        absent.add(k)
+                        continue
                     sums[k] = sums.get(k, 0.0) + v
+                    counts[k] = counts.get(k, 0) + 1
                 n_logged += 1
                 last = self.step == cfg.steps
                 if cfg.log_every and (self.step % cfg.log_every == 0 or last):
@@ -614,7 +620,8 @@ class Trainer:
                         "step": self.step,
                         "epoch": self.epoch,
                         "kimg": round(self.step * self.batch_size * self.dist.world_size / 1000, 4),
-                        **{k: v / n_logged for k, v in sums.items()},
+                        **{k: v / counts[k] for k, v in sums.items()},
+                        **{k: None for k in sorted(absent - set(sums))},  # absent all window: null, never NaN
                         "images_per_s": round(ips, 2),
                         "s_per_kimg": round(1000 / ips, 3) if ips > 0 else None,
                         "peak_mem_mb": self._peak_memory_mb(),
@@ -622,12 +629,13 @@ class Trainer:
                         "batch_size": self.batch_size,
                         "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                     }
-                    info = "  ".join(f"{k} {v / n_logged:.3f}" for k, v in sums.items()) + f"  {ips:.1f} img/s"
+                    info = "  ".join([f"{k} {v / counts[k]:.3f}" for k, v in sums.items()]
+                                     + [f"{k} absent" for k in sorted(absent - set(sums))]) + f"  {ips:.1f} img/s"
                     bar.update(task, info=info)
                     if self.dist.is_main:
                         self._write_metrics(record)
                         log.info("step %d/%d %s", self.step, cfg.steps, info)
-                    sums, n_logged, images_since, t_last = {}, 0, 0, time.perf_counter()
+                    sums, counts, absent, n_logged, images_since, t_last = {}, {}, set(), 0, 0, time.perf_counter()
                 if self.dist.is_main and cfg.sample_every and (self.step % cfg.sample_every == 0 or last):
                     self._sample_grid()
                 if (cfg.ckpt_every and self.step % cfg.ckpt_every == 0) or last:
@@ -636,10 +644,17 @@ class Trainer:
         if self.step == start_step and start_step >= cfg.steps and self.dist.is_main:
             log.info("run already at step %d of %d: nothing to do", self.step, cfg.steps)
 
-    def _check_finite(self, losses: dict[str, Any], backward: list[tuple[str, torch.Tensor]]) -> dict[str, float]:
-        """Python floats of the returned losses; raise TrainingDiverged on NaN/inf (one sync)."""
-        names = list(losses.keys()) + [f"the loss given to backward_step for optimizer {n!r}" for n, _ in backward]
-        tensors = [torch.as_tensor(v).detach().float().mean().to(self.device) for v in losses.values()]
+    def _check_finite(self, losses: dict[str, Any], backward: list[tuple[str, torch.Tensor]]) -> dict[str, float | None]:
+        """Python floats of the returned values; raise TrainingDiverged when a loss is NaN/inf (one sync).
+
+        Only losses are guarded: every loss given to ``backward_step`` and every returned tensor
+        (a loss or loss term). A returned Python number (an accuracy, a flag) or None is a
+        metric: when it is None or not finite it is absent this step (None here, logged as null),
+        never a divergence, so an accuracy over a batch with no labelled item stops nothing.
+        """
+        loss_keys = [k for k, v in losses.items() if isinstance(v, torch.Tensor)]
+        names = loss_keys + [f"the loss given to backward_step for optimizer {n!r}" for n, _ in backward]
+        tensors = [losses[k].detach().float().mean().to(self.device) for k in loss_keys]
         tensors += [t.float().mean() for _, t in backward]
         values = torch.stack(tensors).tolist() if tensors else []
         bad = [(n, v) for n, v in zip(names, values) if not math.isfinite(v)]
@@ -653,7 +668,12 @@ class Trainer:
                 f"training diverged at step {self.step}: {which} is not finite; {kept}. "
                 "Try a lower learning rate, amp=off, or resume with --resume"
             )
-        return dict(zip(list(losses.keys()), values[: len(losses)]))
+        out: dict[str, float | None] = dict(zip(loss_keys, values[: len(loss_keys)]))
+        for k, v in losses.items():
+            if k not in out:
+                f = None if v is None else float(v)
+                out[k] = f if f is not None and math.isfinite(f) else None
+        return {k: out[k] for k in losses}
 
     @torch.no_grad()
     def _update_ema(self) -> None:
