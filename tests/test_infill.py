@@ -337,6 +337,45 @@ def test_trains_through_trainer_and_loads_back(store: Path, tmp_path: Path, caps
     out = m.infill(tissue, mask, torch.Generator().manual_seed(0))
     assert out.shape == (2, 1, 32, 32) and torch.isfinite(out).all()
     assert len(list(m.generate(2, seed=0))) == 2  # the store path travels in config.json
+    from mammosynth.cli import main
+
+    assert main(["generate", str(run), "--n", "25", "--out", str(tmp_path / "gen"), "--device", "cpu", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["context_repeats"] > 0 and "split" not in summary  # default split: train
+    assert main(["generate", str(run), "--n", "25", "--out", str(tmp_path / "gen2"), "--device", "cpu"]) == 0
+    assert "reuse a tissue context" in capsys.readouterr().err
+
+
+def test_generate_takes_train_tissue_by_default_and_never_repeats_a_context_silently(store: Path, caplog) -> None:
+    """Before: tissue always came from the test split (what evaluate compares with) and a small
+    split was silently sampled with replacement (issue 11)."""
+    from mammosynth.data.store import Store
+
+    with Store(store) as st:
+        ids = {sp: {st.lesions(split=sp).source_id[k] for k in range(len(st.split_indices("lesions", sp)))}
+               for sp in ("train", "test")}
+    n_train = len(ids["train"])
+    m = _method(store)
+    with caplog.at_level("WARNING", logger="mammosynth.models.infill"):
+        first = list(m.generate(n_train, seed=0))
+    assert "reused" not in caplog.text
+    assert {s.source_ids[0] for s in first} == ids["train"]  # each context once
+    assert all(s.extra["tissue_split"] == "train" and s.extra["context_repeat"] == 0 for s in first)
+    with caplog.at_level("WARNING", logger="mammosynth.models.infill"):
+        more = list(m.generate(2 * n_train + 1, seed=0))
+    assert f"from the {n_train} tissue contexts" in caplog.text and "reused up to 2 times" in caplog.text
+    reps = [s.extra["context_repeat"] for s in more]
+    assert reps == [0] * n_train + [1] * n_train + [2]
+    for r in (0, 1):  # every round uses every context once
+        assert sorted(s.source_ids[0] for s in more if s.extra["context_repeat"] == r) == sorted(ids["train"])
+    test = list(m.generate(1, seed=0, split="test"))
+    assert test[0].source_ids[0] in ids["test"] and test[0].extra["tissue_split"] == "test"
+    with pytest.raises(DataError, match="split 'val' has no lesion patches"):
+        empty = _write_store(store.parent / "trainonly.h5", n=2)
+        with Store(empty) as st:
+            if len(st.split_indices("lesions", "val")):
+                pytest.skip("the split happened to give val lesions")
+        list(_method(empty).generate(1, seed=0, split="val"))
 
 
 # -- the improved recipe: compositing, upsampling, DiffAugment, D regularisation -----------
@@ -419,44 +458,3 @@ def test_a_run_from_before_the_recipe_fields_loads_with_the_papers_networks(stor
     m = load_method(run, device="cpu")
     assert (m.cfg.composite, m.cfg.upsampling) == (False, "transposed")
     train("infill", store, run, None, resume=True, progress=False)  # resumes as well
-
-
-    from mammosynth.cli import main
-
-    assert main(["generate", str(run), "--n", "25", "--out", str(tmp_path / "gen"), "--device", "cpu", "--json"]) == 0
-    summary = json.loads(capsys.readouterr().out)
-    assert summary["context_repeats"] > 0 and "split" not in summary  # default split: train
-    assert main(["generate", str(run), "--n", "25", "--out", str(tmp_path / "gen2"), "--device", "cpu"]) == 0
-    assert "reuse a tissue context" in capsys.readouterr().err
-
-
-def test_generate_takes_train_tissue_by_default_and_never_repeats_a_context_silently(store: Path, caplog) -> None:
-    """Before: tissue always came from the test split (what evaluate compares with) and a small
-    split was silently sampled with replacement (issue 11)."""
-    from mammosynth.data.store import Store
-
-    with Store(store) as st:
-        ids = {sp: {st.lesions(split=sp).source_id[k] for k in range(len(st.split_indices("lesions", sp)))}
-               for sp in ("train", "test")}
-    n_train = len(ids["train"])
-    m = _method(store)
-    with caplog.at_level("WARNING", logger="mammosynth.models.infill"):
-        first = list(m.generate(n_train, seed=0))
-    assert "reused" not in caplog.text
-    assert {s.source_ids[0] for s in first} == ids["train"]  # each context once
-    assert all(s.extra["tissue_split"] == "train" and s.extra["context_repeat"] == 0 for s in first)
-    with caplog.at_level("WARNING", logger="mammosynth.models.infill"):
-        more = list(m.generate(2 * n_train + 1, seed=0))
-    assert f"from the {n_train} tissue contexts" in caplog.text and "reused up to 2 times" in caplog.text
-    reps = [s.extra["context_repeat"] for s in more]
-    assert reps == [0] * n_train + [1] * n_train + [2]
-    for r in (0, 1):  # every round uses every context once
-        assert sorted(s.source_ids[0] for s in more if s.extra["context_repeat"] == r) == sorted(ids["train"])
-    test = list(m.generate(1, seed=0, split="test"))
-    assert test[0].source_ids[0] in ids["test"] and test[0].extra["tissue_split"] == "test"
-    with pytest.raises(DataError, match="split 'val' has no lesion patches"):
-        empty = _write_store(store.parent / "trainonly.h5", n=2)
-        with Store(empty) as st:
-            if len(st.split_indices("lesions", "val")):
-                pytest.skip("the split happened to give val lesions")
-        list(_method(empty).generate(1, seed=0, split="val"))
