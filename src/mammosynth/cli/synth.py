@@ -7,7 +7,8 @@ from typing import Optional
 
 import typer
 
-from mammosynth.cli.common import console, print_json, save_gif, save_strip, write_samples
+from mammosynth.cli.common import (add_samples, console, overwrite_option, print_json, save_gif, save_strip,
+                                   write_samples)
 
 
 def _read_mask(path: Path):
@@ -38,15 +39,18 @@ def register(app: typer.Typer) -> None:
         dicom: bool = typer.Option(False, "--dicom", help="Also write each image as a 16-bit DICOM marked SYNTHETIC (dicom/)."),
         n_features: Optional[int] = typer.Option(None, "--n-features", min=1, help="birads-aegan: seed features combined per sample (eq. 2 of seed 000; default from the run's config, 20 as in the paper). Fewer features give lesions closer to single seeds (see docs/birads.md)."),
         per_category: int = typer.Option(0, "--per-category", min=0, help="Instead of --n: this many images for every BI-RADS (shape, margin) category, in one set (the input of `mammosynth fidelity labels`). --shape / --margin restrict it to one row / column. Methods with shape and margin control (birads-aegan). Categories without seed lesions are skipped and listed. 0 = off."),
+        overwrite: bool = overwrite_option(),
         json_out: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
     ) -> None:
         """Generate lesions (or mammograms) from a trained run, with labels written as COCO."""
         from mammosynth.data.birads import MARGINS, PATHOLOGIES, SHAPES, parse_term
+        from mammosynth.synth.writer import prepare_output_dir
         from mammosynth.train.run import load_method, resolve_run
 
+        prepare_output_dir(out, overwrite)
         if per_category:
             _generate_per_category(run, per_category, out, shape, margin, pathology, seed, batch_size, device, dicom,
-                                   json_out, n_features)
+                                   json_out, n_features, overwrite)
             return
 
         run_dir = resolve_run(run)
@@ -60,7 +64,8 @@ def register(app: typer.Typer) -> None:
             options["pathology"] = parse_term(pathology, PATHOLOGIES, "pathology")
         if mask is not None:
             options["mask"] = _read_mask(mask)
-        write_samples(method.generate(n, seed, **options), out, method.name, str(run_dir), total=n, progress=not json_out, dicom=dicom)
+        write_samples(method.generate(n, seed, **options), out, method.name, str(run_dir), total=n, progress=not json_out, dicom=dicom,
+                      overwrite=overwrite)
         summary = {"out": str(out), "n": n, "method": method.name, "run": str(run_dir), "seed": seed, **{k: v for k, v in options.items() if k in ("shape", "margin", "pathology")}}
         if json_out:
             print_json(summary)
@@ -83,12 +88,15 @@ def register(app: typer.Typer) -> None:
         data: Optional[Path] = typer.Option(None, "--data", help="Dataset file holding the source lesions (default: the run's training data)."),
         seed: int = typer.Option(0, "--seed", help="Random seed."),
         device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+        overwrite: bool = overwrite_option(),
         json_out: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
     ) -> None:
         """Interpolate in a method's latent space; every output records its sources and weights."""
         from mammosynth.data.birads import MARGINS, SHAPES, parse_term
+        from mammosynth.synth.writer import prepare_output_dir
         from mammosynth.train.run import load_method, resolve_run
 
+        prepare_output_dir(out, overwrite)
         run_dir = resolve_run(run)
         method = load_method(run_dir, device=device)
         options = dict(mode=mode, sources=list(source), steps=steps, n=n, spherical=spherical, extrapolate=extrapolate,
@@ -99,11 +107,14 @@ def register(app: typer.Typer) -> None:
             options["margin"] = parse_term(margin, MARGINS, "margin")
         from mammosynth.synth.inversion import latent_samples
 
-        images = write_samples(latent_samples(method, **options), out, method.name, str(run_dir), total=None, progress=not json_out)
-        if mode != "category":
-            save_strip(images, out / "strip.png", max_images=64)
-        if mode == "loop":
-            save_gif(images, out / "loop.gif")
+        def figures(work_dir: Path, images: list) -> None:
+            if mode != "category":
+                save_strip(images, work_dir / "strip.png", max_images=64)
+            if mode == "loop":
+                save_gif(images, work_dir / "loop.gif")
+
+        images = write_samples(latent_samples(method, **options), out, method.name, str(run_dir), total=None, progress=not json_out,
+                               overwrite=overwrite, extras=figures)
         if json_out:
             print_json({"out": str(out), "n": len(images), "method": method.name, "mode": mode})
         else:
@@ -121,16 +132,20 @@ def register(app: typer.Typer) -> None:
         lr: float = typer.Option(0.01, "--lr", help="Adam learning rate for the latent code."),
         seed: int = typer.Option(0, "--seed", help="Random seed."),
         device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+        overwrite: bool = overwrite_option(),
         json_out: bool = typer.Option(False, "--json", help="Print a JSON summary (PSNR before/after per image) on stdout."),
     ) -> None:
         """Invert real images into StyleGAN's latent space: E(x), then optimisation (seed 004 eq. 4)."""
         from mammosynth.synth.inversion import invert as run_invert
+        from mammosynth.synth.writer import SyntheticSetWriter, prepare_output_dir
         from mammosynth.train.run import resolve_run
 
+        prepare_output_dir(out, overwrite)
         run_dir = resolve_run(run)
-        samples = run_invert(run_dir, images, out, steps=steps, mask=mask, lambda_perceptual=lambda_perceptual,
-                             lambda_enc=lambda_enc, lr=lr, seed=seed, device=device)
-        write_samples(samples, out, "stylegan-encoder", str(run_dir), total=len(samples), progress=False)
+        with SyntheticSetWriter(out, "stylegan-encoder", str(run_dir), overwrite=overwrite) as writer:
+            samples = run_invert(run_dir, images, writer.work_dir, steps=steps, mask=mask, lambda_perceptual=lambda_perceptual,
+                                 lambda_enc=lambda_enc, lr=lr, seed=seed, device=device)
+            add_samples(writer, samples, total=len(samples), progress=False)
         rows = [{"image": str(p), **{k: v for k, v in s.extra.items() if "psnr" in k}} for p, s in zip(images, samples)]
         if json_out:
             print_json({"out": str(out), "images": rows})
@@ -152,15 +167,19 @@ def register(app: typer.Typer) -> None:
         lr: float = typer.Option(0.01, "--lr", help="Adam learning rate for the latent code."),
         seed: int = typer.Option(0, "--seed", help="Random seed."),
         device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+        overwrite: bool = overwrite_option(),
     ) -> None:
         """Paste a texture onto a shape template, encode it, refine inside the region (seed 004 Fig. 4)."""
         from mammosynth.synth.inversion import compose as run_compose
+        from mammosynth.synth.writer import SyntheticSetWriter, prepare_output_dir
         from mammosynth.train.run import resolve_run
 
+        prepare_output_dir(out, overwrite)
         run_dir = resolve_run(run)
-        samples = run_compose(run_dir, texture, shape, out, texture_mask=texture_mask, steps=steps,
-                              lambda_perceptual=lambda_perceptual, lambda_enc=lambda_enc, lr=lr, seed=seed, device=device)
-        write_samples(samples, out, "stylegan-encoder", str(run_dir), total=len(samples), progress=False)
+        with SyntheticSetWriter(out, "stylegan-encoder", str(run_dir), overwrite=overwrite) as writer:
+            samples = run_compose(run_dir, texture, shape, writer.work_dir, texture_mask=texture_mask, steps=steps,
+                                  lambda_perceptual=lambda_perceptual, lambda_enc=lambda_enc, lr=lr, seed=seed, device=device)
+            add_samples(writer, samples, total=len(samples), progress=False)
         console.print(f"wrote the composition to [bold]{out}[/] (compose.png beside the plain paste, alpha and Poisson blends)")
 
     @app.command("insert")
@@ -176,18 +195,22 @@ def register(app: typer.Typer) -> None:
         max_resamples: int = typer.Option(5, "--max-resamples", min=1, help="Masks drawn per image before the image is reported as failed."),
         feather: float = typer.Option(0.2, "--feather", min=0.0, max=0.5, help="Width of the blend at the patch border, as a fraction of the patch side."),
         device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+        overwrite: bool = overwrite_option(),
         json_out: bool = typer.Option(False, "--json", help="Print the insertion report as JSON on stdout."),
     ) -> None:
         """Paste synthetic masses into normal mammograms (seed 001): mask DCGAN, size and position sampling, infilling GAN, seamless paste, COCO boxes and masks."""
         from mammosynth.synth.insert import insert_lesions
+        from mammosynth.synth.writer import prepare_output_dir
         from mammosynth.train.run import load_method, resolve_run
 
+        prepare_output_dir(out, overwrite)
         mask_run, infill_run = resolve_run(masks), resolve_run(infill)
         mask_method = load_method(mask_run, device=device)
         infill_method = load_method(infill_run, device=device)
         report = insert_lesions(mask_method, infill_method, normals, n, out, seed=seed, split=split,
                                 max_tries=max_tries, max_resamples=max_resamples, feather_frac=feather,
-                                mask_run=str(mask_run), infill_run=str(infill_run), progress=not json_out)
+                                mask_run=str(mask_run), infill_run=str(infill_run), progress=not json_out,
+                                overwrite=overwrite)
         if json_out:
             print_json(report.as_dict())
         else:
@@ -197,7 +220,7 @@ def register(app: typer.Typer) -> None:
 
 def _generate_per_category(run: Path, per: int, out: Path, shape: Optional[str], margin: Optional[str],
                            pathology: Optional[str], seed: int, batch_size: int, device: str, dicom: bool,
-                           json_out: bool, n_features: Optional[int] = None) -> None:
+                           json_out: bool, n_features: Optional[int] = None, overwrite: bool = False) -> None:
     """``generate --per-category N``: N images of every (shape, margin) category in one set."""
     import itertools
 
@@ -215,16 +238,19 @@ def _generate_per_category(run: Path, per: int, out: Path, shape: Optional[str],
     skipped: list[dict[str, str]] = []
 
     def samples():
+        written = 0
         for k, (s, m) in enumerate(categories):
             try:
-                yield from method.generate(per, seed + k, shape=s, margin=m, batch_size=batch_size, **extra)
+                for sample in method.generate(per, seed + k, shape=s, margin=m, batch_size=batch_size, **extra):
+                    written += 1
+                    yield sample
             except DataError as err:  # e.g. no seed lesion of this category in the data
                 skipped.append({"shape": s, "margin": m, "reason": str(err)})
+        if not written:  # raised inside the writer, so no empty set is left behind
+            raise DataError(f"no category could be generated: {skipped[0]['reason'] if skipped else 'nothing requested'}")
 
     images = write_samples(samples(), out, method.name, str(run_dir), total=per * len(categories),
-                           progress=not json_out, dicom=dicom)
-    if not images:
-        raise DataError(f"no category could be generated: {skipped[0]['reason'] if skipped else 'nothing requested'}")
+                           progress=not json_out, dicom=dicom, overwrite=overwrite)
     summary = {"out": str(out), "n": len(images), "per_category": per, "method": method.name, "run": str(run_dir),
                "seed": seed, "categories": len(categories) - len(skipped), "skipped": skipped}
     if json_out:

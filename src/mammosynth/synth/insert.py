@@ -137,6 +137,7 @@ def insert_lesions(
     mask_run: str = "",
     infill_run: str = "",
     progress: bool = True,
+    overwrite: bool = False,
 ) -> InsertReport:
     """Write ``n`` normal mammograms with one inserted mass each to ``out_dir`` (a synthetic
     set: images/, masks/, annotations.json, manifest.csv, insert_report.json).
@@ -162,7 +163,7 @@ def insert_lesions(
             raise DataError(f"{normals_path}: no normal mammograms{'' if split is None else f' in split {split!r}'}; "
                             "ingest normals or use `mammosynth data phantom`")
         device = next(iter(infill_method.nets.parameters())).device
-        with SyntheticSetWriter(out, method="insert", run=f"{mask_run}+{infill_run}",
+        with SyntheticSetWriter(out, method="insert", run=f"{mask_run}+{infill_run}", overwrite=overwrite,
                                 description="normal mammograms with inserted synthetic masses (mammosynth insert)") as writer, \
                 Progress(TextColumn("[bold]insert"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                          disable=not progress, transient=False) as bar:
@@ -233,10 +234,10 @@ def insert_lesions(
                 )
                 report.written += 1
                 bar.advance(task)
-    report.seconds = time.perf_counter() - t0
-    info = report.as_dict()
-    info["size_model"] = {"mean_hw": size_model.mean.tolist(), "cov": size_model.cov.tolist(), "n": size_model.n}
-    write_json_atomic(out / "insert_report.json", info)
+            report.seconds = time.perf_counter() - t0
+            info = report.as_dict()
+            info["size_model"] = {"mean_hw": size_model.mean.tolist(), "cov": size_model.cov.tolist(), "n": size_model.n}
+            write_json_atomic(writer.work_dir / "insert_report.json", info)  # inside the set, renamed with it
     if report.failed:
         log.warning("%d of %d insertions could not be placed; see %s", len(report.failed), n, out / "insert_report.json")
     return report
