@@ -54,7 +54,11 @@ def run_demo(s: DemoSettings) -> Path:
     from mammosynth.train.run import load_method
     from mammosynth.train.trainer import train
 
+    from mammosynth.errors import DataError
+
     out = Path(s.out)
+    if out.exists() and not out.is_dir():
+        raise DataError(f"{out}: exists and is not a folder; give --out a new or demo folder")
     out.mkdir(parents=True, exist_ok=True)
     timer = _Timer()
     data = out / "data" / "phantom.h5"
@@ -76,14 +80,15 @@ def run_demo(s: DemoSettings) -> Path:
     from mammosynth.cli.common import write_samples
 
     infill = load_method(infill_run, device="auto")
-    generated = out / "synthetic" / "infill"
+    generated = out / "synthetic" / "infill"  # a re-run replaces the demo's own sets, each only once the new one is whole
     timer.run("generate", f"{s.n_generate} infilled lesion patches on held-out tissue",
-              lambda: write_samples(infill.generate(s.n_generate, s.seed), generated, "infill", str(infill_run), total=s.n_generate))
+              lambda: write_samples(infill.generate(s.n_generate, s.seed), generated, "infill", str(infill_run), total=s.n_generate,
+                                    overwrite=True))
     masks = load_method(mask_run, device="auto")
     inserted = out / "synthetic" / "inserted"
     timer.run("insert", f"{s.n_insert} phantom normals with one inserted mass each, COCO labels",
               lambda: insert_lesions(masks, infill, data, s.n_insert, inserted, seed=s.seed, mask_run=str(mask_run),
-                                     infill_run=str(infill_run)))
+                                     infill_run=str(infill_run), overwrite=True))
     eval_dir = None
     if s.evaluate:
         eval_dir = out / "evaluation"
