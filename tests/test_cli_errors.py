@@ -46,9 +46,9 @@ BAD_INPUT = {
     "study status": (["study", "status", "{tmp}/no-study"], "{tmp}/no-study"),
 }
 
-#: Known, outside the CLI: these create their report folder before reading their inputs
-#: (evaluate/run.py, study/analyze.py), so a failed run leaves it empty.
-LEAVE_A_FOLDER = {"evaluate": ("r",), "study analyze": ("r",)}
+#: Commands allowed to leave a folder after a failure (none: evaluate and study analyze read
+#: their inputs before they create their report folder).
+LEAVE_A_FOLDER: dict[str, tuple[str, ...]] = {}
 
 #: A few bad values caught by typer's own parsing (min=, types, choices).
 BAD_VALUES = [

@@ -55,3 +55,15 @@ def test_a_failed_insert_leaves_no_set(tmp_path):
     with pytest.raises(RuntimeError, match="illegal memory access"):
         insert_lesions(_Masks(), _BrokenInfill(), data, 4, tmp_path / "ins", seed=0, pixel_spacing=0.1, progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d"]
+
+
+def test_evaluate_reads_native_insert_sets_as_ingest_normalises_them(tmp_path):
+    """A 12-bit PNG written back at its dtype holds values 0..4095 in a 16-bit file: read as a
+    mammosynth PNG (/65535) it would be 16x too dark beside the real patches."""
+    from mammosynth.evaluate.synthetic import load_synthetic_patches
+
+    data = tmp_path / "d"
+    _store(data)
+    insert_lesions(_Masks(), _Infill(), data, 2, tmp_path / "ins", seed=0, pixel_spacing=0.1, progress=False)
+    patches = load_synthetic_patches(tmp_path / "ins", 32)
+    assert patches.images.shape == (2, 32, 32) and patches.images.max() > 0.5 and patches.masks.any(axis=(1, 2)).all()

@@ -81,7 +81,7 @@ def run_demo(s: DemoSettings) -> Path:
 
     infill = load_method(infill_run, device="auto")
     generated = out / "synthetic" / "infill"  # a re-run replaces the demo's own sets, each only once the new one is whole
-    timer.run("generate", f"{s.n_generate} infilled lesion patches on held-out tissue",
+    timer.run("generate", f"{s.n_generate} infilled lesion patches on training-split tissue (evaluated against held-out lesions)",
               lambda: write_samples(infill.generate(s.n_generate, s.seed), generated, "infill", str(infill_run), total=s.n_generate,
                                     overwrite=True))
     masks = load_method(mask_run, device="auto")
@@ -285,7 +285,7 @@ def write_demo_report(out: Path, data: Path, mask_run: Path, infill_run: Path, g
     rep.figure("report_files/inserted_zoom.png", "Close-ups of the inserted masses.")
     rep.h2("Real and synthetic lesion patches")
     _side_by_side_png(data, generated, files / "real_vs_synthetic.png")
-    rep.figure("report_files/real_vs_synthetic.png", "Top: real (phantom) test-split lesion patches. Bottom: infilling-GAN output on held-out tissue with held-out masks.")
+    rep.figure("report_files/real_vs_synthetic.png", "Top: real (phantom) test-split lesion patches. Bottom: infilling-GAN output on training-split tissue with its own masks (the held-out lesions above are what it is scored against).")
     rep.h2("Sample grids")
     for name, run in (("mask-dcgan", mask_run), ("infill", infill_run)):
         grids = sorted((run / "samples").glob("*.png"))
