@@ -62,3 +62,76 @@ def test_generate_cli_and_errors(runs, tmp_path, capsys):  # noqa: F811
     assert "birads-aegan" in capsys.readouterr().err
     # a folder that is no run
     assert main(["generate", str(tmp_path), "--n", "1", "--out", str(tmp_path / "y")]) == 2
+
+
+# -- outputs never overwrite and never leave debris ------------------------------------------
+def _one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("mammosynth: error: "), err
+    return err[0]
+
+
+def test_generate_refuses_a_used_folder_unless_overwrite(runs, tmp_path, capsys):  # noqa: F811
+    g_run, _, _, _, _ = runs
+    out = tmp_path / "gen"
+    assert main(["generate", str(g_run), "--n", "3", "--out", str(out), "--seed", "0"]) == 0
+    first = {p.name: p.read_bytes() for p in (out / "images").iterdir()}
+    capsys.readouterr()
+    # a rerun with another seed would silently replace the files: refused, nothing touched
+    assert main(["generate", str(g_run), "--n", "2", "--out", str(out), "--seed", "1"]) == 2
+    assert "output folder is not empty; pass --overwrite to replace it" in _one_error_line(capsys)
+    assert {p.name: p.read_bytes() for p in (out / "images").iterdir()} == first
+    assert main(["generate", str(g_run), "--n", "2", "--out", str(out), "--seed", "1", "--overwrite"]) == 0
+    assert len(_coco(out).getImgIds()) == 2 and len(list((out / "images").iterdir())) == 2  # no orphans of the old set
+    assert [p.name for p in tmp_path.iterdir()] == ["gen"]  # no temporary siblings
+
+
+def test_interpolate_strip_is_part_of_the_atomic_set(runs, tmp_path, capsys):  # noqa: F811
+    _, e_run, _, files, _ = runs
+    out = tmp_path / "pair"
+    args = ["interpolate", str(e_run), "--mode", "pair", "--source", str(files[0]), "--source", str(files[1]),
+            "--steps", "1", "--out", str(out)]
+    assert main(args) == 0
+    assert (out / "strip.png").exists()
+    capsys.readouterr()
+    assert main(args) == 2 and "--overwrite" in _one_error_line(capsys)
+    assert main([*args, "--overwrite"]) == 0 and (out / "strip.png").exists()
+
+
+@pytest.mark.parametrize("command", ["invert", "compose"])
+def test_invert_and_compose_refuse_a_used_folder(runs, tmp_path, capsys, command):  # noqa: F811
+    _, e_run, _, files, _ = runs
+    out = tmp_path / "o"
+    (out / "images").mkdir(parents=True)
+    (out / "images" / "old.png").write_bytes(b"old")
+    args = ([command, str(e_run), str(files[0]), "--out", str(out), "--steps", "1"] if command == "invert" else
+            [command, str(e_run), "--texture", str(files[0]), "--shape", str(files[1]), "--out", str(out), "--steps", "1"])
+    assert main(args) == 2 and "not empty" in _one_error_line(capsys)
+    assert main([*args, "--overwrite"]) == 0
+    figure = "inversion.png" if command == "invert" else "compose.png"
+    assert (out / figure).exists() and not (out / "images" / "old.png").exists()
+
+
+def test_a_run_that_fails_midway_leaves_no_set(runs, tmp_path, capsys, monkeypatch):  # noqa: F811
+    import mammosynth.train.run as run_module
+    from mammosynth.errors import DataError
+
+    g_run, _, _, _, _ = runs
+    real_load = run_module.load_method
+
+    def failing_load(*a, **k):
+        method = real_load(*a, **k)
+        real_generate = method.generate
+
+        def generate(n, seed, **kw):
+            yield from real_generate(2, seed, **kw)
+            raise DataError("simulated failure after two images")
+
+        method.generate = generate
+        return method
+
+    monkeypatch.setattr(run_module, "load_method", failing_load)
+    out = tmp_path / "sub" / "gen"
+    assert main(["generate", str(g_run), "--n", "5", "--out", str(out), "--json"]) == 2
+    assert "simulated failure" in _one_error_line(capsys)
+    assert list(tmp_path.iterdir()) == []  # no set, no empty folder, no temporary sibling

@@ -1,8 +1,10 @@
-"""The generic trainer: exact resume, run folders, load_method, NaN guard, batch-size phases, CLI."""
+"""The generic trainer: exact resume, run folders, load_method, NaN guard, batch-size phases, CLI;
+damaged run folders give one line naming the file."""
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -285,3 +287,113 @@ def test_unknown_config_key_is_refused():
 
     with pytest.raises(ConfigError, match="unknown config key"):
         resolve_train_config("mask-dcgan", None, ["nonsense=1"], None, None)
+
+
+# -- damaged or interrupted runs: one line naming the file, and no debris left ----------------
+def _copy_run(run: Path, tmp_path: Path) -> Path:
+    dst = tmp_path / "runs" / run.name
+    shutil.copytree(run, dst)
+    return dst
+
+
+def _resume_cli(store: Path, run: Path, capsys) -> tuple[int, list[str]]:
+    from mammosynth.cli import main
+
+    capsys.readouterr()
+    rc = main(["train", "mask-dcgan", "--data", str(store), "--out", str(run.parent), "--resume", "--steps", "5", "--no-progress"])
+    return rc, capsys.readouterr().err.strip().splitlines()
+
+
+def _dead_pid() -> int:
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_resume_removes_temporary_folders_of_killed_checkpoint_writes(dcgan_run, store, tmp_path, capsys):
+    import os
+
+    run = _copy_run(dcgan_run, tmp_path)
+    killed = run / f".checkpoint.tmp-{_dead_pid()}"  # what a SIGKILL inside save_checkpoint leaves
+    shutil.copytree(run / "checkpoint", killed)
+    own_pid = run / f".checkpoint.tmp-{os.getpid()}"  # a dead run's pid, reused by this process
+    own_pid.mkdir()
+    live = run / ".checkpoint.tmp-1"  # pid 1 is alive: a writer we must not disturb
+    live.mkdir()
+    assert _resume_cli(store, run, capsys)[0] == 0
+    assert not killed.exists() and not own_pid.exists() and live.exists()
+    assert load_checkpoint(run / "checkpoint")[1]["step"] == 5
+
+
+_STATE_DAMAGE = {
+    "step": lambda d: d.update(step="x"),
+    "data_position": lambda d: d.update(data_position=[0, 0]),
+    "data_position.epoch": lambda d: d["data_position"].update(epoch="a"),
+    "rng": lambda d: d.update(rng=5),
+    "rng[0]": lambda d: d.update(rng=["x"]),
+    "rng[0].numpy": lambda d: d["rng"][0].update(numpy=[1, 2]),
+    "rng[0].torch": lambda d: d["rng"][0].update(torch=["a"]),
+    "rng[0] cannot be restored": lambda d: d["rng"][0].update(generator=[1, 2, 3]),
+    "config": lambda d: d.update(config=[1]),
+    "extra_state": lambda d: d.update(extra_state=[1]),
+    "state.nets": lambda d: d["state"].update(nets=5),
+    "state tree is malformed": lambda d: d["state"].update(x={"__tuple__": 3}),
+    "optimizer 'G' group 0: lr": lambda d: d["state"]["optimizers"]["G"]["param_groups"][0].update(lr="x"),
+    "should hold 'state' and 'param_groups'": lambda d: d["state"]["optimizers"]["G"].update(param_groups="x"),
+}
+
+
+@pytest.mark.parametrize("field", [*_STATE_DAMAGE, "expected a JSON object"])
+def test_resume_with_a_damaged_state_json_is_one_line_naming_it(dcgan_run, store, tmp_path, capsys, field):
+    run = _copy_run(dcgan_run, tmp_path)
+    path = run / "checkpoint" / "state.json"
+    doc = json.loads(path.read_text())
+    if field in _STATE_DAMAGE:
+        _STATE_DAMAGE[field](doc)
+    else:
+        doc = [doc]  # a list at the top level
+    path.write_text(json.dumps(doc))
+    rc, err = _resume_cli(store, run, capsys)
+    assert rc == 2 and len(err) == 1, err
+    assert err[0].startswith(f"mammosynth: error: {path}: ") and field in err[0], err[0]
+
+
+@pytest.mark.parametrize("field,damage", [("config", {"config": [1]}), ("data", {"data": [1]}),
+                                          ("method_version", {"method_version": "x"}), ("method", {"method": 3})])
+def test_resume_with_a_damaged_config_json_is_one_line_naming_it(dcgan_run, store, tmp_path, capsys, field, damage):
+    run = _copy_run(dcgan_run, tmp_path)
+    path = run / "config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **damage}))
+    rc, err = _resume_cli(store, run, capsys)
+    assert rc == 2 and len(err) == 1, err
+    assert err[0].startswith(f"mammosynth: error: {path}: {field} should be"), err[0]
+
+
+def test_weights_with_nan_or_inf_are_refused_at_load(dcgan_run, tmp_path, capsys):
+    from safetensors.torch import save_file
+
+    from mammosynth.cli import main
+
+    run = _copy_run(dcgan_run, tmp_path)
+    weights = load_file(str(run / "model.safetensors"))
+    key = next(k for k in weights if k.startswith("generator.") and weights[k].is_floating_point())
+    weights[key][0] = float("nan")
+    save_file(weights, str(run / "model.safetensors"), metadata={"format": "mammosynth-model", "method": "mask-dcgan",
+                                                                  "method_version": "1"})
+    with pytest.raises(CheckpointError, match=rf"model\.safetensors: weights hold NaN or inf values \({re.escape(key)}\)"):
+        load_method(run)
+    capsys.readouterr()
+    assert main(["generate", str(run), "--n", "2", "--out", str(tmp_path / "gen")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "NaN or inf" in err[0] and not (tmp_path / "gen").exists()
+    # the training weights in the checkpoint are checked as well
+    state_file = run / "checkpoint" / "state.safetensors"
+    tensors = load_file(str(state_file))
+    tkey = next(k for k in tensors if k.startswith("nets/generator/") and tensors[k].is_floating_point())
+    tensors[tkey][...] = float("inf")
+    save_file(tensors, str(state_file), metadata={"format": "mammosynth-checkpoint"})
+    with pytest.raises(CheckpointError, match=r"state\.safetensors: weights hold NaN or inf"):
+        load_method(run, ema=False)

@@ -54,7 +54,11 @@ def run_demo(s: DemoSettings) -> Path:
     from mammosynth.train.run import load_method
     from mammosynth.train.trainer import train
 
+    from mammosynth.errors import DataError
+
     out = Path(s.out)
+    if out.exists() and not out.is_dir():
+        raise DataError(f"{out}: exists and is not a folder; give --out a new or demo folder")
     out.mkdir(parents=True, exist_ok=True)
     timer = _Timer()
     data = out / "data" / "phantom.h5"
@@ -76,14 +80,15 @@ def run_demo(s: DemoSettings) -> Path:
     from mammosynth.cli.common import write_samples
 
     infill = load_method(infill_run, device="auto")
-    generated = out / "synthetic" / "infill"
-    timer.run("generate", f"{s.n_generate} infilled lesion patches on held-out tissue",
-              lambda: write_samples(infill.generate(s.n_generate, s.seed), generated, "infill", str(infill_run), total=s.n_generate))
+    generated = out / "synthetic" / "infill"  # a re-run replaces the demo's own sets, each only once the new one is whole
+    timer.run("generate", f"{s.n_generate} infilled lesion patches on training-split tissue (evaluated against held-out lesions)",
+              lambda: write_samples(infill.generate(s.n_generate, s.seed), generated, "infill", str(infill_run), total=s.n_generate,
+                                    overwrite=True))
     masks = load_method(mask_run, device="auto")
     inserted = out / "synthetic" / "inserted"
     timer.run("insert", f"{s.n_insert} phantom normals with one inserted mass each, COCO labels",
               lambda: insert_lesions(masks, infill, data, s.n_insert, inserted, seed=s.seed, mask_run=str(mask_run),
-                                     infill_run=str(infill_run)))
+                                     infill_run=str(infill_run), overwrite=True))
     eval_dir = None
     if s.evaluate:
         eval_dir = out / "evaluation"
@@ -280,7 +285,7 @@ def write_demo_report(out: Path, data: Path, mask_run: Path, infill_run: Path, g
     rep.figure("report_files/inserted_zoom.png", "Close-ups of the inserted masses.")
     rep.h2("Real and synthetic lesion patches")
     _side_by_side_png(data, generated, files / "real_vs_synthetic.png")
-    rep.figure("report_files/real_vs_synthetic.png", "Top: real (phantom) test-split lesion patches. Bottom: infilling-GAN output on held-out tissue with held-out masks.")
+    rep.figure("report_files/real_vs_synthetic.png", "Top: real (phantom) test-split lesion patches. Bottom: infilling-GAN output on training-split tissue with its own masks (the held-out lesions above are what it is scored against).")
     rep.h2("Sample grids")
     for name, run in (("mask-dcgan", mask_run), ("infill", infill_run)):
         grids = sorted((run / "samples").glob("*.png"))

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
+import typer
 from rich.console import Console
 
 #: Human-facing output goes to stderr so that ``--json`` keeps stdout to one JSON object.
@@ -19,16 +20,32 @@ def print_json(obj: Any) -> None:
 
 
 def write_samples(samples: Iterable[Any], out: Path, method: str, run: str, total: int | None, progress: bool = True,
-                  dicom: bool = False) -> list[np.ndarray]:
-    """Write :class:`~mammosynth.synth.sample.Sample` objects as a synthetic set; returns the images."""
+                  dicom: bool = False, overwrite: bool = False,
+                  extras: Callable[[Path, list[np.ndarray]], None] | None = None) -> list[np.ndarray]:
+    """Write :class:`~mammosynth.synth.sample.Sample` objects as a synthetic set in ``out``
+    (refused if ``out`` is not empty, unless ``overwrite``); returns the images.
+
+    ``extras(work_dir, images)`` writes additional files (a strip, a GIF) into the set before it
+    is renamed into place, so they appear with it or not at all.
+    """
+    from mammosynth.synth.writer import SyntheticSetWriter
+
+    with SyntheticSetWriter(out, method=method, run=run, dicom=dicom, overwrite=overwrite) as writer:
+        images = add_samples(writer, samples, total, progress)
+        if extras is not None:
+            extras(writer.work_dir, images)
+    return images
+
+
+def add_samples(writer: Any, samples: Iterable[Any], total: int | None, progress: bool = True) -> list[np.ndarray]:
+    """Add Samples to an open :class:`~mammosynth.synth.writer.SyntheticSetWriter` with a progress bar."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from mammosynth.synth.writer import Lesion, SyntheticSetWriter
+    from mammosynth.synth.writer import Lesion
 
     images: list[np.ndarray] = []
-    with SyntheticSetWriter(out, method=method, run=run, dicom=dicom) as writer, \
-            Progress(TextColumn(f"[bold]{method}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                     console=console, disable=not progress) as bar:
+    with Progress(TextColumn(f"[bold]{writer.method}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, disable=not progress) as bar:
         task = bar.add_task("generate", total=total)
         for s in samples:
             # no mask: an all-empty one writes no COCO annotation but keeps the labels in the manifest
@@ -39,6 +56,12 @@ def write_samples(samples: Iterable[Any], out: Path, method: str, run: str, tota
             images.append(np.asarray(s.image, np.float32))
             bar.advance(task)
     return images
+
+
+def overwrite_option() -> Any:
+    """The ``--overwrite`` option of every command that writes a synthetic set."""
+    return typer.Option(False, "--overwrite", help="Replace OUT if it already holds a synthetic set (default: a non-empty "
+                        "OUT is refused). The old set is replaced only once the new one is complete.")
 
 
 def save_strip(images: list[np.ndarray], path: Path, max_images: int = 24) -> None:

@@ -60,7 +60,8 @@ def register(app: typer.Typer) -> None:
                 "study. Use it only on a trusted network, or put it behind HTTPS (a reverse proxy), since the links are the readers' passwords.",
                 fg=typer.colors.RED, bold=True, err=True,
             )
-        typer.echo(f"serving {study_dir} on http://{host}:{port} (Ctrl-C to stop)", err=True)
+        # uvicorn announces "Uvicorn running on http://HOST:PORT (Press CTRL+C to quit)" once the
+        # study has opened, so a study that cannot be served is one error line, not a banner and one
         run_server(study_dir, host=host, port=port)
 
     @study.command("analyze")

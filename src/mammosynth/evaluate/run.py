@@ -85,8 +85,7 @@ def evaluate(
     real training images capped at 200. ``detector``: "unet" (default, CPU) or "retinanet" (needs
     torchvision + MONAI). Raises MammosynthError when the inputs cannot be evaluated at all.
     """
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = Path(out)  # created only once the inputs have been read: a failed run leaves no empty report folder
     t_start, c_start = time.perf_counter(), time.process_time()
     dev = None if device == "auto" else device
     with Store(real) as st:
@@ -117,6 +116,7 @@ def evaluate(
                 "the default) or pass --allow-leakage to evaluate with them reported as leaked")
         # as many tissue tiles as the larger lesion group (seed 003: 500 per group at most)
         normal_tiles = _normal_tiles(st, S, n=min(500, max_images, max(len(real_test), len(syn.images))), seed=seed)
+    out.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {}
     skipped: dict[str, str] = {}
     seconds: dict[str, float] = {}

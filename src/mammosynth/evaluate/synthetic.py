@@ -15,6 +15,7 @@ import numpy as np
 from mammosynth.data.records import DEFAULT_CONTEXT
 from mammosynth.data.store import resize_image, resize_mask
 from mammosynth.errors import DataError
+from mammosynth.data.imaging import read_image
 from mammosynth.synth.writer import load_png, read_manifest
 
 
@@ -52,7 +53,10 @@ def load_synthetic_patches(directory: str | Path, size: int, limit: int | None =
         path = d / r["file"]
         if not path.exists():
             raise DataError(f"{path}: listed in manifest.csv but missing")
-        img = load_png(path)
+        # native-format insert outputs (a source_file column: the user's own DICOM/PNG/TIFF/PGM
+        # written back at its dtype) are normalised as ingest normalises them; mammosynth's own
+        # 16-bit PNGs hold [0, 1] scaled to 0..65535
+        img = read_image(path) if r.get("source_file") else load_png(path)
         mpath = d / r.get("mask_file", "") if r.get("mask_file") else None
         mask = load_png(mpath) > 0.5 if mpath is not None and mpath.exists() else np.zeros(img.shape, bool)
         if mask.any():

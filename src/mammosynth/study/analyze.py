@@ -280,8 +280,8 @@ mean of per-reader accuracies: {_fmt(metrics['pooled'].get('mean_reader_accuracy
 def analyze_study(study_dir: str | Path, out: str | Path) -> dict[str, Any]:
     """Compute the metrics and write metrics.json, answers.csv, the plots and report.html."""
     out = Path(out)
+    metrics, answers = compute_metrics(study_dir)  # read first: a failed run leaves no empty report folder
     out.mkdir(parents=True, exist_ok=True)
-    metrics, answers = compute_metrics(study_dir)
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(ANSWER_COLUMNS), extrasaction="ignore")
     writer.writeheader()

@@ -2,8 +2,16 @@
 ``annotations.json`` (COCO, loads in pycocotools) and ``manifest.csv`` (one row per image).
 
 Every command that writes a synthetic set (``generate``, ``interpolate``, ``insert``, ...)
-goes through :class:`SyntheticSetWriter`, so the format is written once. Image and mask PNGs
-are written atomically as they come; the JSON and CSV are written atomically on ``close``.
+goes through :class:`SyntheticSetWriter`, so the format is written once.
+
+A set appears whole or not at all. The writer fills a hidden temporary sibling of the output
+folder (``.NAME.mammosynth-partial-<host>-<pid>-<token>``, exposed as ``writer.work_dir``) and
+``close()`` renames it onto ``NAME``: a killed run leaves no half set under ``NAME``, a failed
+run (an exception inside ``with``) leaves no set folder at all. A non-empty ``NAME`` is refused
+unless ``overwrite=True``; then the old set is moved aside only once the new one is complete,
+and deleted after the new one is in place. Temporary siblings left by killed runs are removed
+when the next writer for ``NAME`` starts (:func:`clean_stale_siblings`): only ours, recognised
+by name, and only when their process is gone or they have been idle for a day.
 
 ``insert`` writes the user's own mammograms back in their own format
 (:meth:`SyntheticSetWriter.add_native`: DICOM, PNG, TIFF or PGM at native shape and dtype),
@@ -14,8 +22,17 @@ DICOM (``dicom/``, one study and series per set, see :mod:`mammosynth.synth.dico
 from __future__ import annotations
 
 import csv
+import errno
+import hashlib
 import io
 import json
+import logging
+import os
+import re
+import secrets
+import shutil
+import socket
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +40,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from mammosynth.io import atomic_path, write_json_atomic, write_text_atomic
+from mammosynth.errors import DataError
+from mammosynth.io import atomic_path, fsync_dir, pid_alive, write_json_atomic, write_text_atomic
+
+log = logging.getLogger(__name__)
 
 MANIFEST_COLUMNS = (
     "file", "mask_file", "method", "run", "seed", "shape", "margin", "pathology",
@@ -69,7 +89,10 @@ def save_native(path: str | Path, pixels: np.ndarray, fmt: str) -> None:
     suffix = NATIVE_SUFFIXES[fmt]
     with atomic_path(path, suffix) as tmp:
         if fmt == "tiff" and arr.dtype.kind == "f":
-            import tifffile
+            try:
+                import tifffile
+            except ImportError as err:  # only float TIFF inputs come back as float TIFFs
+                raise DataError(f"{path}: writing a float TIFF needs the tifffile package (pip install tifffile)") from err
 
             tifffile.imwrite(tmp, arr.astype(np.float32))
             return
@@ -148,21 +171,135 @@ class Lesion:
     attributes: dict[str, Any] = field(default_factory=dict)
 
 
+# -- the output folder: refused when in use, filled in a temporary sibling, renamed at the end --
+#: A temporary sibling idle this long is stale even when its process id is alive (pids are
+#: reused) or it was made on another host (its pid means nothing here).
+STALE_AFTER_S = 24 * 3600.0
+_PARTIAL, _REPLACED = "mammosynth-partial", "mammosynth-replaced"
+_SIBLING = re.compile(r"^\.(?P<name>.+)\.(?P<kind>mammosynth-partial|mammosynth-replaced)-(?P<host>[0-9a-f]{8})-(?P<pid>\d+)-[0-9a-f]{8}$")
+#: What makes a folder a synthetic set: ``--overwrite`` replaces only such folders.
+_SET_ENTRIES = ("manifest.csv", "annotations.json", "images")
+
+
+def _host_tag() -> str:
+    return hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
+
+
+def _sibling(final: Path, kind: str) -> Path:
+    return final.parent / f".{final.name}.{kind}-{_host_tag()}-{os.getpid()}-{secrets.token_hex(4)}"
+
+
+def _last_activity(path: Path) -> float:
+    """Newest change of the folder or of its image/mask folders (each written image touches them)."""
+    times = []
+    for p in (path, path / "images", path / "masks", path / "dicom"):
+        try:
+            st = p.stat()
+        except OSError:
+            continue
+        times.append(st.st_mtime)
+    return max(times, default=0.0)
+
+
+def _real(out: str | os.PathLike) -> Path:
+    # a symlinked output folder is replaced at its target, so the link keeps pointing at the set
+    return Path(os.path.realpath(out))
+
+
+def clean_stale_siblings(out: str | os.PathLike) -> list[Path]:
+    """Remove the temporary siblings of ``out`` that killed writers left behind; returns them.
+
+    Only folders named by this module for ``out`` count, and only when their process is gone
+    (same host) or they have been idle for :data:`STALE_AFTER_S`. If a run was killed between
+    moving an old set aside and renaming its new one into place, the old set is put back.
+    """
+    final = _real(out)
+    if not final.parent.is_dir():
+        return []
+    host, now, removed = _host_tag(), time.time(), []
+    for p in sorted(final.parent.iterdir()):
+        m = _SIBLING.match(p.name)
+        if m is None or m["name"] != final.name or p.is_symlink() or not p.is_dir():
+            continue
+        dead = m["host"] == host and not pid_alive(int(m["pid"]))
+        if not (dead or now - _last_activity(p) > STALE_AFTER_S):
+            continue
+        if m["kind"] == _REPLACED and not os.path.lexists(final):
+            os.rename(p, final)
+            log.warning("%s: restored the set that a killed run had moved aside", final)
+            continue
+        shutil.rmtree(p, ignore_errors=True)
+        log.info("removed %s, left by a killed run", p)
+        removed.append(p)
+    return removed
+
+
+def prepare_output_dir(out: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Check that a synthetic set may be written to ``out`` and clean its stale temporary
+    siblings. Commands call it before any slow work, so a refusal comes at once; the writer
+    calls it again. Returns the real path of ``out``.
+
+    Raises DataError when ``out`` is a file, or a non-empty folder without ``overwrite``, or
+    (with ``overwrite``) a non-empty folder that is not a synthetic set.
+    """
+    final = _real(out)
+    if final.parent == final:
+        raise DataError(f"{out}: cannot write a synthetic set to the root folder")
+    if os.path.lexists(final) and not final.is_dir():
+        raise DataError(f"{out}: exists and is not a folder")
+    if final.is_dir() and any(final.iterdir()):
+        if not overwrite:
+            raise DataError(f"{out}: output folder is not empty; pass --overwrite to replace it")
+        if not any((final / name).exists() for name in _SET_ENTRIES):
+            raise DataError(f"{out}: not a synthetic set (no manifest.csv, annotations.json or images/), so --overwrite "
+                            "will not replace it; choose a new or empty folder")
+        if _cwd().is_relative_to(final):
+            raise DataError(f"{out}: holds the current folder, so it cannot be replaced; run from elsewhere")
+    for parent in (final.parent, *final.parent.parents):
+        if os.path.lexists(parent):
+            if not parent.is_dir():
+                raise DataError(f"{out}: {parent} is not a folder")
+            break
+    clean_stale_siblings(final)
+    return final
+
+
+def _cwd() -> Path:
+    try:
+        return Path.cwd().resolve()
+    except OSError:  # the current folder was deleted
+        return Path("/nonexistent")
+
+
 class SyntheticSetWriter:
-    """Accumulates images and their lesions; ``close()`` writes the COCO JSON and manifest."""
+    """Accumulates images and their lesions in a temporary sibling of ``out_dir``; ``close()``
+    writes the COCO JSON and manifest there and renames the whole set onto ``out_dir``.
+
+    Use it as a context manager: a clean exit closes it, an exception discards the temporary
+    folder (so a failed run leaves no set). ``out`` is the final folder; ``work_dir`` is where
+    files go until ``close()``: callers that add their own files (a strip, a report) write them
+    under ``work_dir`` so they land in the set atomically with it. Raises DataError when
+    ``out_dir`` is in use (see :func:`prepare_output_dir`).
+    """
 
     def __init__(self, out_dir: str | Path, method: str, run: str | None = None, description: str = "",
                  dicom: bool = False, overwrite: bool = False) -> None:
         self.out = Path(out_dir)
-        (self.out / "images").mkdir(parents=True, exist_ok=True)
-        (self.out / "masks").mkdir(parents=True, exist_ok=True)
+        self.overwrite = overwrite
+        self._final = prepare_output_dir(self.out, overwrite)
+        self._made_parents = [p for p in (self._final.parent, *self._final.parent.parents) if not os.path.lexists(p)]
+        self._final.parent.mkdir(parents=True, exist_ok=True)
+        self.work_dir = _sibling(self._final, _PARTIAL)
+        self.work_dir.mkdir()
+        self._state = "open"
+        (self.work_dir / "images").mkdir()
+        (self.work_dir / "masks").mkdir()
         self.method = method
         self.run = run or ""
         self.description = description
         self.dicom = dicom
-        self.overwrite = overwrite
         if dicom:
-            (self.out / "dicom").mkdir(parents=True, exist_ok=True)
+            (self.work_dir / "dicom").mkdir()
         self._images: list[dict[str, Any]] = []
         self._annotations: list[dict[str, Any]] = []
         self._rows: list[dict[str, Any]] = []
@@ -171,8 +308,10 @@ class SyntheticSetWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        # Even after an error, write what is complete so nothing already written is lost.
-        self.close()
+        if exc_type is None:
+            self.close()
+        else:  # a failed run leaves no set, and whatever was at ``out`` stays as it was
+            self.discard()
 
     def add(
         self,
@@ -185,6 +324,8 @@ class SyntheticSetWriter:
         stem: str | None = None,
     ) -> str:
         """Write one image (float [0,1], (H,W)) and its lesions; returns the image file name."""
+        if self._state != "open":
+            raise RuntimeError(f"{self.out}: the synthetic set is already {self._state}")
         image = np.asarray(image)
         if image.ndim != 2:
             raise ValueError(f"expected a (H, W) grayscale image, got shape {image.shape}")
@@ -265,8 +406,9 @@ class SyntheticSetWriter:
 
     # -- one place for paths and bookkeeping -----------------------------------------
     def _file(self, *parts: str) -> Path:
-        """Path of a file of the set; every file the writer makes is placed through here."""
-        return self.out.joinpath(*parts)
+        """Path of a file of the set (inside the temporary folder until ``close``); every file
+        the writer makes is placed through here."""
+        return self.work_dir.joinpath(*parts)
 
     def _set_uids(self) -> Any:
         """UIDs shared by this set's DICOM files (one study; one series per source series)."""
@@ -328,6 +470,13 @@ class SyntheticSetWriter:
         })
 
     def close(self) -> Path:
+        """Write annotations.json and manifest.csv, then rename the set onto ``out`` (replacing
+        the old set there only if ``overwrite``). Returns ``out``. On failure nothing is renamed
+        and the temporary folder is removed."""
+        if self._state == "closed":
+            return self.out
+        if self._state != "open":
+            raise RuntimeError(f"{self.out}: the synthetic set was discarded")
         coco = {
             "info": {"description": self.description or f"mammosynth synthetic set ({self.method})",
                      "version": "1.0", "contributor": "mammosynth"},
@@ -336,13 +485,54 @@ class SyntheticSetWriter:
             "annotations": self._annotations,
             "categories": CATEGORIES,
         }
-        write_json_atomic(self.out / "annotations.json", coco, indent=None)
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=list(MANIFEST_COLUMNS))
-        writer.writeheader()
-        writer.writerows(self._rows)
-        write_text_atomic(self.out / "manifest.csv", buf.getvalue())
+        try:
+            write_json_atomic(self.work_dir / "annotations.json", coco, indent=None)
+            buf = io.StringIO()
+            writer = csv.DictWriter(buf, fieldnames=list(MANIFEST_COLUMNS))
+            writer.writeheader()
+            writer.writerows(self._rows)
+            write_text_atomic(self.work_dir / "manifest.csv", buf.getvalue())
+            self._publish()
+        except BaseException:
+            self.discard()
+            raise
+        self._state = "closed"
         return self.out
+
+    def _publish(self) -> None:
+        final, aside = self._final, None
+        if os.path.lexists(final) and not final.is_dir():
+            raise DataError(f"{self.out}: exists and is not a folder")
+        if final.is_dir() and any(final.iterdir()):
+            if not self.overwrite:
+                raise DataError(f"{self.out}: output folder was filled by another process during this run; "
+                                "nothing was replaced (pass --overwrite to replace it)")
+            aside = _sibling(final, _REPLACED)  # the old set stays whole until the new one is in place
+            os.rename(final, aside)
+        try:
+            os.replace(self.work_dir, final)  # onto a missing or empty folder
+        except OSError as err:
+            if aside is not None:
+                os.rename(aside, final)
+            if err.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                raise DataError(f"{self.out}: output folder was filled by another process during this run; "
+                                "nothing was replaced") from err
+            raise
+        fsync_dir(final.parent)
+        if aside is not None:
+            shutil.rmtree(aside, ignore_errors=True)
+
+    def discard(self) -> None:
+        """Remove the temporary folder (and the parent folders this writer created, if empty)."""
+        if self._state != "open":
+            return
+        self._state = "discarded"
+        shutil.rmtree(self.work_dir, ignore_errors=True)
+        for parent in self._made_parents:  # deepest first
+            try:
+                parent.rmdir()
+            except OSError:
+                break
 
 
 def read_manifest(out_dir: str | Path) -> list[dict[str, str]]:

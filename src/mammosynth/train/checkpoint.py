@@ -12,13 +12,21 @@ A checkpoint is a folder holding two files:
 The folder is written atomically: the new state goes to a temporary sibling folder; only when
 both files are complete and flushed is the previous checkpoint moved aside (``<name>.old``),
 the new one renamed into place, and the old one deleted. A crash at any moment leaves either
-the previous or the new checkpoint complete, and :func:`find_checkpoint` picks it up.
+the previous or the new checkpoint complete, and :func:`find_checkpoint` picks it up; the
+temporary folder of a write that was killed is removed when the run next starts
+(:func:`clean_stale_checkpoint_tmp`).
+
+Reading checks every field the trainer reads back (types, the RNG states, the optimizer
+states against the optimizer they are loaded into), so a damaged ``state.json`` is one
+CheckpointError naming the file and the field, never a traceback in the middle of resuming.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import random
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -29,6 +37,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from mammosynth.errors import CheckpointError
+from mammosynth.io import fsync_dir, pid_alive
 
 TENSOR_FILE = "state.safetensors"
 JSON_FILE = "state.json"
@@ -89,19 +98,6 @@ def decode_tree(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
     return obj
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def save_checkpoint(directory: str | os.PathLike, state: dict[str, Any], meta: dict[str, Any]) -> Path:
     """Write ``state`` (a tree of tensors + JSON) and ``meta`` (JSON) to ``directory`` atomically."""
     final = Path(directory)
@@ -121,17 +117,39 @@ def save_checkpoint(directory: str | os.PathLike, state: dict[str, Any], meta: d
         os.fsync(fh.fileno())
     with open(tmp / TENSOR_FILE, "rb") as fh:
         os.fsync(fh.fileno())
-    _fsync_dir(tmp)
+    fsync_dir(tmp)
     # keep the previous checkpoint until the new one is complete under its final name
     if final.exists():
         if old.exists():
             shutil.rmtree(old)
         os.replace(final, old)
     os.replace(tmp, final)
-    _fsync_dir(final.parent)
+    fsync_dir(final.parent)
     if old.exists():
         shutil.rmtree(old)
     return final
+
+
+_TMP_NAME = re.compile(r"^\.(?P<name>.+)\.tmp-(?P<pid>\d+)$")
+
+
+def clean_stale_checkpoint_tmp(directory: str | os.PathLike) -> list[Path]:
+    """Remove the ``.<name>.tmp-<pid>`` folders beside checkpoint ``directory`` that a killed
+    :func:`save_checkpoint` left behind: those whose process is gone, or is this one (which is
+    not writing while it starts). Called when a run resumes; returns what was removed."""
+    final = Path(directory)
+    if not final.parent.is_dir():
+        return []
+    removed = []
+    for p in final.parent.iterdir():
+        m = _TMP_NAME.match(p.name)
+        if m is None or m["name"] != final.name or p.is_symlink() or not p.is_dir():
+            continue
+        pid = int(m["pid"])
+        if pid == os.getpid() or not pid_alive(pid):
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+    return removed
 
 
 def _complete(directory: Path) -> bool:
@@ -153,11 +171,83 @@ def read_json_file(path: Path, missing: str) -> dict[str, Any]:
     """A JSON document; a CheckpointError naming ``path`` (with ``missing`` as the reason when
     the file is absent) when it cannot be read."""
     try:
-        return json.loads(path.read_text())
+        doc = json.loads(path.read_text())
     except FileNotFoundError:
         raise CheckpointError(f"{path}: {missing}") from None
-    except json.JSONDecodeError as err:
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise CheckpointError(f"{path}: not valid JSON ({err})") from err
+    if not isinstance(doc, dict):
+        raise CheckpointError(f"{path}: expected a JSON object, found {_kind(doc)}")
+    return doc
+
+
+def _kind(value: Any) -> str:
+    text = json.dumps(value, default=str)
+    return f"{type(value).__name__} {text[:40]}{'...' if len(text) > 40 else ''}"
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_fields(doc: dict[str, Any], path: Path, fields: dict[str, tuple[bool, str, Any]], prefix: str = "") -> None:
+    """``fields``: name -> (required, expected (words), test(value) -> bool). A CheckpointError
+    naming ``path`` and the field for the first that is missing or fails its test."""
+    for name, (required, expected, test) in fields.items():
+        if name not in doc:
+            if required:
+                raise CheckpointError(f"{path}: no {prefix + name!r} entry")
+            continue
+        if not test(doc[name]):
+            raise CheckpointError(f"{path}: {prefix}{name} should be {expected}, found {_kind(doc[name])}")
+
+
+def _count(minimum: int):
+    return lambda v: _is_int(v) and v >= minimum
+
+
+#: What identifies a run in both config.json and state.json.
+IDENTITY_FIELDS = {
+    "method": (True, "a method name", lambda v: isinstance(v, str)),
+    "method_version": (True, "an integer", _is_int),
+    "config": (True, "a JSON object", lambda v: isinstance(v, dict)),
+}
+_META_FIELDS = {
+    **IDENTITY_FIELDS,
+    "step": (True, "an integer >= 0", _count(0)),
+    "world_size": (False, "an integer >= 1", _count(1)),
+    "data_position": (True, "a JSON object", lambda v: isinstance(v, dict)),
+    "extra_state": (False, "a JSON object", lambda v: v is None or isinstance(v, dict)),
+    "rng": (False, "a list (one RNG state per process)", lambda v: isinstance(v, list)),
+    "state": (True, "a JSON object", lambda v: isinstance(v, dict)),
+}
+_POSITION_FIELDS = {k: (True, "an integer >= 0", _count(0)) for k in ("epoch", "epoch_pos", "batch_size")}
+
+
+def check_rng_state(entry: Any, path: Path, where: str) -> None:
+    """An RNG state as the trainer saves it (python, numpy, torch, generator[, cuda]); each
+    part is tried on a scratch generator of its kind, so what passes here restores."""
+    if not isinstance(entry, dict):
+        raise CheckpointError(f"{path}: {where} should be a JSON object, found {_kind(entry)}")
+    for key in ("python", "numpy", "torch", "generator"):
+        if key not in entry:
+            raise CheckpointError(f"{path}: {where} has no {key!r} state")
+    part = "python"
+    try:
+        version, internal, gauss = entry["python"]
+        random.Random().setstate((version, tuple(internal), gauss))
+        part = "numpy"
+        name, keys, pos, has_gauss, cached = entry["numpy"]
+        np.random.RandomState().set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+        part = "torch"
+        torch.Generator().set_state(torch.tensor(entry["torch"], dtype=torch.uint8))
+        part = "generator"  # CPU or CUDA: its size depends on the device, so only its bytes are checked here
+        torch.tensor(entry["generator"], dtype=torch.uint8)
+        part = "cuda"
+        for s in entry.get("cuda") or []:
+            torch.tensor(s, dtype=torch.uint8)
+    except (TypeError, ValueError, RuntimeError, OverflowError) as err:
+        raise CheckpointError(f"{path}: {where}.{part} is not a saved RNG state ({' '.join(str(err).split())[:120]})") from None
 
 
 def read_checkpoint_meta(directory: str | os.PathLike) -> dict[str, Any]:
@@ -171,6 +261,10 @@ def read_checkpoint_meta(directory: str | os.PathLike) -> dict[str, Any]:
             f"{path}: checkpoint format version {doc.get('format_version')} is not supported "
             f"(this mammosynth reads version {FORMAT_VERSION})"
         )
+    check_fields(doc, path, _META_FIELDS)
+    check_fields(doc["data_position"], path, _POSITION_FIELDS, prefix="data_position.")
+    for i, entry in enumerate(doc.get("rng") or []):
+        check_rng_state(entry, path, f"rng[{i}]")
     return doc
 
 
@@ -186,7 +280,85 @@ def load_checkpoint(directory: str | os.PathLike) -> tuple[dict[str, Any], dict[
         state = decode_tree(doc.pop("state"), tensors)
     except KeyError as err:
         raise CheckpointError(f"{directory / TENSOR_FILE}: tensor {err} listed in {JSON_FILE} is missing") from err
+    except (TypeError, ValueError, AttributeError) as err:  # a hand-edited tree: "__tuple__": 3, a bad dtype, ...
+        raise CheckpointError(f"{directory / JSON_FILE}: the state tree is malformed ({err})") from err
+    _check_state_tree(state, directory / JSON_FILE)
     return state, doc
+
+
+def _check_state_tree(state: dict[str, Any], path: Path) -> None:
+    """The trainer's layout: nets / ema hold {param: tensor} per network; optimizers / scalers
+    hold one state dict each (checked in detail by :func:`load_optimizer_state`)."""
+    for group in ("nets", "ema", "optimizers", "scalers"):
+        if group not in state:
+            continue
+        nets = state[group]
+        if not isinstance(nets, dict) or not all(isinstance(v, dict) for v in nets.values()):
+            raise CheckpointError(f"{path}: state.{group} should map each name to a JSON object, found {_kind(nets)}")
+        if group in ("nets", "ema"):
+            for name, params in nets.items():
+                bad = [k for k, v in params.items() if not isinstance(v, torch.Tensor)]
+                if bad:
+                    raise CheckpointError(f"{path}: state.{group}.{name}.{bad[0]} should be a tensor, found {_kind(params[bad[0]])}")
+
+
+#: Optimizer-state tensors shaped like their parameter (Adam, AdamW, SGD with momentum).
+_PARAM_SHAPED = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq", "momentum_buffer")
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state: Any, source: str | os.PathLike, what: str) -> None:
+    """``optimizer.load_state_dict(state)`` after checking that the saved hyper-parameters have
+    the types of the optimizer's own and that moment tensors have their parameter's shape;
+    a CheckpointError naming ``source`` and the optimizer otherwise (torch itself would accept
+    ``lr: "x"`` and fail in the middle of the next step)."""
+    own = optimizer.state_dict()
+    groups, per_param = (state.get("param_groups"), state.get("state")) if isinstance(state, dict) else (None, None)
+    if not isinstance(groups, list) or not isinstance(per_param, dict) or not all(isinstance(g, dict) for g in groups):
+        raise CheckpointError(f"{source}: state of optimizer {what!r} should hold 'state' and 'param_groups', found {_kind(state)}")
+    if len(groups) != len(own["param_groups"]):
+        raise CheckpointError(f"{source}: optimizer {what!r} has {len(groups)} parameter group(s), this network needs "
+                              f"{len(own['param_groups'])}")
+    shapes: dict[Any, tuple[int, ...]] = {}
+    for i, (saved, mine, live) in enumerate(zip(groups, own["param_groups"], optimizer.param_groups)):
+        for key, value in mine.items():
+            if key != "params" and key in saved and not _same_kind(saved[key], value):
+                raise CheckpointError(f"{source}: optimizer {what!r} group {i}: {key} should be like {value!r}, "
+                                      f"found {_kind(saved[key])}")
+        ids = saved.get("params")
+        if not isinstance(ids, list) or len(ids) != len(live["params"]):
+            raise CheckpointError(f"{source}: optimizer {what!r} group {i} lists {_kind(ids)} parameters, "
+                                  f"the network has {len(live['params'])}")
+        shapes.update({pid: tuple(p.shape) for pid, p in zip(ids, live["params"]) if isinstance(pid, (int, str))})
+    for pid, entry in per_param.items():
+        if not isinstance(entry, dict):
+            raise CheckpointError(f"{source}: optimizer {what!r} state of parameter {pid} should be a JSON object, found {_kind(entry)}")
+        for key, value in entry.items():
+            if not isinstance(value, (torch.Tensor, int, float)) or isinstance(value, bool):
+                raise CheckpointError(f"{source}: optimizer {what!r} state {pid}.{key} should be a tensor or a number, "
+                                      f"found {_kind(value)}")
+            want = shapes.get(pid)
+            if key in _PARAM_SHAPED and want is not None and isinstance(value, torch.Tensor) and tuple(value.shape) != want:
+                raise CheckpointError(f"{source}: optimizer {what!r} state {pid}.{key} has shape {tuple(value.shape)}, "
+                                      f"its parameter {want}")
+    try:
+        optimizer.load_state_dict(state)
+    except (ValueError, KeyError, TypeError, RuntimeError) as err:
+        raise CheckpointError(f"{source}: state of optimizer {what!r} does not fit ({err})") from err
+
+
+def _same_kind(saved: Any, own: Any) -> bool:
+    """Whether a saved optimizer hyper-parameter can stand where the optimizer has ``own``."""
+    number = lambda v: (isinstance(v, (int, float)) and not isinstance(v, bool)) or (  # noqa: E731
+        isinstance(v, torch.Tensor) and v.numel() == 1)
+    if isinstance(own, bool):
+        return isinstance(saved, bool)
+    if own is None:
+        return saved is None or isinstance(saved, (bool, str))
+    if number(own):
+        return number(saved)
+    if isinstance(own, (tuple, list)):
+        return isinstance(saved, (tuple, list)) and len(saved) == len(own) and all(_same_kind(a, b) for a, b in zip(saved, own))
+    return isinstance(saved, type(own))
 
 
 def load_module_state(module: torch.nn.Module, state: dict[str, torch.Tensor], source: str | os.PathLike, what: str) -> None:

@@ -160,7 +160,10 @@ class Method(abc.ABC):
 
     @abc.abstractmethod
     def train_step(self, batch: Any, ctx: StepContext) -> dict[str, torch.Tensor | float]:
-        """One optimisation step; returns scalar losses/metrics to log."""
+        """One optimisation step; returns scalars to log. Tensors are losses: the trainer's
+        divergence guard stops the run when one is NaN or infinite. Python numbers are metrics
+        (e.g. an accuracy): None or NaN means "not measured in this batch", logged as null and
+        left out of the interval's mean, never a divergence."""
 
     def sample_grid(self, nets: dict[str, nn.Module], n: int, seed: int) -> torch.Tensor | None:
         """(n, C, H, W) images in [-1, 1] for the sample grid, or None for no grid."""

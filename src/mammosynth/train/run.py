@@ -28,7 +28,8 @@ from safetensors.torch import load_file, save_file
 from mammosynth.config import from_dict
 from mammosynth.errors import CheckpointError, ConfigError
 from mammosynth.io import atomic_path
-from mammosynth.train.checkpoint import find_checkpoint, load_checkpoint, load_module_state, read_json_file
+from mammosynth.train.checkpoint import (IDENTITY_FIELDS, check_fields, find_checkpoint, load_checkpoint, load_module_state,
+                                         read_json_file)
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -93,7 +94,21 @@ def read_run_config(run: str | os.PathLike) -> dict[str, Any]:
     for key in ("method", "method_version", "config"):
         if key not in doc:
             raise CheckpointError(f"{path}: no {key!r} entry; not a mammosynth run config")
+    check_fields(doc, path, _RUN_CONFIG_FIELDS)
     return doc
+
+
+_RUN_CONFIG_FIELDS = {**IDENTITY_FIELDS, "data": (False, "a JSON object", lambda v: v is None or isinstance(v, dict))}
+
+
+def check_finite_weights(tensors: dict[str, torch.Tensor], source: str | os.PathLike) -> None:
+    """Refuse weights holding NaN or inf (a diverged or damaged run would write all-zero
+    images with empty boxes), naming the file and the first bad tensors."""
+    bad = [k for k, t in tensors.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+        raise CheckpointError(f"{source}: weights hold NaN or inf values ({', '.join(bad[:3])}{more}); the run diverged "
+                              "or the file is damaged: resume from an earlier checkpoint or retrain")
 
 
 def check_method_matches(doc: dict[str, Any], source: str | os.PathLike, method_cls: type, expect: str | None = None) -> None:
@@ -174,6 +189,7 @@ def load_method(run: str | os.PathLike, device: str | torch.device = "auto", ema
             raise CheckpointError(
                 f"{wpath}: weights of {doc['method']!r} version {meta.get('method_version')}, this mammosynth has version {method_cls.version}"
             )
+        check_finite_weights(tensors, wpath)
         per_net = split_weights(tensors, names, wpath)
         source = wpath
     else:
@@ -182,7 +198,8 @@ def load_method(run: str | os.PathLike, device: str | torch.device = "auto", ema
             raise CheckpointError(f"{run / CHECKPOINT_DIR}: no complete checkpoint to load training weights from")
         state, meta = load_checkpoint(ckpt)
         check_method_matches(meta, ckpt, method_cls, expect)
-        per_net = state["nets"]
+        per_net = state.get("nets") or {}
+        check_finite_weights({f"{n}.{k}": t for n, params in per_net.items() for k, t in params.items()}, ckpt / "state.safetensors")
         source = ckpt
     for name in names:
         load_module_state(method.nets[name], per_net.get(name, {}), source, name)

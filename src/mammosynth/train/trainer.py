@@ -36,7 +36,8 @@ from mammosynth.config import from_dict, to_dict
 from mammosynth.errors import CheckpointError, ConfigError, DataError, MammosynthError
 from mammosynth.io import write_json_atomic
 from mammosynth.train import distributed as D
-from mammosynth.train.checkpoint import find_checkpoint, load_checkpoint, load_module_state, save_checkpoint
+from mammosynth.train.checkpoint import (JSON_FILE, clean_stale_checkpoint_tmp, find_checkpoint, load_checkpoint,
+                                         load_module_state, load_optimizer_state, save_checkpoint)
 from mammosynth.train.method import Method, StepContext, TrainConfig
 from mammosynth.train.run import (
     CHECKPOINT_DIR,
@@ -283,6 +284,8 @@ class Trainer:
             run = resolve_run(self.out, name)
             doc = read_run_config(run)
             check_method_matches(doc, run / CONFIG_FILE, self.method_cls)
+            if self.dist.is_main:  # a checkpoint write killed mid-way left its temporary folder
+                clean_stale_checkpoint_tmp(run / CHECKPOINT_DIR)
             ckpt = find_checkpoint(run / CHECKPOINT_DIR)
             if ckpt is None:
                 raise CheckpointError(f"{run / CHECKPOINT_DIR}: no complete checkpoint to resume from")
@@ -404,7 +407,7 @@ class Trainer:
         for name, opt in self.optimizers.items():
             if name not in state["optimizers"]:
                 raise CheckpointError(f"{ckpt}: no state for optimizer {name!r}")
-            opt.load_state_dict(state["optimizers"][name])
+            load_optimizer_state(opt, state["optimizers"][name], ckpt / JSON_FILE, name)
         for name, scaler in self.scalers.items():
             saved = state["scalers"].get(name) or {}
             if saved and scaler.is_enabled():
@@ -412,10 +415,16 @@ class Trainer:
         self.step = int(meta["step"])
         pos = meta["data_position"]
         self.epoch, self.epoch_pos = int(pos["epoch"]), int(pos["epoch_pos"])
-        self.method.load_extra_state(meta.get("extra_state") or {})
+        try:
+            self.method.load_extra_state(meta.get("extra_state") or {})
+        except (TypeError, ValueError, KeyError) as err:
+            raise CheckpointError(f"{ckpt / JSON_FILE}: extra_state does not fit {self.method_cls.name!r} ({err})") from err
         rngs = meta.get("rng") or []
         if len(rngs) == self.dist.world_size:
-            _set_rng_state(rngs[self.dist.rank], self.gen)
+            try:  # the generator's state depends on its device (checked here, not in read_checkpoint_meta)
+                _set_rng_state(rngs[self.dist.rank], self.gen)
+            except (TypeError, ValueError, RuntimeError) as err:
+                raise CheckpointError(f"{ckpt / JSON_FILE}: rng[{self.dist.rank}] cannot be restored on {self.device} ({err})") from err
         elif self.dist.is_main:
             log.warning("%s: saved with %d process(es), resumed with %d: RNG streams restart (not bit-exact)",
                         ckpt, len(rngs), self.dist.world_size)
