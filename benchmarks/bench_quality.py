@@ -66,15 +66,14 @@ TABLE_BEGIN, TABLE_END = "<!-- quality-table -->", "<!-- /quality-table -->"
 class MethodSpec:
     """How the benchmark trains and samples one method. ``steps``: the fixed budget (chosen so a
     run takes about 20-30 minutes on an idle 2-core machine; see docs/quality.md for the timings
-    that set them). ``paper``: config overrides that restore the paper's recipe at the same
-    network width, for the ``--recipe paper`` rows."""
+    that set them). ``--recipe paper`` rows set the config's ``paper: true`` (each method's
+    PAPER_RECIPE: the published recipe at the same network width)."""
 
     method: str
     config: str
     kind: str  # infill | birads | unconditional
     steps: int
     overrides: dict[str, Any] = field(default_factory=dict)
-    paper: dict[str, Any] = field(default_factory=dict)
 
 
 METHODS: dict[str, MethodSpec] = {
@@ -195,29 +194,39 @@ def random_dihedral(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------
 # train and sample
 # ----------------------------------------------------------------------------------------------
-def make_config(spec: MethodSpec, recipe: str, steps: int, seed: int):
+def make_config(spec: MethodSpec, recipe: str, steps: int, seed: int, extra: dict[str, Any] | None = None):
     from mammosynth.config import from_dict
     from mammosynth.models import get_method
     import yaml
 
     data = yaml.safe_load((ROOT / "configs" / spec.config).read_text()) or {}
     data.update(spec.overrides)
+    data.update(extra or {})
     if recipe == "paper":
-        data.update(spec.paper)
+        data["paper"] = True
     data.update({"steps": steps, "seed": seed, "sample_every": 0, "ckpt_every": steps, "log_every": max(10, steps // 50)})
     return from_dict(get_method(spec.method).Config, data)
 
 
-def train_run(spec: MethodSpec, recipe: str, store: Path, out: Path, steps: int, seed: int) -> tuple[Path, float]:
+def train_run(spec: MethodSpec, recipe: str, store: Path, out: Path, steps: int, seed: int,
+              extra: dict[str, Any] | None = None) -> tuple[Path, float]:
     from mammosynth.train.trainer import Trainer
 
-    cfg = make_config(spec, recipe, steps, seed)
+    cfg = make_config(spec, recipe, steps, seed, extra)
     t0 = time.perf_counter()
     run = Trainer(spec.method, store, out, cfg, progress=False, config_source=f"bench_quality:{recipe}").run()
     return run, time.perf_counter() - t0
 
 
 def segmenter_run(store: Path, out: Path, seed: int, steps: int) -> Path:
+    """The mask-fidelity judge for one fold: trained once on the fold's training lesions, reused
+    by every method's row (its runs are keyed by the store file's name and the step count)."""
+    from mammosynth.train.run import list_runs
+
+    out = out / f"{store.stem}-{steps}"
+    done = [r for r in list_runs(out, "segmenter") if (r / "model.safetensors").exists()] if out.exists() else []
+    if done:
+        return done[-1]
     spec = MethodSpec("segmenter", "segmenter-demo.yaml", "segmenter", steps)
     run, _ = train_run(spec, "default", store, out, steps, seed)
     return run
@@ -293,22 +302,11 @@ def feature_scores(real_one: np.ndarray, real_patients: np.ndarray, synth: np.nd
 
 
 def two_sample(real_views: np.ndarray, real_groups: np.ndarray, synth: np.ndarray, seed: int) -> dict[str, Any]:
-    import inspect
-
+    """Cross-fitted classifier two-sample test; a real lesion's 8 views share a group, so they
+    stay in one fold and are resampled together by the bootstrap."""
     from mammosynth.evaluate.two_sample import classifier_two_sample_test
 
-    n = min(len(real_views), len(synth))
-    rng = np.random.default_rng([seed, 13])
-    kwargs: dict[str, Any] = dict(seed=seed, size=64)
-    if "groups" in inspect.signature(classifier_two_sample_test).parameters:
-        # synthetic samples are their own groups; real views share their lesion's group
-        groups = np.concatenate([real_groups, np.arange(len(synth)) + real_groups.max() + 1])
-        sel = np.r_[np.arange(len(real_views)), len(real_views) + rng.permutation(len(synth))[:n]]
-        return classifier_two_sample_test(real_views, synth[sel[len(real_views):] - len(real_views)],
-                                          groups=groups[sel], **kwargs)
-    # older evaluate: one view per real lesion (its plain split cannot keep a lesion's views together)
-    first = np.r_[True, real_groups[1:] != real_groups[:-1]]
-    return {**classifier_two_sample_test(real_views[first], synth, **kwargs), "note": "ungrouped (old two_sample API)"}
+    return classifier_two_sample_test(real_views, synth, seed=seed, size=64, real_groups=real_groups)
 
 
 def mask_dice(seg_runs: list[Path], fold_of_synth: np.ndarray, synth: np.ndarray, masks: np.ndarray | None,
@@ -360,7 +358,7 @@ def score_row(real_one: np.ndarray, real_patients: np.ndarray, real_lesion_ids: 
 # the run
 # ----------------------------------------------------------------------------------------------
 def bench_one(dataset: str, key: str, spec: MethodSpec, recipe: str, stores: list[Path], work: Path, seed: int,
-              scale: float, synth_per_real: int, seg_steps: int) -> dict[str, Any]:
+              scale: float, synth_per_real: int, seg_steps: int, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     from mammosynth.data.store import Store
 
     steps = max(2, int(round(spec.steps * scale)))
@@ -376,7 +374,11 @@ def bench_one(dataset: str, key: str, spec: MethodSpec, recipe: str, stores: lis
         real_ids += [s for s, k in zip(test.source_id, keep) if k]
         real_by_fold.append((test.patch[keep], test.mask[keep]))
         out = work / "runs" / dataset / f"{key}-{recipe}-f{f}"
-        run, secs = train_run(spec, recipe, store, out, steps, seed + f)
+        if out.exists():  # a rerun trains afresh: runs are numbered inside, keep them apart
+            import shutil
+
+            shutil.rmtree(out)
+        run, secs = train_run(spec, recipe, store, out, steps, seed + f, extra)
         train_s += secs
         n_syn = synth_per_real * int(keep.sum())
         images, masks, secs = synthesize(spec, run, store, n_syn, seed + 1000 + f, test.margin[keep])
@@ -393,7 +395,8 @@ def bench_one(dataset: str, key: str, spec: MethodSpec, recipe: str, stores: lis
                     np.concatenate(fold_ids), seg_runs, real_by_fold, seed)
     row.update({"dataset": dataset, "method": key, "recipe": recipe, "steps": steps, "folds": len(stores),
                 "train_seconds": train_s, "sample_seconds": sample_s,
-                "config": json.loads(json.dumps(make_config(spec, recipe, steps, seed).__dict__, default=str))})
+                "overrides": dict(extra or {}),
+                "config": json.loads(json.dumps(make_config(spec, recipe, steps, seed, extra).__dict__, default=str))})
     return row
 
 
@@ -461,6 +464,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--recipe", default="default", choices=("default", "paper"),
                     help="default: the configs as they are; paper: with each paper's recipe restored (default: default)")
     ap.add_argument("--label", default="", help="row label in the table, e.g. 'before' or what changed")
+    ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                    help="config override for every method of the run (repeatable), e.g. --set amp=off")
     ap.add_argument("--folds", type=int, default=3, help="mini-MIAS cross-fitting folds (default 3)")
     ap.add_argument("--phantom-lesions", type=int, default=800, help="phantom store size (default 800)")
     ap.add_argument("--scale", type=float, default=1.0, help="multiply every step budget (default 1.0)")
@@ -478,6 +483,7 @@ def main(argv: list[str] | None = None) -> int:
         write_table(args.results, args.docs)
         return 0
     torch.set_num_threads(args.threads)
+    from mammosynth.config import parse_overrides
     from mammosynth.models import METHODS as REGISTRY
 
     if args.smoke:
@@ -504,7 +510,7 @@ def main(argv: list[str] | None = None) -> int:
         for key in wanted:
             t0 = time.perf_counter()
             row = bench_one(dataset, key, specs[key], args.recipe, stores, args.work, args.seed, args.scale,
-                            args.synth_per_real, seg_steps)
+                            args.synth_per_real, seg_steps, parse_overrides(args.sets))
             row.update({"label": args.label, "commit": commit(), "host": platform.node(), "threads": args.threads,
                         "torch": torch.__version__, "wall_seconds": time.perf_counter() - t0,
                         "time": time.strftime("%Y-%m-%d %H:%M:%S")})

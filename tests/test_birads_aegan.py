@@ -285,6 +285,25 @@ def test_trains_through_trainer_and_generates_after_loading(tmp_path, capsys):
     assert [r["shape"] for r in col] == ["irregular"] and len(col[0]["source_ids"].split(";")) == 2
 
 
+@pytest.mark.parametrize("knobs", [dict(paper=True), dict(upsampling="transposed_blur", d_reg="spectral"),
+                                   dict(d_reg="r1", diffaug="color,translation,cutout")])
+def test_recipe_variants_train_and_the_paper_switch_restores_the_paper(tmp_path, knobs):
+    torch.manual_seed(0)
+    store = tiny_store(tmp_path / "s.h5", n=16)
+    cfg = small_cfg(**knobs)
+    cfg.validate()
+    if knobs.get("paper"):
+        assert (cfg.ema_decay, cfg.upsampling, cfg.diffaug, cfg.d_reg) == (0.0, "transposed", "", "none")
+    m = BiradsAEGAN(cfg, {"patch_size": 32, "store_path": str(store)})
+    strided = [x for x in m.nets["decoder"].modules() if isinstance(x, torch.nn.ConvTranspose2d) and x.stride == (2, 2)]
+    assert bool(strided) == (cfg.upsampling != "resize")
+    ds = m.make_dataset(str(store), "train")
+    batch = torch.utils.data.default_collate([ds[i] for i in range(8)])
+    ctx = EagerContext(m, m.build_optimizers())
+    recs = [float(m.train_step(batch, ctx)["rec_l1"]) for _ in range(20)]
+    assert np.mean(recs[-4:]) < np.mean(recs[:3])
+
+
 def margin_only_store(path):
     return tiny_store(path, shapes=False)
 

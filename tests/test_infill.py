@@ -376,3 +376,85 @@ def test_generate_takes_train_tissue_by_default_and_never_repeats_a_context_sile
             if len(st.split_indices("lesions", "val")):
                 pytest.skip("the split happened to give val lesions")
         list(_method(empty).generate(1, seed=0, split="val"))
+
+
+# -- the improved recipe: compositing, upsampling, DiffAugment, D regularisation -----------
+
+
+def test_composited_output_is_bit_exact_outside_the_mask_and_ring(store: Path) -> None:
+    from mammosynth.data.context import composite_alpha
+
+    m = _method(store, composite=True)
+    batch = _batch(store, m, 2)
+    tissue, mask = batch["image"], batch["mask"]
+    out = m.infill(tissue, mask, torch.Generator().manual_seed(0))
+    outside = composite_alpha(mask, m.cfg.margin_factor) == 0
+    assert outside.any() and torch.equal(out[outside], tissue[outside])
+    assert not torch.equal(out[mask > 0.5], tissue[mask > 0.5])
+    # another size goes through the resize path and still leaves the context alone
+    big_t = torch.nn.functional.interpolate(tissue, size=(48, 48), mode="bilinear", align_corners=False)
+    big_m = (torch.nn.functional.interpolate(mask, size=(48, 48)) > 0.5).float()
+    out = m.infill(big_t, big_m, torch.Generator().manual_seed(0))
+    outside = composite_alpha(big_m, m.cfg.margin_factor) == 0
+    assert torch.equal(out[outside], big_t[outside])
+    # the paper's recipe regenerates the whole patch
+    cfg = InfillConfig(**{**TINY, "paper": True})
+    cfg.validate()
+    paper = InfillGAN(cfg, {"patch_size": 32, "store_path": str(store)})
+    assert not paper.cfg.composite
+    out = paper.infill(tissue, mask, torch.Generator().manual_seed(0))
+    outside = composite_alpha(mask, m.cfg.margin_factor) == 0
+    assert not torch.equal(out[outside], tissue[outside])
+
+
+def test_paper_switch_restores_every_departure() -> None:
+    cfg = InfillConfig(paper=True, upsampling="resize", diffaug="color", composite=True)
+    cfg.validate()
+    assert (cfg.composite, cfg.upsampling, cfg.diffaug, cfg.d_reg) == (False, "transposed", "", "none")
+    assert set(InfillConfig.PAPER_RECIPE) <= set(vars(InfillConfig()))
+    with pytest.raises(ConfigError):
+        InfillConfig(diffaug="color,zoom").validate()
+
+
+@pytest.mark.parametrize("knobs", [
+    dict(d_reg="spectral", upsampling="transposed_blur"),
+    dict(d_reg="r1", r1_gamma=1.0, diffaug="color,translation,cutout,flip"),
+    dict(generator="crn", diffaug=""),
+])
+def test_improved_recipe_variants_train_and_reduce_the_loss(store: Path, knobs) -> None:
+    torch.manual_seed(0)
+    m = _method(store, **knobs)
+    m.cfg.validate()
+    ctx = EagerContext(m, m.build_optimizers())
+    batch = _batch(store, m, 2)
+    first = [m.train_step(batch, ctx) for _ in range(2)]
+    assert all(torch.isfinite(torch.as_tensor(v)).all() for v in first[-1].values())
+    if knobs.get("d_reg") == "r1":
+        assert float(first[-1]["r1"]) >= 0
+    l1 = [float(m.train_step(batch, ctx)["l1"]) for _ in range(25)]
+    assert np.mean(l1[-5:]) < np.mean(l1[:5])
+
+
+def test_a_run_from_before_the_recipe_fields_loads_with_the_papers_networks(store: Path, tmp_path: Path) -> None:
+    """config.json written before composite/upsampling/diffaug/d_reg existed: the run was trained
+    with transposed convs and no compositing, and must be rebuilt so."""
+    import json
+
+    from mammosynth.train.run import load_method
+    from mammosynth.train.trainer import train
+
+    cfg = InfillConfig(**{**TINY, "steps": 2, "ckpt_every": 2, "sample_every": 0, "paper": True})
+    cfg.validate()
+    run = train("infill", store, tmp_path / "runs", cfg, progress=False)
+    doc = json.loads((run / "config.json").read_text())
+    for key in ("composite", "upsampling", "diffaug", "d_reg", "r1_gamma", "paper"):
+        doc["config"].pop(key)
+    (run / "config.json").write_text(json.dumps(doc))
+    meta_path = run / "checkpoint" / "state.json"
+    meta = json.loads(meta_path.read_text())
+    for key in ("composite", "upsampling", "diffaug", "d_reg", "r1_gamma", "paper"):
+        meta["config"].pop(key)
+    meta_path.write_text(json.dumps(meta))
+    m = load_method(run, device="cpu")
+    assert (m.cfg.composite, m.cfg.upsampling) == (False, "transposed")
+    train("infill", store, run, None, resume=True, progress=False)  # resumes as well

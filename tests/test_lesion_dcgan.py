@@ -101,3 +101,23 @@ def test_trains_through_trainer_and_loads_back(tmp_path):
     m = load_method(run, device="cpu", expect="lesion-dcgan")
     samples = list(m.generate(3, seed=0, margin="circumscribed"))
     assert len(samples) == 3 and samples[0].margin == "circumscribed" and samples[0].image.shape == (32, 32)
+
+
+def test_paper_switch_and_improved_variants(tmp_path):
+    paper = LesionDCGANConfig(paper=True)
+    paper.validate()
+    assert (paper.ema_decay, paper.upsampling, paper.diffaug, paper.d_reg) == (0.0, "transposed", "", "none")
+    store = tiny_store(tmp_path / "s.h5")
+    for knobs in (dict(upsampling="resize", d_reg="spectral"), dict(upsampling="transposed_blur", d_reg="r1")):
+        torch.manual_seed(0)
+        cfg = LesionDCGANConfig(patch_size=32, g_channels=8, d_channels=8, max_channels=32, batch_size=6, **knobs)
+        cfg.validate()
+        m = LesionDCGAN(cfg, {"patch_size": 32})
+        strided = [x for x in m.nets["generator"].modules() if isinstance(x, torch.nn.ConvTranspose2d) and x.stride == (2, 2)]
+        assert bool(strided) == (knobs["upsampling"] != "resize")  # resize-convs have no strided transposed conv
+        ds = m.make_dataset(str(store))
+        batch = torch.utils.data.default_collate([ds[i] for i in range(6)])
+        ctx = EagerContext(m, m.build_optimizers())
+        out = [m.train_step(batch, ctx) for _ in range(3)][-1]
+        assert all(np.isfinite(float(v)) for v in out.values())
+        assert ("r1" in out) == (knobs["d_reg"] == "r1")

@@ -164,3 +164,37 @@ def test_train_step_uses_phase_lr(tiny_store):
         out = m.train_step(batch, ctx)
         assert np.isfinite(float(out["loss_d"])) and np.isfinite(float(out["loss_g"]))
     assert ctx.optimizers["G"].param_groups[0]["lr"] == 2e-4 and m.phase == 2
+
+
+def test_mask_output_keeps_every_generated_breast_inside_its_mask(tiny_store, tmp_path):
+    from mammosynth.evaluate.fullmammo import mask_adherence
+    from mammosynth.train.run import load_method
+    from mammosynth.train.trainer import train
+
+    base = dict(final_size=[32, 16], n_levels=3, phase_steps=[1, 1, 1], phase_batch_sizes=[4, 3, 2], phase_lrs=[1e-3, 1e-3, 5e-4],
+                first_kernels=16, steps=3, batch_size=2, log_every=1, sample_every=0, ckpt_every=0, amp="off", ema_decay=0.0)
+    user = np.zeros((32, 16), bool)
+    user[4:28, :10] = True
+    scores = {}
+    for paper in (False, True):
+        cfg = MaskEmbeddingConfig(paper=paper, **base)
+        cfg.validate()
+        run = train("mask-embedding", tiny_store, tmp_path / str(paper), cfg, progress=False)
+        m = load_method(run, device="cpu")
+        images = np.stack([s.image for s in m.generate(4, seed=0, mask=user)])
+        scores[paper] = mask_adherence(images, np.repeat(user[None], 4, 0))
+    assert scores[False]["min"] == pytest.approx(1.0) and scores[False]["fraction_at_least_0.95"] == 1.0
+    assert scores[True]["mean"] < 0.95  # the paper's untrained generator paints everywhere
+
+
+def test_mask_adherence_scores():
+    from mammosynth.evaluate.fullmammo import mask_adherence
+
+    m = np.zeros((2, 8, 8), bool)
+    m[:, :, :4] = True
+    x = np.where(m, 0.8, 0.0)
+    x[1, :, 4:] = 0.8  # the second image also paints outside
+    s = mask_adherence(x, m)
+    assert s["min"] == pytest.approx(0.5) and s["fraction_at_least_0.95"] == 0.5
+    with pytest.raises(ValueError):
+        mask_adherence(x[0], m[0])

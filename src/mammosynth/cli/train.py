@@ -38,7 +38,7 @@ def resolve_train_config(method: str, config: Path | None, sets: list[str] | Non
         from mammosynth.train.run import read_run_config, resolve_run
 
         run = resolve_run(resume_from, method)
-        base = read_run_config(run)["config"]
+        base = method_cls.Config.from_saved(read_run_config(run)["config"])
         source = str(run / "config.json")
     else:
         path = config if config is not None else default_config_path(method, "demo")

@@ -11,6 +11,13 @@ Three grayscale channels, concatenated:
 
 The paper's ablation (Table 1, "two-channel input") drops the margin ring.
 
+Compositing (ours; issue #13): a generator may only change the lesion and its margin ring,
+
+    output = alpha * G(x) + (1 - alpha) * context,
+
+with ``alpha`` 1 inside the mask, 0 outside the enlarged mask, and falling linearly across the
+ring (:func:`composite_alpha`). Pixels outside the ring are then bit-identical to the context.
+
 Every function takes numpy (``(H, W)``) or torch (``(B, 1, H, W)``) input and returns the
 same kind; the numpy path runs through the torch one so both give identical geometry.
 """
@@ -155,3 +162,34 @@ def tri_label(
     if not two_channel:
         chans.append(margin_ring(m, factor).to(patch.dtype) * 2.0 - 1.0)
     return torch.cat(chans, dim=1)
+
+
+def composite_alpha(mask: np.ndarray | torch.Tensor, factor: float = PAPER_MARGIN_FACTOR, steps: int = 8) -> np.ndarray | torch.Tensor:
+    """Blend weight for compositing a generated lesion into its context (same kind and shape as
+    ``mask``, float32 in [0, 1]): 1 on the mask, 0 outside the mask enlarged by ``factor``, and in
+    the margin ring the fraction of ``steps`` enlargements 1 < s <= factor (about the centroid,
+    as :func:`enlarge_mask`) that cover the pixel: a ramp across the ring that follows its shape."""
+    m, was_numpy = _as_batch(mask, "mask")
+    inside = (m > 0.5).to(torch.float32)
+    if factor <= 1.0:
+        raise ConfigError(f"margin factor must be > 1 to blend across a ring, got {factor}")
+    alpha = torch.zeros_like(inside)
+    scales = torch.linspace(1.0, float(factor), steps + 1)[1:]
+    for s in scales.tolist():
+        alpha += enlarge_mask(inside, s).to(torch.float32)
+    alpha = torch.maximum(alpha / steps, inside)
+    alpha = alpha * enlarge_mask(inside, factor).to(torch.float32).clamp(min=inside)  # exactly 0 outside
+    if was_numpy:
+        return alpha[0, 0].cpu().numpy()
+    return alpha.to(mask.dtype if mask.is_floating_point() else torch.float32)
+
+
+def composite(generated: torch.Tensor, context: torch.Tensor, mask: torch.Tensor,
+              factor: float = PAPER_MARGIN_FACTOR) -> torch.Tensor:
+    """``alpha * generated + (1 - alpha) * context`` with :func:`composite_alpha` (torch, (B,1,H,W)).
+
+    Outside the enlarged mask alpha is exactly 0, so those pixels equal ``context`` bit for bit
+    (for finite ``generated``); gradients reach ``generated`` only inside the mask and ring."""
+    alpha = composite_alpha(mask, factor).to(generated.dtype)
+    out = alpha * generated + (1 - alpha) * context.to(generated.dtype)
+    return torch.where(alpha > 0, out, context.to(generated.dtype))

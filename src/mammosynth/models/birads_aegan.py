@@ -42,7 +42,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator, Literal
 
 import numpy as np
 import torch
@@ -51,7 +51,10 @@ from torch import nn
 
 from mammosynth.data.birads import MARGINS, PATHOLOGIES, SHAPES, parse_term
 from mammosynth.errors import ConfigError, DataError
-from mammosynth.losses import d_loss_bce, g_loss_bce, masked_cross_entropy
+from mammosynth.losses import d_loss_bce, g_loss_bce, masked_cross_entropy, r1_penalty
+from mammosynth.nn.augment import diff_augment, parse_policy
+from mammosynth.nn.regularize import spectral_normalize
+from mammosynth.nn.upsample import up_conv
 from mammosynth.train.method import Method, StepContext, TrainConfig, requires_grad
 
 if TYPE_CHECKING:
@@ -78,7 +81,7 @@ class BiradsAEGANConfig(TrainConfig):
     crop_scale: tuple[float, float] = (0.85, 1.0)  # random-crop side as a fraction of the patch
     leaky_slope: float = 0.2
     batch_size: int = 64  # the paper uses 512 on a GPU (configs/birads-aegan-full.yaml)
-    ema_decay: float = 0.0  # the paper keeps no EMA copy
+    ema_decay: float = 0.999  # EMA of E1, E2, encoder and decoder for generation (the paper keeps none)
     n_features: int = 20  # category generation: features combined per sample (section 3.4)
     weight_step: float = 0.05  # category generation: convex weights are multiples of this
     seed_split: str = "train"  # store split the seed lesions for generation come from
@@ -86,6 +89,13 @@ class BiradsAEGANConfig(TrainConfig):
     # adversarial + auxiliary terms on decoded convex mixtures of same-margin features.
     lambda_mix: float = 0.0
     mix_partners: int = 4  # features per training mixture (the sample itself + up to 3 of its margin)
+    # -- where mammosynth departs from the paper (PAPER_RECIPE restores it; docs/quality.md) --
+    upsampling: Literal["transposed", "resize", "transposed_blur"] = "resize"  # decoder's 2x layers
+    diffaug: str = "color,translation,flip"  # DiffAugment on D1/D2 inputs ("" = off; no cutout: it can hide the margin D classifies)
+    d_reg: Literal["none", "spectral", "r1"] = "none"  # regularisation of D1 and D2
+    r1_gamma: float = 1.0  # R1 weight (d_reg: r1)
+
+    PAPER_RECIPE: ClassVar[dict[str, Any]] = {"ema_decay": 0.0, "upsampling": "transposed", "diffaug": "", "d_reg": "none"}
 
     def validate(self) -> None:
         super().validate()
@@ -101,6 +111,7 @@ class BiradsAEGANConfig(TrainConfig):
             raise ConfigError(f"lambda_mix must be >= 0 (0 = the paper's losses only), got {self.lambda_mix}")
         if self.mix_partners < 2:
             raise ConfigError(f"mix_partners must be >= 2 (a mixture needs two features), got {self.mix_partners}")
+        parse_policy(self.diffaug)
 
 
 def check_patch_size(size: int) -> int:
@@ -124,6 +135,14 @@ def _pre_act_conv(cin: int, cout: int, k: int, s: int, p: int, slope: float, act
     if act:
         layers.append(nn.LeakyReLU(slope))
     layers.append(conv_cls(cin, cout, k, s, p, bias=not bn))
+    if bn:
+        layers.append(nn.BatchNorm2d(cout))
+    return nn.Sequential(*layers)
+
+
+def _up_block(cin: int, cout: int, slope: float, bn: bool, upsampling: str) -> nn.Sequential:
+    """LeakyReLU-(2x upsampling conv)-BatchNorm: the decoder's stride-2 block (nn.upsample modes)."""
+    layers: list[nn.Module] = [nn.LeakyReLU(slope), up_conv(cin, cout, upsampling, bias=not bn)]
     if bn:
         layers.append(nn.BatchNorm2d(cout))
     return nn.Sequential(*layers)
@@ -196,12 +215,14 @@ class Decoder(nn.Module):
 
     Mirror of :class:`Encoder`: a 4x4 valid transposed conv from 1x1 to 4x4, 4x4 stride-2
     transposed convs up to S, then 3x3 stride-1 ones; the last maps to one channel without
-    BatchNorm, followed by tanh (DCGAN practice for images in [-1, 1]).
+    BatchNorm, followed by tanh (DCGAN practice for images in [-1, 1]). ``upsampling`` swaps the
+    stride-2 layers for resize-convs or blurred transposed convs (nn.upsample): same count.
     """
 
     n_layers = 7
 
-    def __init__(self, size: int, feature_dim: int = 1024, base: int = 64, cap: int = 512, slope: float = 0.2) -> None:
+    def __init__(self, size: int, feature_dim: int = 1024, base: int = 64, cap: int = 512, slope: float = 0.2,
+                 upsampling: str = "transposed") -> None:
         super().__init__()
         check_patch_size(size)
         n_up = int(math.log2(size // 4))
@@ -218,7 +239,7 @@ class Decoder(nn.Module):
             if kind == "up":
                 res *= 2
                 nxt = 1 if last else _channels(size, res, base, cap)
-                layers.append(_pre_act_conv(ch, nxt, 4, 2, 1, slope, bn=not last, transposed=True))
+                layers.append(_up_block(ch, nxt, slope, not last, upsampling))
             else:
                 nxt = 1 if last else ch
                 layers.append(_pre_act_conv(ch, nxt, 3, 1, 1, slope, bn=not last, transposed=True))
@@ -303,20 +324,24 @@ def mix_weights(shape: torch.Tensor, margin: torch.Tensor, partners: int,
 
 def aegan_losses(nets: dict[str, nn.Module], image: torch.Tensor, shape: torch.Tensor, margin: torch.Tensor,
                  cfg: BiradsAEGANConfig, part: str, fake: torch.Tensor | None = None,
-                 mix: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+                 mix: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+                 aug: Callable[[torch.Tensor], torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
     """Terms of eq. 3-4 (``part="D"``, needs ``fake`` detached) or eq. 5 (``part="G"``).
 
     image (B,1,S,S) in [-1,1]; shape, margin (B,) int64 with -1 = unknown. ``mix``: decoded
     feature mixtures with their (shape, margin) labels, for the ``lambda_mix`` term (D: as
-    fakes; G: adversarial + auxiliary, see the module docstring).
+    fakes; G: adversarial + auxiliary, see the module docstring). ``aug``: DiffAugment applied
+    to every image D1/D2 see (the reconstruction term compares unaugmented images).
     """
     d_margin, d_shape = nets["disc_margin"], nets["disc_shape"]
+    aug = aug or (lambda x: x)
     if part == "D":
         assert fake is not None
-        rf_real_1, m_real = d_margin(image)
-        rf_fake_1, m_fake = d_margin(fake)
-        rf_real_2, s_real = d_shape(image)
-        rf_fake_2, s_fake = d_shape(fake)
+        image_in, fake_in = aug(image), aug(fake)
+        rf_real_1, m_real = d_margin(image_in)
+        rf_fake_1, m_fake = d_margin(fake_in)
+        rf_real_2, s_real = d_shape(image_in)
+        rf_fake_2, s_fake = d_shape(fake_in)
         adv1 = d_loss_bce(rf_real_1, rf_fake_1)
         adv2 = d_loss_bce(rf_real_2, rf_fake_2)
         aux1 = masked_cross_entropy(m_real, margin) + masked_cross_entropy(m_fake, margin)
@@ -324,15 +349,21 @@ def aegan_losses(nets: dict[str, nn.Module], image: torch.Tensor, shape: torch.T
         loss_d1 = adv1 + cfg.lambda_margin_d * aux1
         loss_d2 = adv2 + cfg.lambda_shape_d * aux2
         out = {"aux_margin_d": aux1, "aux_shape_d": aux2}
+        if cfg.d_reg == "r1" and cfg.r1_gamma > 0:
+            r1 = r1_penalty(lambda x: d_margin(x)[0], image_in) + r1_penalty(lambda x: d_shape(x)[0], image_in)
+            loss_d1 = loss_d1 + 0.5 * cfg.r1_gamma * r1
+            out["r1"] = r1
         if mix is not None:
-            mix_d1 = F.softplus(d_margin(mix[0])[0]).mean()  # -log(1 - D1_rf(I_mix))
-            mix_d2 = F.softplus(d_shape(mix[0])[0]).mean()
+            mix_in = aug(mix[0])
+            mix_d1 = F.softplus(d_margin(mix_in)[0]).mean()  # -log(1 - D1_rf(I_mix))
+            mix_d2 = F.softplus(d_shape(mix_in)[0]).mean()
             loss_d1, loss_d2 = loss_d1 + cfg.lambda_mix * mix_d1, loss_d2 + cfg.lambda_mix * mix_d2
             out["mix_d"] = mix_d1 + mix_d2
         return {"loss_d": loss_d1 + loss_d2, "loss_d1": loss_d1, "loss_d2": loss_d2, **out}
     assert fake is not None
-    rf1, m_logits = d_margin(fake)
-    rf2, s_logits = d_shape(fake)
+    fake_in = aug(fake)
+    rf1, m_logits = d_margin(fake_in)
+    rf2, s_logits = d_shape(fake_in)
     adv = g_loss_bce(rf1) + g_loss_bce(rf2)
     aux = masked_cross_entropy(m_logits, margin) + masked_cross_entropy(s_logits, shape)
     rec = (fake - image).abs().mean()
@@ -340,8 +371,9 @@ def aegan_losses(nets: dict[str, nn.Module], image: torch.Tensor, shape: torch.T
     out = {"adv_g": adv, "aux_g": aux, "rec_l1": rec}
     if mix is not None:
         mix_image, mix_shape, mix_margin = mix
-        rf1m, m_logits_m = d_margin(mix_image)
-        rf2m, s_logits_m = d_shape(mix_image)
+        mix_in = aug(mix_image)
+        rf1m, m_logits_m = d_margin(mix_in)
+        rf2m, s_logits_m = d_shape(mix_in)
         mix_adv = g_loss_bce(rf1m) + g_loss_bce(rf2m)
         mix_aux = masked_cross_entropy(m_logits_m, mix_margin) + masked_cross_entropy(s_logits_m, mix_shape)
         loss_g = loss_g + cfg.lambda_mix * (mix_adv + cfg.lambda_aux_g * mix_aux)
@@ -356,7 +388,7 @@ class BiradsAEGAN(Method):
 
     name = "birads-aegan"
     Config = BiradsAEGANConfig
-    ema_networks = ()
+    ema_networks = ("embed_margin", "embed_shape", "encoder", "decoder")
 
     cfg: BiradsAEGANConfig
 
@@ -370,9 +402,10 @@ class BiradsAEGAN(Method):
         self.nets["embed_margin"] = LabelEmbedding(len(MARGINS), S, c.embed_hidden, c.leaky_slope)
         self.nets["embed_shape"] = LabelEmbedding(len(SHAPES), S, c.embed_hidden, c.leaky_slope)
         self.nets["encoder"] = Encoder(S, 3, c.feature_dim, c.base_channels, c.max_channels, c.leaky_slope)
-        self.nets["decoder"] = Decoder(S, c.feature_dim, c.base_channels, c.max_channels, c.leaky_slope)
-        self.nets["disc_margin"] = AuxDiscriminator(S, len(MARGINS), c.base_channels, c.max_channels, slope=c.leaky_slope)
-        self.nets["disc_shape"] = AuxDiscriminator(S, len(SHAPES), c.base_channels, c.max_channels, slope=c.leaky_slope)
+        self.nets["decoder"] = Decoder(S, c.feature_dim, c.base_channels, c.max_channels, c.leaky_slope, c.upsampling)
+        for key, vocab in (("disc_margin", MARGINS), ("disc_shape", SHAPES)):
+            disc = AuxDiscriminator(S, len(vocab), c.base_channels, c.max_channels, slope=c.leaky_slope)
+            self.nets[key] = spectral_normalize(disc) if c.d_reg == "spectral" else disc
 
     def build_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         c = self.cfg
@@ -405,6 +438,11 @@ class BiradsAEGAN(Method):
         shape = batch["shape"].to(ctx.device)
         margin = batch["margin"].to(ctx.device)
         mix = None
+        gen = ctx.generator()
+
+        def aug(x: torch.Tensor) -> torch.Tensor:
+            return diff_augment(x, self.cfg.diffaug, generator=gen) if self.cfg.diffaug else x
+
         with ctx.autocast():
             feature = self.encode_with(nets, image, shape, margin)
             fake = nets["decoder"](feature)
@@ -412,11 +450,11 @@ class BiradsAEGAN(Method):
                 w, mix_margin, mix_shape = mix_weights(shape, margin, self.cfg.mix_partners, ctx.generator())
                 mix = (nets["decoder"](w.to(feature.dtype) @ feature), mix_shape, mix_margin)
             d_terms = aegan_losses(nets, image, shape, margin, self.cfg, "D", fake=fake.detach(),
-                                   mix=None if mix is None else (mix[0].detach(), *mix[1:]))
+                                   mix=None if mix is None else (mix[0].detach(), *mix[1:]), aug=aug)
         ctx.backward_step(d_terms["loss_d"], "D")
         with requires_grad(nets["disc_margin"], False), requires_grad(nets["disc_shape"], False):
             with ctx.autocast():
-                g_terms = aegan_losses(nets, image, shape, margin, self.cfg, "G", fake=fake, mix=mix)
+                g_terms = aegan_losses(nets, image, shape, margin, self.cfg, "G", fake=fake, mix=mix, aug=aug)
             ctx.backward_step(g_terms["loss_g"], "G")
         return {k: v.detach() for k, v in {**d_terms, **g_terms}.items()}
 

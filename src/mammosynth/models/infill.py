@@ -41,16 +41,19 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterator, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Iterator, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mammosynth.data.context import PAPER_MARGIN_FACTOR, margin_ring, tri_label
+from mammosynth.data.context import PAPER_MARGIN_FACTOR, composite, margin_ring, tri_label
 from mammosynth.errors import ConfigError, DataError, WeightsError
-from mammosynth.losses import d_loss_bce, g_loss_bce
+from mammosynth.losses import d_loss_bce, g_loss_bce, r1_penalty
+from mammosynth.nn.augment import diff_augment, parse_policy
+from mammosynth.nn.regularize import spectral_normalize
+from mammosynth.nn.upsample import up_conv
 from mammosynth.train.method import Method, StepContext, TrainConfig, requires_grad
 
 if TYPE_CHECKING:
@@ -91,6 +94,15 @@ class InfillConfig(TrainConfig):
     beta1: float = 0.9  # the paper's printed value (Sec. 4.2); pix2pix uses 0.5
     beta2: float = 0.5  # the paper's printed value (Sec. 4.2); pix2pix uses 0.999
     crop_scale: tuple[float, float] = (0.85, 1.0)  # random-crop side fraction (seed-001 augmentation)
+    # -- where mammosynth departs from the paper (PAPER_RECIPE restores it; docs/quality.md) --
+    composite: bool = True  # G may only change the mask and its ring: out = a*G(x) + (1-a)*context
+    upsampling: Literal["transposed", "resize", "transposed_blur"] = "resize"  # U-Net decoder 2x layers
+    diffaug: str = "color,translation,cutout"  # DiffAugment policy on D's inputs ("" = off)
+    d_reg: Literal["none", "spectral", "r1"] = "none"  # discriminator regularisation
+    r1_gamma: float = 1.0  # R1 weight (d_reg: r1), on real pairs every step
+
+    PAPER_RECIPE: ClassVar[dict[str, Any]] = {
+        "composite": False, "upsampling": "transposed", "diffaug": "", "d_reg": "none"}
 
     def validate(self) -> None:
         super().validate()
@@ -110,6 +122,9 @@ class InfillConfig(TrainConfig):
             raise ConfigError(f"Adam betas must be in [0, 1), got ({self.beta1}, {self.beta2})")
         if not self.fm_layers:
             raise ConfigError("fm_layers must name at least one VGG layer")
+        parse_policy(self.diffaug)
+        if self.r1_gamma < 0:
+            raise ConfigError(f"r1_gamma must be >= 0, got {self.r1_gamma}")
 
 
 # ---------------------------------------------------------------------------------------
@@ -133,14 +148,16 @@ def _check_side(size: int, what: str, minimum: int = 8) -> int:
 
 class UNetGenerator(nn.Module):
     """pix2pix U-Net (Fig. 3a): log2(S) stride-2 4x4 conv downsamplings to 1x1 and mirrored
-    transposed convs back, each decoder level concatenated with its encoder twin.
+    2x upsamplings back, each decoder level concatenated with its encoder twin. ``upsampling``:
+    the paper's transposed convs, or resize-convs / blurred transposed convs (nn.upsample), which
+    cannot print the transposed conv's checkerboard.
 
     forward: (B, in_ch, S, S) Tri-label in [-1,1] -> (B, out_ch, S, S) in [-1,1] (tanh).
     Widths: ngf * min(2^i, 8) at encoder level i.
     """
 
     def __init__(self, in_ch: int = 3, out_ch: int = 1, size: int = 256, ngf: int = 64,
-                 norm: str = "batch", dropout: float = 0.5) -> None:
+                 norm: str = "batch", dropout: float = 0.5, upsampling: str = "transposed") -> None:
         super().__init__()
         depth = _check_side(size, "U-Net", 2)
         self.size = size
@@ -160,10 +177,10 @@ class UNetGenerator(nn.Module):
             level = depth - 1 - k  # encoder level this decoder mirrors
             c_in = widths[level] if k == 0 else 2 * widths[level]
             if k == depth - 1:
-                self.decoders.append(nn.Sequential(nn.ReLU(True), nn.ConvTranspose2d(c_in, out_ch, 4, 2, 1), nn.Tanh()))
+                self.decoders.append(nn.Sequential(nn.ReLU(True), up_conv(c_in, out_ch, upsampling), nn.Tanh()))
                 continue
             c_out = widths[level - 1]
-            layers = [nn.ReLU(True), nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=use_bias), _norm2d(norm, c_out)]
+            layers = [nn.ReLU(True), up_conv(c_in, c_out, upsampling, bias=use_bias), _norm2d(norm, c_out)]
             if k >= 1 and c_out == ngf * 8 and k <= 3 and dropout > 0:
                 layers.append(nn.Dropout(dropout))
             self.decoders.append(nn.Sequential(*layers))
@@ -426,11 +443,12 @@ class InfillGAN(Method):
         self.size = size
         self.in_ch = 2 if cfg.two_channel else 3
         if cfg.generator == "unet":
-            gen: nn.Module = UNetGenerator(self.in_ch, 1, size, cfg.ngf, cfg.norm, cfg.unet_dropout)
+            gen: nn.Module = UNetGenerator(self.in_ch, 1, size, cfg.ngf, cfg.norm, cfg.unet_dropout, cfg.upsampling)
         else:
             gen = CRNGenerator(self.in_ch, 1, size, cfg.ngf, cfg.crn_start, cfg.crn_widths)
         self.nets["generator"] = gen
-        self.nets["discriminator"] = PatchDiscriminator(self.in_ch + 1, cfg.ndf, cfg.d_layers, cfg.norm)
+        disc = PatchDiscriminator(self.in_ch + 1, cfg.ndf, cfg.d_layers, cfg.norm)
+        self.nets["discriminator"] = spectral_normalize(disc) if cfg.d_reg == "spectral" else disc
         # Feature matching is resolved lazily at the first training step: inference never needs VGG.
         self._fm: VGGFeatureMatching | None = None
         self._fm_resolved = False
@@ -498,38 +516,70 @@ class InfillGAN(Method):
         return tri_label(image, mask, self.cfg.margin_factor, self.cfg.two_channel, generator,
                          noise_region=self.cfg.noise_region)
 
-    def generator_losses(self, D: nn.Module, cond: torch.Tensor, real: torch.Tensor,
-                         fake: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Eq. 5 for G: non-saturating adversarial term + lambda * L_fm (eq. 4)."""
+    def generator_losses(self, D: nn.Module, cond: torch.Tensor, real: torch.Tensor, fake: torch.Tensor,
+                         d_view=None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Eq. 5 for G: non-saturating adversarial term + lambda * L_fm (eq. 4). ``d_view(image)``
+        gives D's (condition, image) input (the DiffAugment view; default: the plain pair)."""
+        view = d_view or (lambda image: (cond, image))
         fm = self.feature_matching()
         if fm is not None:
             fm = fm.to(real.device)
-            fake_logits = D(cond, fake)
+            fake_logits = D(*view(fake))
             loss_fm, terms = fm(real, fake)
         else:
             # pix2pixHD fallback: L1 between D's activations on the real and the fake pair
-            fake_logits, fake_feats = D(cond, fake, return_features=True)
+            fake_logits, fake_feats = D(*view(fake), return_features=True)
             with torch.no_grad():
-                _, real_feats = D(cond, real, return_features=True)
+                _, real_feats = D(*view(real), return_features=True)
             loss_fm, terms = feature_matching_l1([real] + real_feats, [fake] + fake_feats)
         loss_adv = g_loss_bce(fake_logits)
         loss_g = loss_adv + self.cfg.lambda_fm * loss_fm
         return loss_g, {"loss_adv": loss_adv, "loss_fm": loss_fm, "l1": terms[0]}
 
+    def compose(self, generated: torch.Tensor, context: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The generator's output as the method uses it: with ``composite`` only the mask and its
+        margin ring come from G, everything else is the context, bit for bit (data.context.composite)."""
+        if not self.cfg.composite:
+            return generated
+        return composite(generated, context, mask, self.cfg.margin_factor)
+
+    def _d_input(self, cond: torch.Tensor, image: torch.Tensor, gen: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """DiffAugment of a (Tri-label, image) pair, transformed together (geometry on all
+        channels, brightness/contrast on the tissue and image channels only)."""
+        if not self.cfg.diffaug:
+            return cond, image
+        both = diff_augment(torch.cat([cond, image], 1), self.cfg.diffaug, intensity_channels=[0, cond.shape[1]],
+                            generator=gen)
+        return both[:, : cond.shape[1]], both[:, cond.shape[1]:]
+
     def train_step(self, batch: dict[str, torch.Tensor], ctx: StepContext) -> dict[str, torch.Tensor | float]:
         G, D = ctx.nets["generator"], ctx.nets["discriminator"]
         real = batch["image"].to(ctx.device, non_blocking=True)
         mask = batch["mask"].to(ctx.device, non_blocking=True)
-        cond = self.make_tri_label(real, mask, ctx.generator())
+        gen = ctx.generator()
+        cond = self.make_tri_label(real, mask, gen)
+        # one augmentation draw per step, shared by the real and the fake pair (DiffAugment)
+        aug_seed = int(torch.randint(0, 2**62, (1,), generator=gen, device=gen.device).item()) if self.cfg.diffaug else 0
+
+        def d_view(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            g = torch.Generator(device=gen.device).manual_seed(aug_seed) if self.cfg.diffaug else None
+            return self._d_input(cond, image, g)
+
         with ctx.autocast():
-            fake = G(cond)
+            fake = self.compose(G(cond), real, mask)
             # eq. 3 for D: every patch of the map is scored; the loss is their average
-            loss_d = 0.5 * d_loss_bce(D(cond, real), D(cond, fake.detach()))
+            loss_d = 0.5 * d_loss_bce(D(*d_view(real)), D(*d_view(fake.detach())))
+        out: dict[str, torch.Tensor | float] = {}
+        if self.cfg.d_reg == "r1" and self.cfg.r1_gamma > 0:
+            c_aug, r_aug = d_view(real)
+            r1 = r1_penalty(lambda x: D(c_aug, x), r_aug)
+            loss_d = loss_d + 0.5 * self.cfg.r1_gamma * r1
+            out["r1"] = r1.detach()
         ctx.backward_step(loss_d, "D")
         with requires_grad(D, False), ctx.autocast():
-            loss_g, parts = self.generator_losses(D, cond, real, fake)
+            loss_g, parts = self.generator_losses(D, cond, real, fake, d_view)
         ctx.backward_step(loss_g, "G")
-        out: dict[str, torch.Tensor | float] = {"loss_d": loss_d.detach(), "loss_g": loss_g.detach()}
+        out.update({"loss_d": loss_d.detach(), "loss_g": loss_g.detach()})
         out.update({k: v.detach() for k, v in parts.items()})
         out["fm_fallback"] = 0.0 if self._fm is not None else 1.0
         return out
@@ -545,7 +595,9 @@ class InfillGAN(Method):
 
         Builds the Tri-label (with fresh uniform noise from ``generator``) and runs the
         generator (the EMA weights after ``load_method``) in eval mode. Patches of another
-        side S are resized to the trained size and the output back to S.
+        side S are resized to the trained size and the output back to S. With ``composite``
+        (the default recipe) only the mask and its margin ring change: every other pixel of
+        the result equals ``tissue`` exactly.
         """
         if tissue.dim() != 4 or tissue.shape[1] != 1 or tissue.shape != mask.shape:
             raise DataError(f"infill: expected tissue and mask of shape (B, 1, S, S), got {tuple(tissue.shape)} and {tuple(mask.shape)}")
@@ -554,6 +606,7 @@ class InfillGAN(Method):
         if generator is not None and generator.device.type != device.type:
             raise DataError(f"infill: the torch.Generator is on {generator.device}, the model on {device}")
         tissue, mask = tissue.to(device, torch.float32), mask.to(device, torch.float32)
+        tissue_in, mask_in = tissue, mask
         in_hw = tuple(tissue.shape[-2:])
         if in_hw != (self.size, self.size):  # the generator only knows its training size
             tissue = F.interpolate(tissue, size=(self.size, self.size), mode="bilinear", align_corners=False, antialias=True)
@@ -561,12 +614,13 @@ class InfillGAN(Method):
         was_training = G.training
         G.eval()
         try:
-            out = G(self.make_tri_label(tissue, mask, generator)).float()
+            out = G(self.make_tri_label(tissue, mask, generator)).float().clamp(-1.0, 1.0)
         finally:
             G.train(was_training)
         if in_hw != (self.size, self.size):
-            out = F.interpolate(out, size=in_hw, mode="bilinear", align_corners=False)
-        return out.clamp(-1.0, 1.0)
+            out = F.interpolate(out, size=in_hw, mode="bilinear", align_corners=False).clamp(-1.0, 1.0)
+            tissue, mask = tissue_in, mask_in
+        return self.compose(out, tissue, mask)
 
     def _store_path(self, options: dict[str, Any] | None = None) -> str:
         path = ((options or {}).get("data") or (options or {}).get("store") or self.data_info.get("store_path")
@@ -613,7 +667,7 @@ class InfillGAN(Method):
         was_training = G.training
         G.eval()
         try:
-            out = G(cond).float().clamp(-1, 1)
+            out = self.compose(G(cond).float().clamp(-1, 1), image, mask)
         finally:
             G.train(was_training)
         ring = margin_ring(mask, self.cfg.margin_factor).float() * 2 - 1

@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Iterator, Literal
 
 import numpy as np
 import torch
@@ -28,8 +28,11 @@ from torch import nn
 
 from mammosynth.data.birads import MARGINS, PATHOLOGIES, SHAPES, parse_term
 from mammosynth.errors import ConfigError
-from mammosynth.losses import d_loss_bce, g_loss_bce
+from mammosynth.losses import d_loss_bce, g_loss_bce, r1_penalty
+from mammosynth.nn.augment import diff_augment, parse_policy
 from mammosynth.nn.init import dcgan_init
+from mammosynth.nn.regularize import spectral_normalize
+from mammosynth.nn.upsample import up_conv
 from mammosynth.train.method import Method, StepContext, TrainConfig, requires_grad
 
 if TYPE_CHECKING:
@@ -54,7 +57,14 @@ class LesionDCGANConfig(TrainConfig):
     condition: Literal["none", "margin", "shape", "pathology"] = "none"
     embed_dim: int = 50  # class embedding concatenated to z
     augment: bool = True  # flips + random crops (LesionDataset)
-    ema_decay: float = 0.0  # DCGAN keeps no EMA copy
+    # -- where mammosynth departs from the paper (PAPER_RECIPE restores it; docs/quality.md) --
+    ema_decay: float = 0.999  # EMA generator for sampling (the DCGAN keeps none)
+    upsampling: Literal["transposed", "resize", "transposed_blur"] = "resize"  # G's 2x layers
+    diffaug: str = "color,translation,cutout"  # DiffAugment policy on D's inputs ("" = off)
+    d_reg: Literal["none", "spectral", "r1"] = "none"  # discriminator regularisation
+    r1_gamma: float = 1.0  # R1 weight (d_reg: r1)
+
+    PAPER_RECIPE: ClassVar[dict[str, Any]] = {"ema_decay": 0.0, "upsampling": "transposed", "diffaug": "", "d_reg": "none"}
 
     def validate(self) -> None:
         super().validate()
@@ -62,14 +72,16 @@ class LesionDCGANConfig(TrainConfig):
             raise ConfigError(f"patch_size must be a power of two in 16..512, got {self.patch_size}")
         if self.nz < 1 or self.embed_dim < 1:
             raise ConfigError("nz and embed_dim must be >= 1")
+        parse_policy(self.diffaug)
 
 
 class DCGANGenerator(nn.Module):
     """z (B, nz) [+ class (B,)] -> (B, 1, S, S) in [-1, 1]. At S=128 and width 64:
-    1024@4 -> 512@8 -> 256@16 -> 128@32 -> 64@64 -> 1@128."""
+    1024@4 -> 512@8 -> 256@16 -> 128@32 -> 64@64 -> 1@128. ``upsampling``: the 2x layers
+    (DCGAN's transposed convs, or resize-convs / blurred ones: nn.upsample)."""
 
     def __init__(self, size: int = 128, nz: int = 200, width: int = 64, cap: int = 1024,
-                 n_classes: int = 0, embed_dim: int = 50) -> None:
+                 n_classes: int = 0, embed_dim: int = 50, upsampling: str = "transposed") -> None:
         super().__init__()
         n_up = int(math.log2(size // 4))
         chans = [min(cap, width * 2 ** (n_up - 1 - i)) for i in range(n_up)]  # widths at 4, 8, ..., S/2
@@ -77,8 +89,8 @@ class DCGANGenerator(nn.Module):
         zin = nz + (embed_dim if n_classes else 0)
         layers: list[nn.Module] = [nn.ConvTranspose2d(zin, chans[0], 4, 1, 0, bias=False), nn.BatchNorm2d(chans[0]), nn.ReLU(True)]
         for cin, cout in zip(chans[:-1], chans[1:]):
-            layers += [nn.ConvTranspose2d(cin, cout, 4, 2, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(True)]
-        layers += [nn.ConvTranspose2d(chans[-1], 1, 4, 2, 1), nn.Tanh()]
+            layers += [up_conv(cin, cout, upsampling, bias=False), nn.BatchNorm2d(cout), nn.ReLU(True)]
+        layers += [up_conv(chans[-1], 1, upsampling), nn.Tanh()]
         self.net = nn.Sequential(*layers)
         self.nz, self.n_classes = nz, n_classes
         self.apply(dcgan_init)
@@ -124,7 +136,7 @@ class LesionDCGAN(Method):
 
     name = "lesion-dcgan"
     Config = LesionDCGANConfig
-    ema_networks = ()
+    ema_networks = ("generator",)
 
     cfg: LesionDCGANConfig
 
@@ -134,8 +146,10 @@ class LesionDCGAN(Method):
 
     def build(self) -> None:
         c = self.cfg
-        self.nets["generator"] = DCGANGenerator(c.patch_size, c.nz, c.g_channels, c.max_channels, self.n_classes, c.embed_dim)
-        self.nets["discriminator"] = DCGANDiscriminator(c.patch_size, c.d_channels, c.max_channels, self.n_classes)
+        self.nets["generator"] = DCGANGenerator(c.patch_size, c.nz, c.g_channels, c.max_channels, self.n_classes, c.embed_dim,
+                                                c.upsampling)
+        disc = DCGANDiscriminator(c.patch_size, c.d_channels, c.max_channels, self.n_classes)
+        self.nets["discriminator"] = spectral_normalize(disc) if c.d_reg == "spectral" else disc
 
     def build_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         c = self.cfg
@@ -171,16 +185,28 @@ class LesionDCGAN(Method):
         G, D = ctx.nets["generator"], ctx.nets["discriminator"]
         real = batch["image"].to(ctx.device, non_blocking=True)
         y = self._class_of(batch, ctx.device)
-        z = torch.randn(real.shape[0], self.cfg.nz, device=ctx.device, generator=ctx.generator())
+        gen = ctx.generator()
+        z = torch.randn(real.shape[0], self.cfg.nz, device=ctx.device, generator=gen)
+
+        def aug(x: torch.Tensor) -> torch.Tensor:  # DiffAugment: reals and fakes alike, differentiably
+            return diff_augment(x, self.cfg.diffaug, generator=gen) if self.cfg.diffaug else x
+
+        out: dict[str, torch.Tensor | float] = {}
         with ctx.autocast():
             fake = G(z, y)
-            loss_d = d_loss_bce(D(real, y), D(fake.detach(), y))
+            real_in = aug(real)
+            loss_d = d_loss_bce(D(real_in, y), D(aug(fake.detach()), y))
+        if self.cfg.d_reg == "r1" and self.cfg.r1_gamma > 0:
+            r1 = r1_penalty(D, real_in, y)
+            loss_d = loss_d + 0.5 * self.cfg.r1_gamma * r1
+            out["r1"] = r1.detach()
         ctx.backward_step(loss_d, "D")
         with requires_grad(D, False):
             with ctx.autocast():
-                loss_g = g_loss_bce(D(fake, y))
+                loss_g = g_loss_bce(D(aug(fake), y))
             ctx.backward_step(loss_g, "G")
-        return {"loss_d": loss_d.detach(), "loss_g": loss_g.detach()}
+        out.update({"loss_d": loss_d.detach(), "loss_g": loss_g.detach()})
+        return out
 
     def _labels_for(self, n: int, rng: np.random.Generator, requested: str | None) -> np.ndarray | None:
         if not self.n_classes:

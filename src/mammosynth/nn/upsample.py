@@ -44,7 +44,7 @@ class Blur(nn.Module):
         self.channels = channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.pad(x, (2, 1, 2, 1), mode="reflect")
+        x = F.pad(x, (2, 1, 2, 1), mode="replicate")  # replicate: works down to 1x1 maps
         return F.conv2d(x, self.kernel.to(x.dtype), groups=self.channels)
 
 

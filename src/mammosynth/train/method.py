@@ -69,7 +69,7 @@ class TrainConfig:
     batch_size: int = 16
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    amp: Literal["auto", "bf16", "fp16", "off"] = "auto"  # auto: bf16 on CUDA that supports it, off on CPU
+    amp: Literal["auto", "bf16", "fp16", "off"] = "auto"  # auto: bf16 on CUDA / CPUs with native bf16, else fp16 (CUDA) / off
     channels_last: bool = True
     compile: bool = False
     ema_decay: float = 0.999  # per step; 0 disables EMA
@@ -78,8 +78,25 @@ class TrainConfig:
     sample_every: int = 200
     ckpt_every: int = 500
     n_samples: int = 16  # images in each sample grid
+    # True: set every field named in the method's PAPER_RECIPE to the paper's value (the exact
+    # published recipe at whatever network size the config chooses); see docs/quality.md.
+    paper: bool = False
+
+    #: The fields where mammosynth's default recipe departs from the method's paper, with the
+    #: paper's values. A method config overrides this; ``paper: true`` applies it.
+    PAPER_RECIPE: ClassVar[dict[str, Any]] = {}
+
+    @classmethod
+    def from_saved(cls, saved: dict[str, Any]) -> dict[str, Any]:
+        """A run's saved config with every PAPER_RECIPE field it lacks set to the paper's value:
+        such a field did not exist when the run was made, and the code then did what the paper
+        does, so its networks are rebuilt as they were trained."""
+        return {**{k: v for k, v in cls.PAPER_RECIPE.items() if k not in saved}, **saved}
 
     def validate(self) -> None:
+        if self.paper:
+            for key, value in self.PAPER_RECIPE.items():
+                setattr(self, key, value)
         if self.steps < 1:
             raise ConfigError(f"steps must be >= 1, got {self.steps}")
         if self.batch_size < 1:

@@ -168,7 +168,7 @@ def load_method(run: str | os.PathLike, device: str | torch.device = "auto", ema
         raise CheckpointError(f"{cfg_path}: {err}") from err
     check_method_matches(doc, cfg_path, method_cls, expect)
     try:
-        cfg = from_dict(method_cls.Config, doc["config"])
+        cfg = from_dict(method_cls.Config, method_cls.Config.from_saved(doc["config"]))
     except ConfigError as err:
         raise CheckpointError(f"{cfg_path}: the saved config does not fit this version of {method_cls.name!r} ({err})") from err
     method = method_cls(cfg, doc.get("data") or {})
