@@ -64,10 +64,11 @@ TABLE_BEGIN, TABLE_END = "<!-- quality-table -->", "<!-- /quality-table -->"
 
 @dataclass
 class MethodSpec:
-    """How the benchmark trains and samples one method. ``steps``: the fixed budget (chosen so a
-    run takes about 20-30 minutes on an idle 2-core machine; see docs/quality.md for the timings
-    that set them). ``--recipe paper`` rows set the config's ``paper: true`` (each method's
-    PAPER_RECIPE: the published recipe at the same network width)."""
+    """How the benchmark trains and samples one method. ``steps``: the fixed budget on the
+    phantom, chosen so a run takes about 20-25 minutes on an idle 2-core machine (docs/quality.md
+    has the timings); on mini-MIAS each of the 3 cross-fitted folds trains ``steps // 3`` steps on
+    its ~25 lesions, so the three together cost one phantom run. ``--recipe paper`` rows set the
+    config's ``paper: true`` (each method's PAPER_RECIPE: the published recipe at this width)."""
 
     method: str
     config: str
@@ -77,14 +78,14 @@ class MethodSpec:
 
 
 METHODS: dict[str, MethodSpec] = {
-    "infill-unet": MethodSpec("infill", "infill-demo.yaml", "infill", 5000, {"generator": "unet"}),
-    "infill-crn": MethodSpec("infill", "infill-demo.yaml", "infill", 4000, {"generator": "crn"}),
-    "birads-aegan": MethodSpec("birads-aegan", "birads-aegan-demo.yaml", "birads", 4000),
-    "lesion-dcgan": MethodSpec("lesion-dcgan", "lesion-dcgan-demo.yaml", "unconditional", 4000, {"patch_size": 64}),
+    "infill-unet": MethodSpec("infill", "infill-demo.yaml", "infill", 4500, {"generator": "unet"}),
+    "infill-crn": MethodSpec("infill", "infill-demo.yaml", "infill", 4500, {"generator": "crn"}),
+    "birads-aegan": MethodSpec("birads-aegan", "birads-aegan-demo.yaml", "birads", 4500),
+    "lesion-dcgan": MethodSpec("lesion-dcgan", "lesion-dcgan-demo.yaml", "unconditional", 2400, {"patch_size": 64}),
 }
 #: Methods that exist only on some commits (the benchmark skips what the registry lacks).
 OPTIONAL_METHODS: dict[str, MethodSpec] = {
-    "diffusion-infill": MethodSpec("diffusion-infill", "diffusion-infill-demo.yaml", "infill", 6000),
+    "diffusion-infill": MethodSpec("diffusion-infill", "diffusion-infill-demo.yaml", "infill", 4500),
 }
 
 
@@ -361,7 +362,7 @@ def bench_one(dataset: str, key: str, spec: MethodSpec, recipe: str, stores: lis
               scale: float, synth_per_real: int, seg_steps: int, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     from mammosynth.data.store import Store
 
-    steps = max(2, int(round(spec.steps * scale)))
+    steps = max(2, int(round(spec.steps * scale / (len(stores) if dataset == "mias" else 1))))
     reals, real_patients, real_ids, syn_all, mask_all, fold_ids, seg_runs, real_by_fold = [], [], [], [], [], [], [], []
     train_s = sample_s = 0.0
     for f, store in enumerate(stores):
