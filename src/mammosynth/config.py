@@ -34,6 +34,11 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 continue
         raise ConfigError(f"{key}: {value!r} does not fit {tp}")
     if origin is typing.Literal:
+        if isinstance(value, bool) and value not in args:
+            # YAML 1.1 reads off/no/false (on/yes/true) as booleans: `--set amp=off` or
+            # `amp: off` in a config file mean the option's word, not a bool
+            words = ("off", "false", "no", "none") if not value else ("on", "true", "yes")
+            value = next((a for a in args if isinstance(a, str) and a.lower() in words), value)
         if value not in args:
             raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(repr, args))}")
         return value
