@@ -392,13 +392,74 @@ def bench_one(dataset: str, key: str, spec: MethodSpec, recipe: str, stores: lis
               f"(n_train {n_train}), {len(images)} synthetic", flush=True)
     synth = np.concatenate(syn_all)
     masks = None if any(m is None for m in mask_all) else np.concatenate(mask_all)
+    pic = picture(work / "pictures" / f"{dataset}-{key}-{recipe}.png", np.concatenate(reals), synth,
+                  f"{dataset} {key} ({recipe} recipe, {steps} steps): held-out real (top) vs synthetic (bottom)", seed=seed)
     row = score_row(np.concatenate(reals), np.asarray(real_patients), np.asarray(real_ids), synth, masks,
                     np.concatenate(fold_ids), seg_runs, real_by_fold, seed)
     row.update({"dataset": dataset, "method": key, "recipe": recipe, "steps": steps, "folds": len(stores),
                 "train_seconds": train_s, "sample_seconds": sample_s,
-                "overrides": dict(extra or {}),
+                "overrides": dict(extra or {}), "picture": str(pic),
                 "config": json.loads(json.dumps(make_config(spec, recipe, steps, seed, extra).__dict__, default=str))})
     return row
+
+
+def picture(path: Path, real: np.ndarray, synth: np.ndarray, title: str, n: int = 12, seed: int = 0) -> Path:
+    """Held-out real lesions (top row) above synthetic ones (bottom), the same [0, 1] window for
+    both, drawn at random: look at it before believing the row's numbers."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from mammosynth.io import atomic_path
+
+    rng = np.random.default_rng(seed)
+    n = min(n, len(real), len(synth))
+    rows = (("held-out real", real[rng.choice(len(real), n, replace=False)]),
+            ("synthetic", synth[rng.choice(len(synth), n, replace=False)]))
+    fig, axes = plt.subplots(2, n, figsize=(n * 0.9, 2.2), squeeze=False)
+    for r, (name, imgs) in enumerate(rows):
+        for c in range(n):
+            ax = axes[r, c]
+            ax.imshow(imgs[c], cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+            ax.set_xticks([]), ax.set_yticks([])
+            if c == 0:
+                ax.set_ylabel(name, fontsize=7)
+    fig.suptitle(title, fontsize=8)
+    fig.tight_layout(pad=0.2)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    return path
+
+
+def pictures_from_runs(work: Path, dataset: str, keys: list[str], specs: dict[str, MethodSpec], seed: int) -> None:
+    """A picture per (method, recipe) whose fold-0 run is kept in ``work``: fold 0's held-out real
+    lesions beside lesions that run makes from its own training contexts and seeds."""
+    from mammosynth.data.store import Store
+
+    store = (work / "phantom_800_s0.h5") if dataset == "phantom" else (work / "mias64_fold0of3_s0.h5")
+    if not store.exists():
+        stores = sorted(work.glob("phantom_*_s0.h5" if dataset == "phantom" else "mias64_fold0of*_s*.h5"))
+        if not stores:
+            raise SystemExit(f"no {dataset} store in {work}: run the benchmark first")
+        store = stores[0]
+    with Store(store) as st:
+        test = st.lesions(split="test")
+    keep = test.margin >= 0 if dataset == "mias" else np.ones(len(test.index), bool)
+    for key in keys:
+        for recipe in ("default", "paper"):
+            out = work / "runs" / dataset / f"{key}-{recipe}-f0"
+            from mammosynth.train.run import list_runs
+
+            runs = [r for r in list_runs(out, specs[key].method) if (r / "model.safetensors").exists()] if out.exists() else []
+            if not runs:
+                continue
+            images, _, _ = synthesize(specs[key], runs[-1], store, 24, seed + 1000, test.margin[keep])
+            path = picture(work / "pictures" / f"{dataset}-{key}-{recipe}.png", test.patch[keep], images,
+                           f"{dataset} {key} ({recipe} recipe), fold 0: held-out real (top) vs synthetic (bottom)")
+            print(f"wrote {path}", flush=True)
 
 
 def commit() -> str:
@@ -476,10 +537,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", type=Path, default=Path("/tmp/mammosynth_bench_quality"), help="stores and runs (default /tmp/...)")
     ap.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="JSON file the rows are appended to")
     ap.add_argument("--docs", type=Path, default=DOCS, help="markdown file whose quality table is rebuilt")
+    ap.add_argument("--pictures", action="store_true",
+                    help="only draw real-vs-synthetic pictures from the fold-0 runs kept in --work (into WORK/pictures)")
     ap.add_argument("--table-only", action="store_true", help="only rebuild the table from --results")
     ap.add_argument("--smoke", action="store_true", help="tiny budgets and stores to check the pipeline (numbers meaningless)")
     ap.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default 2)")
     args = ap.parse_args(argv)
+    if args.pictures:
+        specs = {**METHODS, **OPTIONAL_METHODS}
+        for dataset in [d.strip() for d in args.datasets.split(",") if d.strip()]:
+            pictures_from_runs(args.work, dataset, [m.strip() for m in args.methods.split(",") if m.strip()], specs, args.seed)
+        return 0
     if args.table_only:
         write_table(args.results, args.docs)
         return 0
