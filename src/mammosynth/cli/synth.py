@@ -205,6 +205,7 @@ def register(app: typer.Typer) -> None:
         max_size_mm: float = typer.Option(60.0, "--max-size-mm", min=0.2, help="Largest lesion side in mm; larger draws are redrawn (default 60)."),
         placement: str = typer.Option("seed001", "--placement", help="seed001: centre X~U(w/10,w/2), Y~U(h/4,3h/4) on the left-oriented breast (seed 001); breast: anywhere in the allowed breast region; mask:PATH: inside a region mask (one file for all images, or a folder of masks named like the images). Default seed001."),
         skin_margin_mm: float = typer.Option(5.0, "--skin-margin-mm", min=0.0, help="Minimum distance in mm between the lesion and the skin line (default 5)."),
+        keep_detail: bool = typer.Option(True, "--keep-detail/--no-keep-detail", help="Add the image's own detail finer than the model's pixels (noise, fine strands) back over the infilled lesion, so it keeps the mammogram's grain (default on; docs/insert.md)."),
         fmt: str = typer.Option("auto", "--format", help="Output image format: auto (same as each input; .h5 normals give 16-bit PNG), png, tiff, pgm or dicom. Default auto."),
         dicom: bool = typer.Option(False, "--dicom", help="Shortcut for --format dicom (DICOM inputs keep every attribute; others become Secondary Capture)."),
         yolo: bool = typer.Option(False, "--yolo", help="Also write YOLO labels (labels/<stem>.txt, class 0 = mass) and yolo.yaml."),
@@ -228,7 +229,7 @@ def register(app: typer.Typer) -> None:
                                 skin_margin_mm=skin_margin_mm, out_format="dicom" if dicom else fmt, yolo=yolo,
                                 overwrite=overwrite, min_size_mm=min_size_mm, max_size_mm=max_size_mm,
                                 max_tries=max_tries, max_resamples=max_resamples, mask_run=str(mask_run),
-                                infill_run=str(infill_run), progress=not json_out)
+                                infill_run=str(infill_run), progress=not json_out, keep_detail=keep_detail)
         if json_out:
             print_json({k: v for k, v in report.as_dict().items() if k != "images"})
         else:

@@ -357,11 +357,16 @@ def _model_device(method: Any) -> torch.device:
     return torch.device(getattr(method, "device", "cpu"))
 
 
-def infill_window(method: Any, window: np.ndarray, mask: np.ndarray, generator: torch.Generator) -> np.ndarray:
+def infill_window(method: Any, window: np.ndarray, mask: np.ndarray, generator: torch.Generator,
+                  keep_detail: bool = True) -> np.ndarray:
     """Infill one square window: (n, n) float [0, 1] tissue + (n, n) bool mask -> (n, n) [0, 1].
 
     The window is resampled (anti-aliased) to the model's input side ``method.size``, infilled,
-    and resampled back (bilinear)."""
+    and resampled back (bilinear). With ``keep_detail`` (default) and a window larger than the
+    model's, the window's own detail above the model's resolution, ``window - up(down(window))``
+    (quantum noise, fine strands), is added back: the model changes the frequencies it can
+    represent and the image keeps its grain, instead of a smooth enlarged patch in a grainy
+    mammogram. A model that returns its input unchanged then gives back the window exactly."""
     S = int(method.size)
     n = window.shape[0]
     device = _model_device(method)
@@ -373,7 +378,11 @@ def infill_window(method: Any, window: np.ndarray, mask: np.ndarray, generator: 
     out = method.infill((tissue * 2.0 - 1.0).to(device), m.to(device), generator=generator)
     out = ((out.float().cpu() + 1.0) * 0.5).clamp(0.0, 1.0)
     if n != S:
-        out = _resize(out, n, antialias=False).clamp(0.0, 1.0)
+        out = _resize(out, n, antialias=False)
+        if keep_detail and n > S:
+            full = torch.from_numpy(np.ascontiguousarray(window, np.float32))[None, None]
+            out = out + (full - _resize(tissue, n, antialias=False))
+        out = out.clamp(0.0, 1.0)
     return out[0, 0].numpy()
 
 
@@ -429,6 +438,7 @@ def insert_lesions(
     mask_run: str = "",
     infill_run: str = "",
     progress: bool = True,
+    keep_detail: bool = True,
 ) -> InsertReport:
     """Write ``n`` mammograms with one inserted mass each to ``out_dir`` (a synthetic set:
     images/ in the input's format, masks/, annotations.json, manifest.csv, insert_report.json,
@@ -482,12 +492,12 @@ def insert_lesions(
                 continue
             _insert_one(target, i, rng, entry, report, writer, mask_method, infill_method, size_model, rule,
                         region_for, context, trained, factor, device, seed, skin_margin_mm, out_format, yolo,
-                        min_size_mm, max_size_mm, max_tries, max_resamples)
+                        min_size_mm, max_size_mm, max_tries, max_resamples, keep_detail)
             del target  # one image in memory at a time
             bar.advance(task)
         report.seconds = time.perf_counter() - t0
         info = report.as_dict()
-        info.update(size_model=size_model.as_dict(), placement=placement, skin_margin_mm=skin_margin_mm,
+        info.update(size_model=size_model.as_dict(), placement=placement, skin_margin_mm=skin_margin_mm, keep_detail=keep_detail,
                     model={"size": int(infill_method.size), "context": context, "margin_factor": factor,
                            "trained_mm_per_model_px": trained})
         writer.write_json("insert_report.json", info)
@@ -505,7 +515,7 @@ def _insert_one(t: Target, i: int, rng: np.random.Generator, entry: dict[str, An
                 writer: SyntheticSetWriter, mask_method: Any, infill_method: Any, size_model: SizeModel, rule: str,
                 region_for: Any, context: float, trained: dict[str, Any] | None, factor: float, device: torch.device,
                 seed: int, skin_margin_mm: float, out_format: str, yolo: bool, min_size_mm: float, max_size_mm: float,
-                max_tries: int, max_resamples: int) -> None:
+                max_tries: int, max_resamples: int, keep_detail: bool = True) -> None:
     info = t.info
     spacing = float(info.spacing_mm)
     flip = (lambda a: a[:, ::-1]) if t.flipped else (lambda a: a)
@@ -572,7 +582,7 @@ def _insert_one(t: Target, i: int, rng: np.random.Generator, entry: dict[str, An
     win_mask[my: my + site.mask.shape[0], mx: mx + site.mask.shape[1]] = site.mask
     window = t.imap.forward(_crop(stored_lo, wy0, wx0, side))  # the model's intensities, as in training
     gen = torch.Generator(device=device).manual_seed(int(rng.integers(2**31)))
-    fill = infill_window(infill_method, window, win_mask, gen)
+    fill = infill_window(infill_method, window, win_mask, gen, keep_detail=keep_detail)
     mm_per_model_px = side * spacing / float(infill_method.size)
     out_of_scale = bool(trained) and not (trained["min"] <= mm_per_model_px <= trained["max"])
     report.out_of_scale += int(out_of_scale)
