@@ -213,16 +213,18 @@ def test_generate_records_the_sampler_and_labels(store):
         assert s.extra["sampler"] == "ddim" and s.extra["sampler_steps"] == 3 and s.extra["guidance_scale"] == 2.0
 
 
-def _train(store: Path, out: Path) -> Path:
+@pytest.fixture(scope="module")
+def run(store, tmp_path_factory) -> Path:
+    """A two-step training run through the one trainer (shared by the tests below)."""
     from mammosynth.train.trainer import Trainer
 
+    out = tmp_path_factory.mktemp("diffusion-runs")
     return Trainer("diffusion-infill", store, out, DiffusionInfillConfig(**TINY), progress=False).run()
 
 
-def test_save_load_round_trip(store, tmp_path):
+def test_save_load_round_trip(run):
     from mammosynth.train.run import load_method
 
-    run = _train(store, tmp_path / "runs")
     doc = json.loads((run / "config.json").read_text())
     assert doc["method"] == "diffusion-infill" and doc["config"]["prediction"] == "v_prediction"
     assert not list(run.rglob("*.pt")) and not list(run.rglob("*.pkl"))
@@ -248,7 +250,7 @@ class _Masks:
         return (((yy - 16) / a) ** 2 + ((xx - 16) / b) ** 2 <= 1)[None]
 
 
-def test_insert_with_a_diffusion_run_writes_coco_that_pycocotools_loads(store, tmp_path):
+def test_insert_with_a_diffusion_run_writes_coco_that_pycocotools_loads(run, tmp_path):
     import csv
 
     from pycocotools.coco import COCO
@@ -257,7 +259,6 @@ def test_insert_with_a_diffusion_run_writes_coco_that_pycocotools_loads(store, t
     from mammosynth.train.run import load_method
     from tests.dicom_fixtures import synthetic_breast, write_png
 
-    run = _train(store, tmp_path / "runs")
     method = load_method(run, device="cpu")
     src = tmp_path / "in"
     img = synthetic_breast(240, 200, "L", seed=1)
