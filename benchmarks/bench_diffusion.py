@@ -146,8 +146,9 @@ class _Masks:
         return (((yy - 16) / a) ** 2 + ((xx - 16) / b) ** 2 <= 1)[None]
 
 
-def _synthetic_breasts(folder: Path, n: int, h: int = 1024, w: int = 832) -> None:
-    """n 16-bit PNG 'mammograms': a half-ellipse breast with smooth texture, left-oriented."""
+def _synthetic_breasts(folder: Path, n: int, h: int = 4084, w: int = 3328) -> None:
+    """n 16-bit PNG 'mammograms' of a full-field detector's size (4084 x 3328, as
+    benchmarks/bench_insert.py): a half-ellipse breast with smooth texture, left-oriented."""
     from PIL import Image
     from scipy import ndimage
 
@@ -156,7 +157,7 @@ def _synthetic_breasts(folder: Path, n: int, h: int = 1024, w: int = 832) -> Non
     yy, xx = np.mgrid[:h, :w]
     breast = ((yy - h / 2) / (0.45 * h)) ** 2 + (xx / (0.8 * w)) ** 2 < 1
     for i in range(n):
-        tex = ndimage.gaussian_filter(rng.normal(size=(h, w)), 6)
+        tex = ndimage.zoom(ndimage.gaussian_filter(rng.normal(size=(h // 4, w // 4)), 3), 4, order=1)[:h, :w]
         img = np.where(breast, 0.45 + 0.15 * tex / np.abs(tex).max(), 0.02)
         Image.fromarray(np.round(np.clip(img, 0, 1) * 4095).astype(np.uint16)).save(folder / f"b{i:02d}_L_CC.png")
 
@@ -189,16 +190,16 @@ def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--config", default="diffusion-infill-demo.yaml", help="config under configs/ (default the CPU demo)")
     p.add_argument("--size", type=int, default=64, help="patch side in px (default 64)")
-    p.add_argument("--batches", nargs="+", type=int, default=[16], help="training batch sizes (default 16, the demo's)")
+    p.add_argument("--batches", nargs="*", type=int, default=[8], help="training batch sizes (default 8, the demo's; none = skip)")
     p.add_argument("--steps", type=int, default=3, help="timed training steps per path")
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--amp", default="auto", choices=["auto", "off", "bf16"], help="method path (auto: the trainer's rule)")
     p.add_argument("--compile", action="store_true", help="method path only")
-    p.add_argument("--sampler-steps", nargs="+", type=int, default=[25, 50])
+    p.add_argument("--sampler-steps", nargs="*", type=int, default=[25, 50], help="DDIM steps for the sampling rows (none = skip)")
     p.add_argument("--sample-batches", nargs="+", type=int, default=[1, 32])
     p.add_argument("--sample-reps", type=int, default=1)
     p.add_argument("--guidance", type=float, default=1.0, help="guidance scale for the sampling rows (1 = one pass)")
-    p.add_argument("--insert", type=int, default=0, help="also time insert on this many images, GAN vs diffusion (0 = skip)")
+    p.add_argument("--insert", type=int, default=0, help="also time insert on this many 4084 x 3328 images, GAN vs diffusion (0 = skip)")
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--clock", default="wall", choices=["wall", "cpu"], help="wall clock, or process CPU time (see above)")
