@@ -121,7 +121,7 @@ def test_denoising_loss_falls_on_a_tiny_overfit():
     x0 = (tissue + 0.5 * mask).clamp(-1, 1)
     opt = torch.optim.Adam(net.parameters(), lr=3e-3)
     losses = []
-    for _ in range(60):  # the same noise and t every step: a fixed objective the net can fit
+    for _ in range(25):  # the same noise and t every step: a fixed objective the net can fit
         loss, _ = m.loss(net, x0, mask, None, torch.Generator().manual_seed(1))
         opt.zero_grad()
         loss.backward()
