@@ -20,7 +20,6 @@ SRC = ROOT / "src" / "mammosynth"
 OPTIONAL = {
     "torch.utils.tensorboard": "TensorBoard logging beside metrics.jsonl (trainer)",
     "tifffile": "float or exotic TIFFs that Pillow cannot decode (data.imaging)",
-    "monai": "the RetinaNet downstream detector (evaluate --detector retinanet)",
     "torchvision": "the RetinaNet downstream detector (evaluate --detector retinanet)",
 }
 _GUARDS = {"ImportError", "ModuleNotFoundError", "Exception", "BaseException"}

@@ -41,6 +41,9 @@ def register(app: typer.Typer) -> None:
         split: Optional[str] = typer.Option(None, "--split", help="Store split to draw from: birads-aegan seed lesions, infill tissue patches and masks (train, val, test). Default train, the split the generator learned from, so `evaluate` can compare with held-out val/test lesions."),
         truncation: Optional[float] = typer.Option(None, "--truncation", min=0.0, max=1.0, help="stylegan: truncation psi (w pulled towards the mean w). Default 1 = no truncation, what evaluation assumes; psi < 1 trades diversity for fidelity and flatters precision, FD and the two-sample test. Recorded in the manifest (extra.truncation)."),
         per_category: int = typer.Option(0, "--per-category", min=0, help="Instead of --n: this many images for every BI-RADS category the seed lesions have, in one set (the input of `mammosynth fidelity labels`): (shape, margin) pairs, or one per margin when the data has no shapes (mini-MIAS, INbreast, VinDr). --shape / --margin restrict it to one row / column. Methods with shape and margin control (birads-aegan). Categories without seed lesions are skipped and listed. 0 = off."),
+        sampler_steps: Optional[int] = typer.Option(None, "--sampler-steps", min=1, help="diffusion-infill: DDIM steps (default from the run's config: 25 on the demo config, 50 on the full one). Recorded in the manifest."),
+        guidance_scale: Optional[float] = typer.Option(None, "--guidance-scale", min=0.0, help="diffusion-infill: classifier-free guidance scale w on the BI-RADS labels (0 = unconditional, 1 = conditional, >1 = pushed towards the label; default from the run's config, 1). Recorded in the manifest."),
+        repaint: Optional[int] = typer.Option(None, "--repaint", min=0, help="diffusion-infill: RePaint resamplings per DDIM step (0 = off, the default; each one adds a network pass per step)."),
         overwrite: bool = overwrite_option(),
         json_out: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
     ) -> None:
@@ -57,7 +60,8 @@ def register(app: typer.Typer) -> None:
 
         run_dir = resolve_run(run)
         method = load_method(run_dir, device=device)
-        options = {"batch_size": batch_size, **_feature_options(method, n_features), **_truncation_option(method, truncation)}
+        options = {"batch_size": batch_size, **_feature_options(method, n_features), **_truncation_option(method, truncation),
+                   **_sampling_options(method, sampler_steps, guidance_scale, repaint)}
         if split:
             options["split"] = _split(split, method)
         if shape:
@@ -72,7 +76,8 @@ def register(app: typer.Typer) -> None:
         write_samples(_sample_notes(method.generate(n, seed, **options), notes), out, method.name, str(run_dir), total=n,
                       progress=not json_out, dicom=dicom, overwrite=overwrite)
         summary = {"out": str(out), "n": n, "method": method.name, "run": str(run_dir), "seed": seed,
-                   **{k: v for k, v in options.items() if k in ("shape", "margin", "pathology", "split", "truncation")},
+                   **{k: v for k, v in options.items() if k in ("shape", "margin", "pathology", "split", "truncation",
+                                                                "sampler_steps", "guidance_scale", "repaint")},
                    **_notes_summary(notes)}
         if json_out:
             print_json(summary)
@@ -212,6 +217,8 @@ def register(app: typer.Typer) -> None:
         max_tries: int = typer.Option(50, "--max-tries", min=1, help="Positions tried per mask before drawing a new mask (default 50)."),
         max_resamples: int = typer.Option(5, "--max-resamples", min=1, help="Masks drawn per image before the image is reported as failed (default 5)."),
         device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+        sampler_steps: Optional[int] = typer.Option(None, "--sampler-steps", min=1, help="diffusion-infill runs: DDIM steps (default from the run's config, 25 on the demo config). Recorded in the manifest."),
+        repaint: Optional[int] = typer.Option(None, "--repaint", min=0, help="diffusion-infill runs: RePaint resamplings per DDIM step (default 0 = off)."),
         overwrite: bool = overwrite_option(),
         json_out: bool = typer.Option(False, "--json", help="Print the insertion report as JSON on stdout."),
     ) -> None:
@@ -224,6 +231,9 @@ def register(app: typer.Typer) -> None:
         mask_run, infill_run = resolve_run(masks), resolve_run(infill)
         mask_method = load_method(mask_run, device=device)
         infill_method = load_method(infill_run, device=device)
+        sampling = _sampling_options(infill_method, sampler_steps, None, repaint)
+        if sampling:
+            infill_method.configure_sampling(**sampling)
         report = insert_lesions(mask_method, infill_method, list(normals), n, out, seed=seed, split=split,
                                 size_from=size_from, pixel_spacing=pixel_spacing, placement=placement,
                                 skin_margin_mm=skin_margin_mm, out_format="dicom" if dicom else fmt, yolo=yolo,
@@ -339,9 +349,20 @@ def _split(split: str, method: object) -> str:
 
     if split not in ("train", "val", "test"):
         raise ConfigError(f"--split must be train, val or test, got {split!r}")
-    if getattr(method, "name", "") not in ("birads-aegan", "infill"):
-        raise ConfigError(f"--split applies to birads-aegan and infill runs only (this run is {getattr(method, 'name', '?')})")
+    if getattr(method, "name", "") not in ("birads-aegan", "infill", "diffusion-infill"):
+        raise ConfigError(f"--split applies to birads-aegan, infill and diffusion-infill runs only (this run is {getattr(method, 'name', '?')})")
     return split
+
+
+def _sampling_options(method: object, steps: Optional[int], guidance: Optional[float], repaint: Optional[int]) -> dict:
+    """``--sampler-steps``, ``--guidance-scale``, ``--repaint`` for diffusion runs; refused elsewhere."""
+    from mammosynth.errors import ConfigError
+
+    given = {k: v for k, v in (("sampler_steps", steps), ("guidance_scale", guidance), ("repaint", repaint)) if v is not None}
+    if given and not hasattr(method, "configure_sampling"):
+        flags = ", ".join("--" + k.replace("_", "-") for k in given)
+        raise ConfigError(f"{flags} applies to diffusion-infill runs only (this run is {getattr(method, 'name', '?')})")
+    return given
 
 
 def _truncation_option(method: object, truncation: Optional[float]) -> dict[str, float]:

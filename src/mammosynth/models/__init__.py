@@ -9,6 +9,7 @@ from mammosynth.errors import ConfigError
 METHODS: dict[str, str] = {
     "mask-dcgan": "mammosynth.models.mask_dcgan:MaskDCGAN",
     "infill": "mammosynth.models.infill:InfillGAN",
+    "diffusion-infill": "mammosynth.models.diffusion_infill:DiffusionInfill",
     "birads-aegan": "mammosynth.models.birads_aegan:BiradsAEGAN",
     "lesion-dcgan": "mammosynth.models.lesion_dcgan:LesionDCGAN",
     "mask-embedding": "mammosynth.models.mask_embedding:MaskEmbeddingGAN",

@@ -386,6 +386,13 @@ def infill_window(method: Any, window: np.ndarray, mask: np.ndarray, generator: 
     return out[0, 0].numpy()
 
 
+def _synthesis_info(method: Any) -> dict[str, Any]:
+    """How the infill model sampled (a diffusion model's sampler, steps, guidance scale), for the
+    manifest; {} for a model that says nothing (a GAN: one forward pass)."""
+    info = getattr(method, "synthesis_info", None)
+    return dict(info()) if callable(info) else {}
+
+
 # --------------------------------------------------------------------------------------
 # the run
 # --------------------------------------------------------------------------------------
@@ -499,7 +506,7 @@ def insert_lesions(
         info = report.as_dict()
         info.update(size_model=size_model.as_dict(), placement=placement, skin_margin_mm=skin_margin_mm, keep_detail=keep_detail,
                     model={"size": int(infill_method.size), "context": context, "margin_factor": factor,
-                           "trained_mm_per_model_px": trained})
+                           "trained_mm_per_model_px": trained, **_synthesis_info(infill_method)})
         writer.write_json("insert_report.json", info)
         if yolo:
             writer.write_yolo_dataset()
@@ -581,7 +588,8 @@ def _insert_one(t: Target, i: int, rng: np.random.Generator, entry: dict[str, An
     my, mx = site.y0 - wy0, site.x0 - wx0
     win_mask[my: my + site.mask.shape[0], mx: mx + site.mask.shape[1]] = site.mask
     window = t.imap.forward(_crop(stored_lo, wy0, wx0, side))  # the model's intensities, as in training
-    gen = torch.Generator(device=device).manual_seed(int(rng.integers(2**31)))
+    infill_seed = int(rng.integers(2**31))
+    gen = torch.Generator(device=device).manual_seed(infill_seed)
     fill = infill_window(infill_method, window, win_mask, gen, keep_detail=keep_detail)
     mm_per_model_px = side * spacing / float(infill_method.size)
     out_of_scale = bool(trained) and not (trained["min"] <= mm_per_model_px <= trained["max"])
@@ -609,7 +617,8 @@ def _insert_one(t: Target, i: int, rng: np.random.Generator, entry: dict[str, An
              "view_source": info.view_source, "flipped": t.flipped, "mask_seed": mask_seed,
              "spacing_source": info.spacing_source, "window_xy_side": [int(wx0 if not t.flipped else stored_lo.shape[1] - wx0 - side), wy0, side],
              "mm_per_model_px": round(mm_per_model_px, 5), "out_of_trained_scale": out_of_scale,
-             "pixels_changed": changed, "intensity": t.imap.describe()}
+             "pixels_changed": changed, "intensity": t.imap.describe(), "infill_seed": infill_seed,
+             **_synthesis_info(infill_method)}
     fname = writer.add_native(
         t.stored, fmt,
         [Lesion(mask=lesion_mask, attributes={"source_file": info.ref.name, "size_mm_hw": list(size_mm),
