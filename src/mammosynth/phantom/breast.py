@@ -64,13 +64,17 @@ STYLES: tuple[str, ...] = ("ffdm", "film")
 #: FAT_LEVEL and GLAND_LEVEL are the processed image of an all-fat / all-gland column.
 MU_FAT = 0.0456
 MU_GLAND = 0.0802
+#: Volumetric glandular fraction of the densest column the phantom draws (display level
+#: GLAND_LEVEL): volumetric breast density is ~5-50 % (Yaffe et al. 2009, Breast Cancer
+#: Res 11:R38: mean ~15-20 %), so FAT_LEVEL..GLAND_LEVEL spans 0..45 % glandular tissue.
+MAX_GLANDULAR_FRACTION = 0.45
 #: Compressed breast thickness (mm), uniform over this range (screening: ~40-65 mm).
 COMPRESSED_THICKNESS_MM = (40.0, 65.0)
-#: Noise-equivalent quanta per mm^2 behind 50 mm of 50 % glandular tissue at dose 1, and the
+#: Noise-equivalent quanta per mm^2 behind 50 mm of 20 % glandular tissue at dose 1, and the
 #: detector's own (electronic) noise in quanta per pixel. Calibrated so that the processed
 #: image's pixel noise matches the reference FFDM views at 0.1 mm/px (docs/phantom.md); a
 #: processed image amplifies noise, so these are far below the physical fluence.
-QUANTA_PER_MM2 = 1.2e4
+QUANTA_PER_MM2 = 6.0e4
 DETECTOR_NOISE_QUANTA = 4.0
 #: Detector point-spread function (Gaussian sd, mm): correlates the noise of fine pixels.
 DETECTOR_PSF_MM = 0.035
@@ -410,7 +414,23 @@ def _block_blur(a: np.ndarray, sigma_px: float, f: int) -> np.ndarray:
 def display_gain(compressed_mm: float) -> float:
     """Processed-image units per unit of added log attenuation (for a lesion's extra
     attenuation): the FAT..GLAND window spans the all-fat to all-gland column."""
-    return (GLAND_LEVEL - FAT_LEVEL) / ((MU_GLAND - MU_FAT) * compressed_mm)
+    return (GLAND_LEVEL - FAT_LEVEL) / ((MU_GLAND - MU_FAT) * MAX_GLANDULAR_FRACTION * compressed_mm)
+
+
+def lesion_gain(local: np.ndarray, compressed_mm: float, style: str = "ffdm") -> np.ndarray | float:
+    """Display change per unit of added log attenuation at local display level ``local``.
+
+    "ffdm": the window's constant gain (:func:`display_gain`). "film": the slope of the
+    characteristic curve at the local optical density (steepest mid-curve, flat in the toe
+    and shoulder), so a lesion loses contrast where the film saturates.
+    """
+    if style != "film":
+        return display_gain(compressed_mm)
+    od = (1.0 - np.clip(local, 0.0, 1.0)) * FILM_SCAN_MAX_OD
+    sig = np.clip((od - FILM_FOG) / (FILM_DMAX - FILM_FOG), 1e-3, 1 - 1e-3)
+    k = FILM_GAMMA * 4.0 / (FILM_DMAX - FILM_FOG)
+    # gray = 1 - OD / scan_max; dOD/dpath = -(Dmax - fog) sig (1 - sig) k / ln 10
+    return ((FILM_DMAX - FILM_FOG) * sig * (1.0 - sig) * k / np.log(10.0) / FILM_SCAN_MAX_OD).astype(np.float32)
 
 
 def acquire(composition: np.ndarray, thickness: np.ndarray, mask: np.ndarray, spacing: float, compressed_mm: float,
@@ -431,9 +451,9 @@ def acquire(composition: np.ndarray, thickness: np.ndarray, mask: np.ndarray, sp
        through a film characteristic curve (gamma ~3) set by automatic exposure on the
        dense tissue, film grain in optical density, and the scanner's blur.
     """
-    g = (composition - FAT_LEVEL) / (GLAND_LEVEL - FAT_LEVEL)
+    g = (composition - FAT_LEVEL) / (GLAND_LEVEL - FAT_LEVEL) * MAX_GLANDULAR_FRACTION
     mu = MU_FAT + (MU_GLAND - MU_FAT) * g
-    ref = 50.0 * 0.5 * (MU_FAT + MU_GLAND)
+    ref = 50.0 * (MU_FAT + 0.2 * (MU_GLAND - MU_FAT))
     if style == "film":
         # Without equalisation the compressed breast's rounded edge (~12 mm) darkens the periphery.
         depth_mm = ndi.distance_transform_edt(np.pad(mask, 4, mode="edge"))[4:-4, 4:-4].astype(np.float32) * spacing
@@ -449,7 +469,7 @@ def acquire(composition: np.ndarray, thickness: np.ndarray, mask: np.ndarray, sp
     f = max(1, int(round(0.4 / spacing)))
     if style == "ffdm":
         eq = path / (np.maximum(thickness, 0.05) * np.float32(compressed_mm))
-        img = thickness * (FAT_LEVEL + (GLAND_LEVEL - FAT_LEVEL) * (eq - MU_FAT) / (MU_GLAND - MU_FAT))
+        img = thickness * (FAT_LEVEL + (GLAND_LEVEL - FAT_LEVEL) * (eq - MU_FAT) / ((MU_GLAND - MU_FAT) * MAX_GLANDULAR_FRACTION))
         m = mask.astype(np.float32)
         s_px = USM_SIGMA_MM / spacing
         local = _block_blur(img * m, s_px, f) / np.maximum(_block_blur(m, s_px, f), 1e-3)
@@ -610,7 +630,7 @@ def render_breast(seed: int, shape: tuple[int, int] = (1024, 832), view: str = "
     fat_var_c = power_law_noise(r_fine, (h, w), 3.0, f_min=cs / 40.0)
     tissue_c = (FAT_LEVEL + 0.03 * fat_var_c + (GLAND_LEVEL - FAT_LEVEL) * gland_c
                 + 0.04 * streaks_c * (0.5 + gland_c)
-                + 0.12 * np.minimum(halo_c, 1.3) * (1.0 - 0.4 * gland_c)
+                + 0.09 * np.minimum(halo_c, 1.3) * (1.0 - 0.4 * gland_c)
                 + 0.26 * septa_c * (1.0 - 0.15 * gland_c)
                 + 0.16 * lig_c * (1.0 - 0.3 * gland_c))
     if view == "MLO":
@@ -635,7 +655,7 @@ def render_breast(seed: int, shape: tuple[int, int] = (1024, 832), view: str = "
         tissue -= 0.5 * ndi.gaussian_filter(rim, 0.3 / spacing) * (tissue - FAT_LEVEL + 0.1)
     # Fine texture at full resolution (structures below ~8 mm), where the coarse fields stop.
     fine = power_law_noise(r_fine, (H, W), FINE_BETA, f_min=spacing / 8.0)
-    tissue += 0.075 * fine * (0.7 + 0.4 * gland) + 0.13 * np.minimum(thin, 1.3) * (1.0 - 0.4 * gland)
+    tissue += 0.05 * fine * (0.7 + 0.4 * gland) + 0.10 * np.minimum(thin, 1.3) * (1.0 - 0.4 * gland)
 
     # Thickness falloff over the last ~3 mm (semicircular edge of the compressed breast),
     # then the skin line as peripheral equalisation shows it.
