@@ -50,7 +50,7 @@ DENSITY_FRACTION: dict[str, float] = {"A": 0.10, "B": 0.30, "C": 0.55, "D": 0.80
 TEXTURE_BETA = 3.0
 #: Exponent of the fine (< 8 mm) texture drawn at full resolution: processed FFDM is
 #: flatter at fine scales (its curvilinear detail and the unsharp mask), so lower than 3.
-FINE_BETA = 2.6
+FINE_BETA = 2.4
 
 #: Display levels (processed image, [0, 1]) of the tissue classes.
 FAT_LEVEL = 0.21
@@ -74,10 +74,10 @@ COMPRESSED_THICKNESS_MM = (40.0, 65.0)
 #: detector's own (electronic) noise in quanta per pixel. Calibrated so that the processed
 #: image's pixel noise matches the reference FFDM views at 0.1 mm/px (docs/phantom.md); a
 #: processed image amplifies noise, so these are far below the physical fluence.
-QUANTA_PER_MM2 = 6.0e4
+QUANTA_PER_MM2 = 4.0e4
 DETECTOR_NOISE_QUANTA = 4.0
 #: Detector point-spread function (Gaussian sd, mm): correlates the noise of fine pixels.
-DETECTOR_PSF_MM = 0.035
+DETECTOR_PSF_MM = 0.025
 #: Unsharp-mask contrast of the processed look: gain and Gaussian sd (mm).
 USM_GAIN = 0.3
 USM_SIGMA_MM = 3.0
@@ -90,6 +90,8 @@ FILM_GAMMA = 3.0
 FILM_LOG_E0 = 0.3
 FILM_GRAIN_OD = 0.03
 FILM_SCAN_MAX_OD = 3.2
+#: Width (mm) of the compressed breast's rounded edge, which a film shows un-equalised.
+FILM_EDGE_MM = 25.0
 
 
 @dataclass
@@ -455,13 +457,14 @@ def acquire(composition: np.ndarray, thickness: np.ndarray, mask: np.ndarray, sp
     mu = MU_FAT + (MU_GLAND - MU_FAT) * g
     ref = 50.0 * (MU_FAT + 0.2 * (MU_GLAND - MU_FAT))
     if style == "film":
-        # Without equalisation the compressed breast's rounded edge (~12 mm) darkens the periphery.
+        # Without equalisation the compressed breast's rounded edge (~20 mm) darkens the periphery.
         depth_mm = ndi.distance_transform_edt(np.pad(mask, 4, mode="edge"))[4:-4, 4:-4].astype(np.float32) * spacing
-        t_film = np.sqrt(np.clip(1.0 - (1.0 - np.clip(depth_mm / 12.0, 0, 1)) ** 2, 0.0, None)) * np.maximum(thickness, 0.999)
-        thickness = np.minimum(thickness, 0.25 + 0.75 * t_film)
+        t_film = 0.2 + 0.8 * np.clip(depth_mm / FILM_EDGE_MM, 0.0, 1.0) ** 0.8
+        thickness = np.minimum(thickness, t_film)
     path = thickness * np.float32(compressed_mm) * mu
-    quanta = np.float32(QUANTA_PER_MM2 * dose * spacing * spacing) * np.exp(np.minimum(ref - path, 30.0))
-    sd = np.sqrt(1.0 / quanta + (DETECTOR_NOISE_QUANTA / quanta) ** 2)
+    # 1 / quanta per pixel; the log signal's variance is 1/N (Poisson) + (e/N)^2 (detector).
+    inv_quanta = np.exp(np.minimum(path - np.float32(ref), 30.0)) * np.float32(1.0 / (QUANTA_PER_MM2 * dose * spacing * spacing))
+    sd = np.sqrt(inv_quanta * (1.0 + np.float32(DETECTOR_NOISE_QUANTA ** 2) * inv_quanta))
     path = path + sd * rng.standard_normal(path.shape, dtype=np.float32)
     psf = DETECTOR_PSF_MM / spacing
     if psf > 0.15:
@@ -603,7 +606,7 @@ def render_breast(seed: int, shape: tuple[int, int] = (1024, 832), view: str = "
         pts, t, _ = random_curves(r_str, starts, heads, lengths, curvature=0.12 * spacing / 0.2, step=step)
         lines += _splat((H, W), pts, (0.5 * np.maximum(np.sin(np.pi * t), 0) ** 0.8).astype(np.float32))
     lines *= np.float32(step / 0.7)  # same line density whatever the step
-    thin = ndi.gaussian_filter(lines, 0.2 / spacing)
+    thin = ndi.gaussian_filter(lines, 0.12 / spacing)
     thin /= np.float32(np.percentile(thin[mask][::7], 99.7) + 1e-6)
     # The broad halo of each strand is smooth: blur it on the coarse grid.
     thin_pad = np.pad(thin, ((0, h * f - H), (0, w * f - W)))

@@ -40,6 +40,7 @@ from mammosynth.phantom.breast import (
     USM_GAIN,
     USM_SIGMA_MM,
     PhantomBreast,
+    _block_blur,
     _smoothstep,
     lesion_gain,
     power_law_noise,
@@ -242,7 +243,7 @@ def render_mass_window(image: np.ndarray, breast: np.ndarray, center_xy: tuple[f
     if style == "ffdm":
         # The processed image's unsharp mask acts on the lesion's signal too (it is linear).
         s_px = USM_SIGMA_MM * px_per_mm
-        delta = delta + USM_GAIN * (delta - ndi.gaussian_filter(delta, s_px, mode="constant"))
+        delta = delta + USM_GAIN * (delta - _block_blur(delta, s_px, max(1, int(round(0.4 * px_per_mm)))))
     # The mass replaces part of the column it occupies: its own texture is damped.
     damp = np.clip(thick_mm / compressed_mm, 0.0, 0.5)
     out = image + damp * (local - image) + delta
