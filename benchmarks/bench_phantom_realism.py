@@ -23,10 +23,12 @@ demo config) trained on the train split of a phantom store, accuracy on held-out
 
 "Today's" phantom is main's ``src/mammosynth/phantom`` copied into a temporary package
 (``git show main:...``), so both run in the same process on the same machine. The table
-goes into docs/phantom.md between the ``realism-table`` markers; all numbers also go to
-``--json``.
+goes into docs/phantom.md between the ``realism-table`` markers.
 
-    OMP_NUM_THREADS=1 python benchmarks/bench_phantom_realism.py [--quick] [--no-auc] [--no-margins]
+    OMP_NUM_THREADS=1 python benchmarks/bench_phantom_realism.py [--quick] [--parts stats,speed,auc,margins]
+
+Each part writes ``benchmarks/results/phantom_realism_<part>.json``; the table in the doc is
+made from all the part files there, so parts can run separately (or at the same time).
 """
 
 from __future__ import annotations
@@ -232,101 +234,132 @@ def write_docs(text: str, path: Path) -> None:
     tmp.replace(path)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--quick", action="store_true", help="4 phantom normals per set, 40 mini-MIAS normals, fewer tiles")
-    ap.add_argument("--no-auc", action="store_true", help="skip the two-sample tests")
-    ap.add_argument("--no-margins", action="store_true", help="skip margin learnability")
-    ap.add_argument("--margin-lesions", type=int, default=600, help="lesions in the learnability store (default 600)")
-    ap.add_argument("--margin-steps", type=int, default=600, help="classifier steps (default 600)")
-    ap.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "phantom_realism.json")
-    ap.add_argument("--docs", type=Path, default=ROOT / "docs" / "phantom.md", help="doc to write the table into ('' = none)")
-    args = ap.parse_args()
-    import torch
+PARTS = ("stats", "speed", "auc", "margins")
 
-    torch.set_num_threads(1)
+
+def run_parts(parts: set[str], args, results: dict, t0: float) -> None:
     import mammosynth.phantom as new
 
     old, commit = old_phantom()
+    results["commit_today"] = commit
     n_ph = 4 if args.quick else 8
-    t0 = time.perf_counter()
-    results: dict = {"commit_today": commit, "quick": bool(args.quick), "stats": {}, "auc": {}, "margins": {}, "speed": {}}
-    rows = []
-
-    refs = reference_views()
-    mias = mias_normals(40 if args.quick else None)
-    rows.append(("real FFDM reference views (native)", "~0.1", len(refs), summarise([realism_stats(i, m, 0.1) for _, i, m in refs])))
-    rows.append(("real FFDM reference views, binned 2x2", "~0.2", len(refs),
-                 summarise([realism_stats(bin2(i), bin2(m.astype(np.float32)) > 0.5, 0.2) for _, i, m in refs])))
-    rows.append(("real mini-MIAS normal films", "0.2", len(mias), summarise([realism_stats(i, m, 0.2) for _, i, m in mias])))
-    sets = {}
-    for label, pkg, kw in ((f"phantom today ({commit})", old, {}), ("phantom new, ffdm", new, {}), ("phantom new, film", new, {"style": "film"})):
-        for spacing, shape in ((0.2, (1024, 832)), (0.1, (2048, 1664))):
-            if spacing == 0.1 and kw.get("style") == "film":
-                continue  # mini-MIAS is 0.2 mm/px only
-            ims = phantom_normals(pkg, n_ph if spacing == 0.2 else max(2, n_ph // 2), shape, **kw)
-            if spacing == 0.2:
-                sets[label] = [(b.image, b.breast_mask) for b in ims]
-            rows.append((label, f"{spacing}", len(ims), summarise([realism_stats(b.image, b.breast_mask, spacing) for b in ims])))
-            print(f"[{time.perf_counter() - t0:6.0f} s] {label} at {spacing} mm/px", flush=True)
-    results["stats"] = {f"{name} @ {sp}": s for name, sp, _, s in rows}
-    print(table(rows), flush=True)
-
-    # Speed: the demo phantom (400 lesions, 24 normals, 64 px), today's and the new one, same process.
-    for label, pkg in (("today", old), ("new", new)):
-        with tempfile.TemporaryDirectory() as tmp:
-            w, c = time.perf_counter(), time.process_time()
-            pkg.write_phantom_store(Path(tmp) / "p.h5", n_lesions=400, n_normals=24, patch_size=64, progress=False)
-            results["speed"][label] = {"wall_s": time.perf_counter() - w, "cpu_s": time.process_time() - c}
-        print(f"[{time.perf_counter() - t0:6.0f} s] demo store {label}: {results['speed'][label]}", flush=True)
-
-    if not args.no_auc:
+    sets: dict = {}
+    todo = ((f"phantom today ({commit})", old, {}), ("phantom new, ffdm", new, {}), ("phantom new, film", new, {"style": "film"}))
+    if "stats" in parts:
+        refs = reference_views()
+        mias = mias_normals(40 if args.quick else None)
+        rows = [("real FFDM reference views (native)", "~0.1", len(refs), summarise([realism_stats(i, m, 0.1) for _, i, m in refs])),
+                ("real FFDM reference views, binned 2x2", "~0.2", len(refs),
+                 summarise([realism_stats(bin2(i), bin2(m.astype(np.float32)) > 0.5, 0.2) for _, i, m in refs])),
+                ("real mini-MIAS normal films", "0.2", len(mias), summarise([realism_stats(i, m, 0.2) for _, i, m in mias]))]
+        for label, pkg, kw in todo:
+            for spacing, shape in ((0.2, (1024, 832)), (0.1, (2048, 1664))):
+                if spacing == 0.1 and kw.get("style") == "film":
+                    continue  # mini-MIAS is 0.2 mm/px only
+                ims = phantom_normals(pkg, n_ph if spacing == 0.2 else max(2, n_ph // 2), shape, **kw)
+                rows.append((label, f"{spacing}", len(ims), summarise([realism_stats(b.image, b.breast_mask, spacing) for b in ims])))
+                print(f"[{time.perf_counter() - t0:6.0f} s] {label} at {spacing} mm/px", flush=True)
+        results["rows"] = rows
+        print(table(rows), flush=True)
+    if "speed" in parts:
+        # The demo phantom (400 lesions, 24 normals, 64 px), today's and the new one, same process.
+        results["speed"] = {}
+        for label, pkg in (("today", old), ("new", new)):
+            with tempfile.TemporaryDirectory() as tmp:
+                w, c = time.perf_counter(), time.process_time()
+                pkg.write_phantom_store(Path(tmp) / "p.h5", n_lesions=400, n_normals=24, patch_size=64, progress=False)
+                results["speed"][label] = {"wall_s": time.perf_counter() - w, "cpu_s": time.process_time() - c}
+            print(f"[{time.perf_counter() - t0:6.0f} s] demo store {label}: {results['speed'][label]}", flush=True)
+    if "auc" in parts:
+        results["auc"] = {}
         rng = np.random.default_rng(0)
-        per = 3 if args.quick else 4
+        per = 2
+        mias = mias_normals(40 if args.quick else None)
         real_tiles, g_real = tissue_tiles([(i, m) for _, i, m in mias], per, rng)
         real_mass, g_rm = dihedral(np.stack([patch_window(p) for p in mias_mass_patches()]))
-        for label, pkg, kw in ((f"phantom today ({commit})", old, {}), ("phantom new, ffdm", new, {}), ("phantom new, film", new, {"style": "film"})):
-            ims = sets[label] + [(b.image, b.breast_mask) for b in phantom_normals(pkg, 24 if not args.quick else 8, (1024, 832), **kw)[n_ph:]]
-            syn_tiles, g_syn = tissue_tiles(ims, max(per, len(real_tiles) // max(len(ims), 1) + 1), rng)
+        for label, pkg, kw in todo:
+            ims = [(b.image, b.breast_mask) for b in phantom_normals(pkg, 8 if args.quick else 24, (1024, 832), **kw)]
+            syn_tiles, g_syn = tissue_tiles(ims, len(real_tiles) // len(ims) + 1, rng)
             tiles = c2st(real_tiles, syn_tiles, g_real, g_syn)
             masses = phantom_mass_patches(pkg, 60 if args.quick else 100, **kw)
             syn_mass, g_sm = dihedral(np.stack([patch_window(p) for p in masses]))
             mass = c2st(real_mass, syn_mass, g_rm, g_sm)
             results["auc"][label] = {"tissue_tiles_128": tiles, "mass_patches_64": mass}
             print(f"[{time.perf_counter() - t0:6.0f} s] C2ST {label}: tiles {tiles['auc']:.3f}, masses {mass['auc']:.3f}", flush=True)
-
-    if not args.no_margins:
+    if "margins" in parts:
+        results["margins"] = {}
         with tempfile.TemporaryDirectory() as tmp:
             for label, pkg in (("today", old), ("new", new)):
                 results["margins"][label] = margin_learnability(pkg.write_phantom_store, args.margin_lesions, args.margin_steps, Path(tmp), label)
                 print(f"[{time.perf_counter() - t0:6.0f} s] margins {label}: {results['margins'][label]}", flush=True)
 
-    results["seconds"] = time.perf_counter() - t0
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(results, indent=1))
-    text = [f"Made by `OMP_NUM_THREADS=1 python benchmarks/bench_phantom_realism.py{' --quick' if args.quick else ''}` "
-            f"({results['seconds'] / 60:.0f} min, one thread); ranges are min–max over the images; \"today\" is main at {commit}.", "",
-            table(rows)]
-    if results["auc"]:
+
+def render(results: dict) -> str:
+    commit = results.get("commit_today", "main")
+    text = [f"Made by `OMP_NUM_THREADS=1 python benchmarks/bench_phantom_realism.py` (one thread; parts: "
+            + ", ".join(f"{k} {v['minutes']:.0f} min{' quick' if v['quick'] else ''}" for k, v in results.get("runs", {}).items())
+            + f"); ranges are min–max over the images; \"today\" is main at {commit}.", ""]
+    if results.get("rows"):
+        text.append(table([tuple(r) for r in results["rows"]]))
+    if results.get("auc"):
         text += ["", "| phantom | C2ST AUC, 128 px tissue tiles vs mini-MIAS normals (95 % CI) | C2ST AUC, 64 px masses vs mini-MIAS masses (95 % CI) |",
                  "|---|---|---|"]
         for label, r in results["auc"].items():
             a, b = r["tissue_tiles_128"], r["mass_patches_64"]
-            text.append(f"| {label} | {a['auc']:.3f} ({a['auc_ci'][0]:.2f}–{a['auc_ci'][1]:.2f}; {a['n_real']} real / {a['n_synthetic']} phantom) | "
+            text.append(f"| {label} | {a['auc']:.3f} ({a['auc_ci'][0]:.2f}–{a['auc_ci'][1]:.2f}; {a['n_real']} real / {a['n_synthetic']} phantom tiles) | "
                         f"{b['auc']:.3f} ({b['auc_ci'][0]:.2f}–{b['auc_ci'][1]:.2f}; {b['n_real'] // 8} real / {b['n_synthetic'] // 8} phantom lesions) |")
-    if results["margins"]:
-        text += ["", "| phantom | margin accuracy, held-out patients (chance 0.20) | per class (circ. / obsc. / microlob. / ill-def. / spic.) | test lesions |",
-                 "|---|---|---|---|"]
+    if results.get("margins"):
+        text += ["", "| phantom | margin accuracy, held-out patients (chance 0.20) | per class (circ. / obsc. / microlob. / ill-def. / spic.) | shape accuracy (chance 0.25) | test lesions |",
+                 "|---|---|---|---|---|"]
         for label, r in results["margins"].items():
             pc = " / ".join("–" if v is None else f"{v:.2f}" for v in r["per_class"].values())
-            text.append(f"| {label} | {r['margin_accuracy']:.3f} | {pc} | {r['n_test']} |")
-    if results["speed"]:
+            text.append(f"| {label} | {r['margin_accuracy']:.3f} | {pc} | {r['shape_accuracy']:.3f} | {r['n_test']} |")
+    if results.get("speed"):
         sp = results["speed"]
         text += ["", f"Demo phantom store (400 lesions, 24 normals, 64 px), same process: today {sp['today']['wall_s']:.1f} s wall / "
                  f"{sp['today']['cpu_s']:.1f} s CPU, new {sp['new']['wall_s']:.1f} s wall / {sp['new']['cpu_s']:.1f} s CPU."]
+    return "\n".join(text)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="4 phantom normals per set, 40 mini-MIAS normals, fewer tiles")
+    ap.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)} (default all)")
+    ap.add_argument("--margin-lesions", type=int, default=600, help="lesions in the learnability store (default 600)")
+    ap.add_argument("--margin-steps", type=int, default=600, help="classifier steps (default 600)")
+    ap.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results",
+                    help="folder of the per-part JSON files (each run updates its parts' files)")
+    ap.add_argument("--docs", type=Path, default=ROOT / "docs" / "phantom.md", help="doc to write the table into ('' = none)")
+    args = ap.parse_args()
+    parts = {p.strip() for p in args.parts.split(",") if p.strip()}
+    if not parts <= set(PARTS):
+        ap.error(f"--parts: unknown {sorted(parts - set(PARTS))}; choose from {','.join(PARTS)}")
+    import torch
+
+    torch.set_num_threads(1)
+    t0 = time.perf_counter()
+    results: dict = {}
+    run_parts(parts, args, results, t0)
+    minutes = (time.perf_counter() - t0) / 60
+    args.results.mkdir(parents=True, exist_ok=True)
+    for part, key in (("stats", "rows"), ("speed", "speed"), ("auc", "auc"), ("margins", "margins")):
+        if part in parts:
+            out = {key: results[key], "commit_today": results["commit_today"], "minutes": minutes, "quick": bool(args.quick)}
+            tmp = args.results / f".phantom_realism_{part}.json.tmp"
+            tmp.write_text(json.dumps(out, indent=1))
+            tmp.replace(args.results / f"phantom_realism_{part}.json")
+    merged: dict = {"runs": {}}
+    for part, key in (("stats", "rows"), ("speed", "speed"), ("auc", "auc"), ("margins", "margins")):
+        f = args.results / f"phantom_realism_{part}.json"
+        if f.exists():
+            d = json.loads(f.read_text())
+            merged[key] = d[key]
+            merged["commit_today"] = d["commit_today"]
+            merged["runs"][part] = {"minutes": d["minutes"], "quick": d["quick"]}
+    text = render(merged)
     if str(args.docs):
-        write_docs("\n".join(text), args.docs)
-    print("\n".join(text))
+        write_docs(text, args.docs)
+    print(text)
 
 
 if __name__ == "__main__":

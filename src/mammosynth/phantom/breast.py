@@ -639,7 +639,7 @@ def render_breast(seed: int, shape: tuple[int, int] = (1024, 832), view: str = "
     if view == "MLO":
         # Pectoral muscle: bright, fibres along its border, brighter in the chest-wall corner.
         along_muscle = float(np.arctan2(-geo.pect_size[1], geo.pect_size[0]))
-        fibres_c = power_law_noise(r_pect, (h, w), 3.0, stretch=0.3, angle=along_muscle)
+        fibres_c = power_law_noise(r_pect, (h, w), 3.0, stretch=4.0, angle=along_muscle)
         corner = 1.0 - np.clip(np.hypot(xs / geo.pect_size[0], ys / geo.pect_size[1]), 0, 1)
         muscle_c = PECTORAL_LEVEL + 0.10 * corner + 0.05 * fibres_c + 0.03 * streaks_c + 0.03 * fat_var_c
         tissue_c = tissue_c + pect_c * (muscle_c - tissue_c)  # a cheap coarse pre-blend ...
@@ -650,8 +650,8 @@ def render_breast(seed: int, shape: tuple[int, int] = (1024, 832), view: str = "
         # ... sharpened at full resolution with the exact pectoral border.
         muscle = _upsample(muscle_c, f, H, W)
         # Fine striations along the fibres, at full resolution.
-        striae = power_law_noise(r_pect, (H, W), 2.4, stretch=0.15, angle=along_muscle, f_min=spacing / 6.0)
-        muscle = muscle + 0.035 * striae
+        striae = power_law_noise(r_pect, (H, W), 2.4, stretch=6.0, angle=along_muscle, f_min=spacing / 6.0)
+        muscle = muscle + 0.03 * striae
         tissue += geo.pectoral * (muscle - tissue)
         # The fat plane just outside the muscle shows as a thin dark line along its edge.
         rim = geo.pectoral * (1.0 - geo.pectoral)
