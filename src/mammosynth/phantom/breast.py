@@ -64,17 +64,17 @@ STYLES: tuple[str, ...] = ("ffdm", "film")
 #: FAT_LEVEL and GLAND_LEVEL are the processed image of an all-fat / all-gland column.
 MU_FAT = 0.0456
 MU_GLAND = 0.0802
-#: Volumetric glandular fraction of the densest column the phantom draws (display level
-#: GLAND_LEVEL): volumetric breast density is ~5-50 % (Yaffe et al. 2009, Breast Cancer
-#: Res 11:R38: mean ~15-20 %), so FAT_LEVEL..GLAND_LEVEL spans 0..45 % glandular tissue.
-MAX_GLANDULAR_FRACTION = 0.45
+#: Volumetric glandular fraction of the column the phantom draws at display level
+#: GLAND_LEVEL: screening populations' volumetric breast density is mostly ~5-30 % (mean
+#: ~15-20 %), so FAT_LEVEL..GLAND_LEVEL spans 0..30 % glandular tissue along the beam.
+MAX_GLANDULAR_FRACTION = 0.30
 #: Compressed breast thickness (mm), uniform over this range (screening: ~40-65 mm).
 COMPRESSED_THICKNESS_MM = (40.0, 65.0)
 #: Noise-equivalent quanta per mm^2 behind 50 mm of 20 % glandular tissue at dose 1, and the
 #: detector's own (electronic) noise in quanta per pixel. Calibrated so that the processed
 #: image's pixel noise matches the reference FFDM views at 0.1 mm/px (docs/phantom.md); a
 #: processed image amplifies noise, so these are far below the physical fluence.
-QUANTA_PER_MM2 = 4.0e4
+QUANTA_PER_MM2 = 9.0e4
 DETECTOR_NOISE_QUANTA = 4.0
 #: Detector point-spread function (Gaussian sd, mm): correlates the noise of fine pixels.
 DETECTOR_PSF_MM = 0.025
@@ -577,7 +577,7 @@ def render_breast(seed: int, shape: tuple[int, int] = (1024, 832), view: str = "
     # arch out to the skin through the subcutaneous fat (curves, in px).
     area_mm2 = float(mask.sum()) * spacing * spacing
     pick = np.flatnonzero(mask.ravel())
-    n_tr = int(area_mm2 / 200.0)
+    n_tr = int(area_mm2 / 300.0)
     sel = r_str.choice(pick, n_tr)
     starts = np.stack([sel % W, sel // W], 1).astype(np.float32)
     # Fewer strands right behind the nipple, where they would pile up into a star.
@@ -633,7 +633,7 @@ def render_breast(seed: int, shape: tuple[int, int] = (1024, 832), view: str = "
     fat_var_c = power_law_noise(r_fine, (h, w), 3.0, f_min=cs / 40.0)
     tissue_c = (FAT_LEVEL + 0.03 * fat_var_c + (GLAND_LEVEL - FAT_LEVEL) * gland_c
                 + 0.04 * streaks_c * (0.5 + gland_c)
-                + 0.09 * np.minimum(halo_c, 1.3) * (1.0 - 0.4 * gland_c)
+                + 0.08 * np.minimum(halo_c, 1.3) * (1.0 - 0.4 * gland_c)
                 + 0.26 * septa_c * (1.0 - 0.15 * gland_c)
                 + 0.16 * lig_c * (1.0 - 0.3 * gland_c))
     if view == "MLO":
@@ -658,7 +658,7 @@ def render_breast(seed: int, shape: tuple[int, int] = (1024, 832), view: str = "
         tissue -= 0.5 * ndi.gaussian_filter(rim, 0.3 / spacing) * (tissue - FAT_LEVEL + 0.1)
     # Fine texture at full resolution (structures below ~8 mm), where the coarse fields stop.
     fine = power_law_noise(r_fine, (H, W), FINE_BETA, f_min=spacing / 8.0)
-    tissue += 0.05 * fine * (0.7 + 0.4 * gland) + 0.10 * np.minimum(thin, 1.3) * (1.0 - 0.4 * gland)
+    tissue += 0.05 * fine * (0.7 + 0.4 * gland) + 0.08 * np.minimum(thin, 1.3) * (1.0 - 0.4 * gland)
 
     # Thickness falloff over the last ~3 mm (semicircular edge of the compressed breast),
     # then the skin line as peripheral equalisation shows it.

@@ -196,7 +196,7 @@ def render_mass_window(image: np.ndarray, breast: np.ndarray, center_xy: tuple[f
     # The 3-D body {(rho, theta, z): (rho / R(theta))^2 + (z / c)^2 < 1} projects to a
     # thickness 2 c sqrt(1 - q^2) (mm); c is the half-depth along the beam.
     radius_mm = radius * pixel_spacing_mm
-    depth_mm = 2.0 * radius_mm * rng.uniform(0.6, 1.0)
+    depth_mm = 2.0 * radius_mm * rng.uniform(0.7, 1.0)
     profile = np.sqrt(np.clip(1.0 - q * q, 0.0, 1.0))
     mask = q < 1.0
     if margin == "ill_defined":
