@@ -25,7 +25,7 @@ demo config) trained on the train split of a phantom store, accuracy on held-out
 (``git show main:...``), so both run in the same process on the same machine. The table
 goes into docs/phantom.md between the ``realism-table`` markers.
 
-    OMP_NUM_THREADS=1 python benchmarks/bench_phantom_realism.py [--quick] [--parts stats,speed,auc,margins]
+    OMP_NUM_THREADS=1 python benchmarks/bench_phantom_realism.py [--quick] [--parts stats,speed,auc,margins,figure]
 
 Each part writes ``benchmarks/results/phantom_realism_<part>.json``; the table in the doc is
 made from all the part files there, so parts can run separately (or at the same time).
@@ -234,7 +234,35 @@ def write_docs(text: str, path: Path) -> None:
     tmp.replace(path)
 
 
-PARTS = ("stats", "speed", "auc", "margins")
+PARTS = ("stats", "speed", "auc", "margins", "figure")
+
+
+def figure(out: Path) -> None:
+    """Today's phantom, the new one (ffdm) and the new film look: one MLO and one CC breast each
+    (same seed and density), 0.2 mm/px, shown at half size, side by side."""
+    from PIL import Image, ImageDraw
+
+    import mammosynth.phantom as new
+
+    old, commit = old_phantom()
+    cols = [(f"today ({commit})", old, {}), ("new, ffdm", new, {}), ("new, film", new, {"style": "film"})]
+    tiles = []
+    for view, density in (("MLO", "B"), ("CC", "C")):
+        row = []
+        for _, pkg, kw in cols:
+            img = pkg.render_breast(3, (1024, 832), view=view, density=density, **kw).image
+            row.append(Image.fromarray((np.clip(img, 0, 1) * 255).astype(np.uint8)).resize((416, 512), Image.LANCZOS))
+        tiles.append(row)
+    pad, title = 6, 20
+    sheet = Image.new("L", (3 * 416 + 4 * pad, 2 * 512 + 3 * pad + title), 255)
+    draw = ImageDraw.Draw(sheet)
+    for j, (name, _, _) in enumerate(cols):
+        draw.text((pad + j * (416 + pad), 4), name, fill=0)
+        for i in range(2):
+            sheet.paste(tiles[i][j], (pad + j * (416 + pad), title + pad + i * (512 + pad)))
+    tmp = out.with_suffix(".tmp.png")
+    sheet.save(tmp, optimize=True)
+    tmp.replace(out)
 
 
 def run_parts(parts: set[str], args, results: dict, t0: float) -> None:
@@ -339,6 +367,11 @@ def main() -> None:
     torch.set_num_threads(1)
     t0 = time.perf_counter()
     results: dict = {}
+    if "figure" in parts:
+        figure(ROOT / "docs" / "phantom_today_vs_new.png")
+        parts.discard("figure")
+        if not parts:
+            return
     run_parts(parts, args, results, t0)
     minutes = (time.perf_counter() - t0) / 60
     args.results.mkdir(parents=True, exist_ok=True)
