@@ -1,7 +1,9 @@
-"""Procedural full-field mammograms: outline, skin, pectoral muscle, parenchyma.
+"""Procedural full-field mammograms: outline, skin, pectoral muscle, parenchyma, acquisition.
 
-The image is built in "tissue density" units and mapped to a processed, for-presentation
-FFDM look (MONOCHROME2, 1 = dense, background 0):
+The breast is drawn as a tissue-composition map (display levels: FAT_LEVEL all fat,
+GLAND_LEVEL the densest drawn column), then projected, detected and processed
+(:func:`acquire`) into a for-presentation FFDM look (MONOCHROME2, 1 = dense, background 0)
+or a digitised screen-film look (``style="film"``):
 
 * **outline**: a semi-ellipse (CC) or an axillary-tail shape (MLO) with the chest wall at
   x = 0 for a left breast; the right breast is the mirror image;
@@ -9,21 +11,25 @@ FFDM look (MONOCHROME2, 1 = dense, background 0):
   signal falls to 0 at the edge (a semicircular thickness profile);
 * **skin line**: a bright band peaking 1.6-2.4 mm inside the edge, as peripheral
   equalisation shows it in processed images, then the darker subcutaneous fat (4-9 mm);
-* **parenchyma**: a fibroglandular field from softly thresholded 1/f^beta (beta = 3) noise,
-  partly drawn on a polar grid around the nipple so structures converge on it, inside an
+* **parenchyma**: a fibroglandular field from softly thresholded power-law noise, partly
+  drawn on a polar grid around the nipple so structures converge on it, inside an
   anatomical envelope (cone behind the nipple, spared subcutaneous and retroglandular fat),
   whose area fraction sets the BI-RADS density category A-D; fat lobules (Voronoi cells of
   ~3-13 mm) that scallop the dense tissue, with thin septa; curvilinear fibrous strands
-  (trabeculae converging on the nipple, Cooper's ligaments arching in the subcutaneous fat);
-  fine 1/f^3 texture and quantum noise at full resolution;
-* **pectoral muscle** on MLO: a bright textured triangle in the upper chest-wall corner with
-  a slightly convex border and fibres running along it.
+  (tortuous trabeculae converging on the nipple, Cooper's ligaments arching in the
+  subcutaneous fat, broad ligament bands); fine power-law texture (beta 2.4) at full resolution;
+* **pectoral muscle** on MLO: a bright triangle in the upper chest-wall corner with a sharp,
+  slightly convex border, a thin dark fat plane outside it, and fibres along the muscle;
+* **acquisition**: attenuation integrated along the beam (Johns & Yaffe 1987 coefficients,
+  40-65 mm compressed thickness), Poisson quantum noise whose variance grows as pixels
+  shrink and the dose falls, a detector noise term and PSF, then thickness equalisation,
+  windowing and an unsharp mask (FFDM) or a film characteristic curve with grain (film).
 
 Geometry is in canvas fractions and texture scales are in millimetres, so one seed gives the
-same breast at any resolution. By default the canvas is 204.8 mm tall: (1024, 832) is
-0.2 mm/px (a 4x-downsampled FFDM), (4084, 3328) is 0.05 mm/px. Smooth fields are drawn on a
-~0.4 mm grid and upsampled; only the fine texture, thin strands, outline and skin are
-computed at full resolution (0.2 s per 1024x832 mammogram on one core).
+same breast at any resolution (the noise, as in a real detector, depends on the pixel size).
+By default the canvas is 204.8 mm tall: (1024, 832) is 0.2 mm/px (a 4x-downsampled FFDM),
+(2048, 1664) is 0.1 mm/px. Smooth fields are drawn on a ~0.4 mm grid and upsampled; only
+the fine texture, thin strands, outline, skin and noise are computed at full resolution.
 """
 
 from __future__ import annotations
@@ -448,8 +454,8 @@ def acquire(composition: np.ndarray, thickness: np.ndarray, mask: np.ndarray, sp
        log signal has variance 1/N (so it grows as pixels shrink, the dose falls or the
        tissue gets denser), plus a detector term (e/N)^2; then the detector PSF.
     3. "ffdm": thickness equalisation (A / t: the periphery shows the same tissue scale as
-       the centre), the FAT..GLAND window, the skin roll-off, and an unsharp mask (gain 0.6,
-       3 mm) computed inside the breast only. "film": no equalisation; the exposure goes
+       the centre), the FAT..GLAND window, the skin roll-off, and an unsharp mask
+       (USM_GAIN, USM_SIGMA_MM) computed inside the breast only. "film": no equalisation; the exposure goes
        through a film characteristic curve (gamma ~3) set by automatic exposure on the
        dense tissue, film grain in optical density, and the scanner's blur.
     """

@@ -1,27 +1,27 @@
-"""Masses in every BI-RADS shape and margin, rendered into phantom tissue.
+"""Masses in every BI-RADS shape and margin, rendered into phantom tissue as projected 3-D bodies.
 
-A mass is a solid of projected thickness ``p`` (an ellipsoid-like profile,
-``p = (1 - q^2)^0.35`` with ``q`` the radius normalised by the contour ``R(theta)``). It adds
-attenuation to what lies in front of and behind it, so it is *blended*, never pasted::
-
-    I_out = 1 - (1 - I_tissue) * exp(-c * p)
-
-after it displaces part of the tissue it occupies (at its centre 60% of ``I_tissue`` is
-replaced by a homogeneous level halfway between the local mean and the glandular level, so
-the texture inside the mass is damped). c ~ 0.75-1.1 (a mass over fat at I = 0.2 reaches
-~0.7-0.8; over dense tissue it gains less, as real masses are harder to see in dense
-breasts). The tissue texture stays visible, damped, through the mass.
+A mass is the body ``{(rho, theta, z): (rho / R(theta))^2 + (z / c)^2 < 1}``: the contour
+``R(theta)`` sets its outline, ``2c`` (0.7-1.0 x its diameter) its depth along the beam, and
+it projects to a thickness ``t = 2c sqrt(1 - q^2)`` (``q`` = radius over ``R(theta)``). It
+displaces the tissue in its column, so it adds ``t (mu_mass - mu_background)`` of
+attenuation, with ``mu_mass = mu_gland (1 + excess)`` (``excess`` drawn per lesion from
+``contrast_range``, default 0-0.10: carcinoma is ~5 % more attenuating than fibroglandular
+tissue, Johns & Yaffe 1987) and the background composition read from the local image. The
+added attenuation goes through the breast's display gain and unsharp mask (FFDM) or the film
+curve's local slope, so a mass is about as bright as glandular tissue: plain over fat,
+hidden in dense tissue. Its own texture is damped by the share of the column it fills.
 
 Shapes (the contour ``R(theta)``): round (aspect 0.88-1), oval (aspect 0.5-0.72), lobulated
 (3-5 broad lobes with notches between), irregular (random harmonics plus angular
 extensions, no symmetry).
 Margins: circumscribed (sharp edge), obscured (sharp edge with 120-220 degrees of the border
-hidden by overlying dense tissue), microlobulated (8-13 uneven small scallops), ill_defined
-(edge blurred over 15-30% of the radius and frayed by noise), spiculated (10-24 tapering
-spicules radiating 0.5-1.3 radii beyond the border, with a slightly blurred body edge).
+hidden by overlying glandular tissue, added as real attenuation), microlobulated (8-13
+uneven small scallops), ill_defined (density fading over 15-30% of the radius beyond a
+frayed outline), spiculated (10-24 thin tapering spicules radiating 0.5-1.3 radii beyond the
+border: fibrous sheets a good part of the mass's depth deep at their root).
 
-The mask is the exact region ``q < 1`` (plus the spicule cores for spiculated masses),
-restricted to the breast.
+The mask is the exact projected body ``q < 1`` (plus the spicule cores for spiculated
+masses), restricted to the breast.
 """
 
 from __future__ import annotations
