@@ -158,9 +158,10 @@ def patch_window(p: np.ndarray) -> np.ndarray:
 
 
 def dihedral(patches: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """4 views per patch (identity, mirror, 180 degrees, its mirror), grouped by patch."""
     views, groups = [], []
     for i, p in enumerate(patches):
-        for k in range(4):
+        for k in (0, 2):
             r = np.rot90(p, k)
             views += [r, r[:, ::-1]]
             groups += [i, i]
@@ -272,7 +273,9 @@ def run_parts(parts: set[str], args, results: dict, t0: float) -> None:
     results["commit_today"] = commit
     n_ph = 4 if args.quick else 8
     sets: dict = {}
-    todo = ((f"phantom today ({commit})", old, {}), ("phantom new, ffdm", new, {}), ("phantom new, film", new, {"style": "film"}))
+    todo = tuple(t for t, key in zip(((f"phantom today ({commit})", old, {}), ("phantom new, ffdm", new, {}),
+                                      ("phantom new, film", new, {"style": "film"})), ("today", "ffdm", "film"))
+                 if key in args.sets)
     if "stats" in parts:
         refs = reference_views()
         mias = mias_normals(40 if args.quick else None)
@@ -335,7 +338,7 @@ def render(results: dict) -> str:
         for label, r in results["auc"].items():
             a, b = r["tissue_tiles_128"], r["mass_patches_64"]
             text.append(f"| {label} | {a['auc']:.3f} ({a['auc_ci'][0]:.2f}–{a['auc_ci'][1]:.2f}; {a['n_real']} real / {a['n_synthetic']} phantom tiles) | "
-                        f"{b['auc']:.3f} ({b['auc_ci'][0]:.2f}–{b['auc_ci'][1]:.2f}; {b['n_real'] // 8} real / {b['n_synthetic'] // 8} phantom lesions) |")
+                        f"{b['auc']:.3f} ({b['auc_ci'][0]:.2f}–{b['auc_ci'][1]:.2f}; {b['n_real'] // 4} real / {b['n_synthetic'] // 4} phantom lesions) |")
     if results.get("margins"):
         text += ["", "| phantom | margin accuracy, held-out patients (chance 0.20) | per class (circ. / obsc. / microlob. / ill-def. / spic.) | shape accuracy (chance 0.25) | test lesions |",
                  "|---|---|---|---|---|"]
@@ -353,6 +356,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="4 phantom normals per set, 40 mini-MIAS normals, fewer tiles")
     ap.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)} (default all)")
+    ap.add_argument("--sets", default="today,ffdm,film", help="phantom sets for the stats and auc parts (default today,ffdm,film)")
     ap.add_argument("--margin-lesions", type=int, default=600, help="lesions in the learnability store (default 600)")
     ap.add_argument("--margin-steps", type=int, default=600, help="classifier steps (default 600)")
     ap.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results",
@@ -360,6 +364,7 @@ def main() -> None:
     ap.add_argument("--docs", type=Path, default=ROOT / "docs" / "phantom.md", help="doc to write the table into ('' = none)")
     args = ap.parse_args()
     parts = {p.strip() for p in args.parts.split(",") if p.strip()}
+    args.sets = {v.strip() for v in args.sets.split(",") if v.strip()}
     if not parts <= set(PARTS):
         ap.error(f"--parts: unknown {sorted(parts - set(PARTS))}; choose from {','.join(PARTS)}")
     import torch
@@ -375,20 +380,29 @@ def main() -> None:
     run_parts(parts, args, results, t0)
     minutes = (time.perf_counter() - t0) / 60
     args.results.mkdir(parents=True, exist_ok=True)
-    for part, key in (("stats", "rows"), ("speed", "speed"), ("auc", "auc"), ("margins", "margins")):
+    def save(name: str, key: str, value) -> None:
+        out = {key: value, "commit_today": results["commit_today"], "minutes": minutes, "quick": bool(args.quick)}
+        tmp = args.results / f".phantom_realism_{name}.json.tmp"
+        tmp.write_text(json.dumps(out, indent=1))
+        tmp.replace(args.results / f"phantom_realism_{name}.json")
+
+    for part, key in (("stats", "rows"), ("speed", "speed"), ("margins", "margins")):
         if part in parts:
-            out = {key: results[key], "commit_today": results["commit_today"], "minutes": minutes, "quick": bool(args.quick)}
-            tmp = args.results / f".phantom_realism_{part}.json.tmp"
-            tmp.write_text(json.dumps(out, indent=1))
-            tmp.replace(args.results / f"phantom_realism_{part}.json")
-    merged: dict = {"runs": {}}
-    for part, key in (("stats", "rows"), ("speed", "speed"), ("auc", "auc"), ("margins", "margins")):
-        f = args.results / f"phantom_realism_{part}.json"
-        if f.exists():
-            d = json.loads(f.read_text())
+            save(part, key, results[key])
+    if "auc" in parts:  # one file per phantom set, so sets can run in separate processes
+        for label, value in results["auc"].items():
+            save("auc-" + label.split(" (")[0].replace("phantom ", "").replace(", ", "-"), "auc", {label: value})
+    merged: dict = {"runs": {}, "auc": {}}
+    files = [(p, p.stem.removeprefix("phantom_realism_")) for p in sorted(args.results.glob("phantom_realism_*.json"))]
+    for f, name in files:
+        d = json.loads(f.read_text())
+        key = next(k for k in ("rows", "speed", "auc", "margins") if k in d)
+        if key == "auc":
+            merged["auc"].update(d["auc"])
+        else:
             merged[key] = d[key]
-            merged["commit_today"] = d["commit_today"]
-            merged["runs"][part] = {"minutes": d["minutes"], "quick": d["quick"]}
+        merged["commit_today"] = d["commit_today"]
+        merged["runs"][name] = {"minutes": d["minutes"], "quick": d["quick"]}
     text = render(merged)
     if str(args.docs):
         write_docs(text, args.docs)
