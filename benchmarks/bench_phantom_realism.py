@@ -277,12 +277,15 @@ def run_parts(parts: set[str], args, results: dict, t0: float) -> None:
                                       ("phantom new, film", new, {"style": "film"})), ("today", "ffdm", "film"))
                  if key in args.sets)
     if "stats" in parts:
-        refs = reference_views()
-        mias = mias_normals(40 if args.quick else None)
-        rows = [("real FFDM reference views (native)", "~0.1", len(refs), summarise([realism_stats(i, m, 0.1) for _, i, m in refs])),
-                ("real FFDM reference views, binned 2x2", "~0.2", len(refs),
-                 summarise([realism_stats(bin2(i), bin2(m.astype(np.float32)) > 0.5, 0.2) for _, i, m in refs])),
-                ("real mini-MIAS normal films", "0.2", len(mias), summarise([realism_stats(i, m, 0.2) for _, i, m in mias]))]
+        rows = []
+        if "real" in args.sets:
+            refs = reference_views()
+            mias = mias_normals(40 if args.quick else None)
+            rows += [("real FFDM reference views (native)", "~0.1", len(refs), summarise([realism_stats(i, m, 0.1) for _, i, m in refs])),
+                     ("real FFDM reference views, binned 2x2", "~0.2", len(refs),
+                      summarise([realism_stats(bin2(i), bin2(m.astype(np.float32)) > 0.5, 0.2) for _, i, m in refs])),
+                     ("real mini-MIAS normal films", "0.2", len(mias), summarise([realism_stats(i, m, 0.2) for _, i, m in mias]))]
+            print(f"[{time.perf_counter() - t0:6.0f} s] real images", flush=True)
         for label, pkg, kw in todo:
             for spacing, shape in ((0.2, (1024, 832)), (0.1, (2048, 1664))):
                 if spacing == 0.1 and kw.get("style") == "film":
@@ -331,7 +334,9 @@ def render(results: dict) -> str:
             + ", ".join(f"{k} {v['minutes']:.0f} min{' quick' if v['quick'] else ''}" for k, v in results.get("runs", {}).items())
             + f"); ranges are min–max over the images; \"today\" is main at {commit}.", ""]
     if results.get("rows"):
-        text.append(table([tuple(r) for r in results["rows"]]))
+        order = ("real", "phantom today", "phantom new, ffdm", "phantom new, film")
+        rows = sorted(results["rows"], key=lambda r: (next(i for i, o in enumerate(order) if r[0].startswith(o)), r[1]))
+        text.append(table([tuple(r) for r in rows]))
     if results.get("auc"):
         text += ["", "| phantom | C2ST AUC, 128 px tissue tiles vs mini-MIAS normals (95 % CI) | C2ST AUC, 64 px masses vs mini-MIAS masses (95 % CI) |",
                  "|---|---|---|"]
@@ -356,7 +361,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="4 phantom normals per set, 40 mini-MIAS normals, fewer tiles")
     ap.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)} (default all)")
-    ap.add_argument("--sets", default="today,ffdm,film", help="phantom sets for the stats and auc parts (default today,ffdm,film)")
+    ap.add_argument("--sets", default="real,today,ffdm,film",
+                    help="image sets for the stats part (real, today, ffdm, film) and the auc part (today, ffdm, film); default all")
     ap.add_argument("--margin-lesions", type=int, default=600, help="lesions in the learnability store (default 600)")
     ap.add_argument("--margin-steps", type=int, default=600, help="classifier steps (default 600)")
     ap.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results",
@@ -386,19 +392,23 @@ def main() -> None:
         tmp.write_text(json.dumps(out, indent=1))
         tmp.replace(args.results / f"phantom_realism_{name}.json")
 
-    for part, key in (("stats", "rows"), ("speed", "speed"), ("margins", "margins")):
+    for part, key in (("speed", "speed"), ("margins", "margins")):
         if part in parts:
             save(part, key, results[key])
+    if "stats" in parts:  # one file per set of images, so sets can run in separate processes
+        save("stats-" + "-".join(k for k in ("real", "today", "ffdm", "film") if k in args.sets), "rows", results["rows"])
     if "auc" in parts:  # one file per phantom set, so sets can run in separate processes
         for label, value in results["auc"].items():
             save("auc-" + label.split(" (")[0].replace("phantom ", "").replace(", ", "-"), "auc", {label: value})
-    merged: dict = {"runs": {}, "auc": {}}
+    merged: dict = {"runs": {}, "auc": {}, "rows": []}
     files = [(p, p.stem.removeprefix("phantom_realism_")) for p in sorted(args.results.glob("phantom_realism_*.json"))]
     for f, name in files:
         d = json.loads(f.read_text())
         key = next(k for k in ("rows", "speed", "auc", "margins") if k in d)
         if key == "auc":
             merged["auc"].update(d["auc"])
+        elif key == "rows":
+            merged["rows"] += [r for r in d["rows"] if r not in merged["rows"]]
         else:
             merged[key] = d[key]
         merged["commit_today"] = d["commit_today"]
