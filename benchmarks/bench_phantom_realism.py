@@ -291,7 +291,10 @@ def run_parts(parts: set[str], args, results: dict, t0: float) -> None:
                 if spacing == 0.1 and kw.get("style") == "film":
                     continue  # mini-MIAS is 0.2 mm/px only
                 ims = phantom_normals(pkg, n_ph if spacing == 0.2 else max(2, n_ph // 2), shape, **kw)
-                rows.append((label, f"{spacing}", len(ims), summarise([realism_stats(b.image, b.breast_mask, spacing) for b in ims])))
+                # The same breast-mask rule as for the real images (a film's burnt-out periphery
+                # falls below its threshold there too), inside the phantom's own breast.
+                rows.append((label, f"{spacing}", len(ims), summarise([
+                    realism_stats(b.image, real_breast_mask(b.image) & b.breast_mask, spacing) for b in ims])))
                 print(f"[{time.perf_counter() - t0:6.0f} s] {label} at {spacing} mm/px", flush=True)
         results["rows"] = rows
         print(table(rows), flush=True)
