@@ -375,3 +375,17 @@ def test_realism_stats_of_a_phantom_are_finite_and_in_range(full_breasts) -> Non
     s = realism_stats(full_breasts["MLO"].image, full_breasts["MLO"].breast_mask, 0.2)
     assert s["n_tiles"] > 10 and 2.0 < s["beta"] < 3.6
     assert 0.0 < s["p5"] < s["p50"] < s["p95"] <= 1.0 and 0.0 < s["noise"] < 0.1 and 0.0 < s["tile_cv"] < 1.0
+
+
+def test_real_breast_mask_keeps_the_breast_and_drops_labels() -> None:
+    from mammosynth.phantom.realism import bin2, real_breast_mask
+
+    rng = np.random.default_rng(1)
+    yy, xx = np.mgrid[0:256, 0:256]
+    breast = (xx ** 2 + (yy - 128) ** 2) < 100 ** 2
+    label = (yy > 20) & (yy < 40) & (xx > 200) & (xx < 240)  # a film label: bright, separate
+    img = np.where(breast, 0.6, 0.0) + np.where(label, 0.9, 0.0) + rng.normal(0, 0.02, (256, 256))
+    mask = real_breast_mask(img.astype(np.float32))
+    assert mask.shape == img.shape and not mask[label].any()
+    assert (mask & breast).sum() / breast.sum() > 0.97 and (mask & ~breast).sum() / breast.sum() < 0.03
+    assert bin2(img).shape == (128, 128) and bin2(img)[0, 0] == pytest.approx(img[:2, :2].mean())
