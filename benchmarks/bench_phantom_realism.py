@@ -327,6 +327,8 @@ def run_parts(parts: set[str], args, results: dict, t0: float) -> None:
         results["margins"] = {}
         with tempfile.TemporaryDirectory() as tmp:
             for label, pkg in (("today", old), ("new", new)):
+                if {"today": "today", "new": "ffdm"}[label] not in args.sets:
+                    continue
                 results["margins"][label] = margin_learnability(pkg.write_phantom_store, args.margin_lesions, args.margin_steps, Path(tmp), label)
                 print(f"[{time.perf_counter() - t0:6.0f} s] margins {label}: {results['margins'][label]}", flush=True)
 
@@ -395,21 +397,23 @@ def main() -> None:
         tmp.write_text(json.dumps(out, indent=1))
         tmp.replace(args.results / f"phantom_realism_{name}.json")
 
-    for part, key in (("speed", "speed"), ("margins", "margins")):
-        if part in parts:
-            save(part, key, results[key])
+    if "speed" in parts:
+        save("speed", "speed", results["speed"])
+    if "margins" in parts:  # one file per phantom, so they can run in separate processes
+        for label, value in results["margins"].items():
+            save(f"margins-{label}", "margins", {label: value})
     if "stats" in parts:  # one file per set of images, so sets can run in separate processes
         save("stats-" + "-".join(k for k in ("real", "today", "ffdm", "film") if k in args.sets), "rows", results["rows"])
     if "auc" in parts:  # one file per phantom set, so sets can run in separate processes
         for label, value in results["auc"].items():
             save("auc-" + label.split(" (")[0].replace("phantom ", "").replace(", ", "-"), "auc", {label: value})
-    merged: dict = {"runs": {}, "auc": {}, "rows": []}
+    merged: dict = {"runs": {}, "auc": {}, "margins": {}, "rows": []}
     files = [(p, p.stem.removeprefix("phantom_realism_")) for p in sorted(args.results.glob("phantom_realism_*.json"))]
     for f, name in files:
         d = json.loads(f.read_text())
         key = next(k for k in ("rows", "speed", "auc", "margins") if k in d)
-        if key == "auc":
-            merged["auc"].update(d["auc"])
+        if key in ("auc", "margins"):
+            merged.setdefault(key, {}).update(d[key])
         elif key == "rows":
             merged["rows"] += [r for r in d["rows"] if r not in merged["rows"]]
         else:
