@@ -350,11 +350,11 @@ def render(results: dict) -> str:
             text.append(f"| {label} | {a['auc']:.3f} ({a['auc_ci'][0]:.2f}–{a['auc_ci'][1]:.2f}; {a['n_real']} real / {a['n_synthetic']} phantom tiles) | "
                         f"{b['auc']:.3f} ({b['auc_ci'][0]:.2f}–{b['auc_ci'][1]:.2f}; {b['n_real'] // 4} real / {b['n_synthetic'] // 4} phantom lesions) |")
     if results.get("margins"):
-        text += ["", "| phantom | margin accuracy, held-out patients (chance 0.20) | per class (circ. / obsc. / microlob. / ill-def. / spic.) | shape accuracy (chance 0.25) | test lesions |",
-                 "|---|---|---|---|---|"]
+        text += ["", "| phantom | store lesions / classifier steps | margin accuracy, held-out patients (chance 0.20) | per class (circ. / obsc. / microlob. / ill-def. / spic.) | shape accuracy (chance 0.25) | test lesions |",
+                 "|---|---|---|---|---|---|"]
         for label, r in results["margins"].items():
             pc = " / ".join("–" if v is None else f"{v:.2f}" for v in r["per_class"].values())
-            text.append(f"| {label} | {r['margin_accuracy']:.3f} | {pc} | {r['shape_accuracy']:.3f} | {r['n_test']} |")
+            text.append(f"| {label} | {r['n_lesions']} / {r['steps']} | {r['margin_accuracy']:.3f} | {pc} | {r['shape_accuracy']:.3f} | {r['n_test']} |")
     if results.get("speed"):
         sp = results["speed"]
         text += ["", f"Demo phantom store (400 lesions, 24 normals, 64 px), same process: today {sp['today']['wall_s']:.1f} s wall / "
