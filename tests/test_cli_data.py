@@ -130,7 +130,8 @@ def test_interrupted_ingest_leaves_no_half_written_file(tmp_path, monkeypatch):
 
 def test_help_explains_options(capsys):
     for cmd, options in {
-        "phantom": ["--out", "--lesions", "--normals", "--size", "--seed", "--normal-size", "--json"],
+        "phantom": ["--out", "--lesions", "--normals", "--size", "--seed", "--normal-size", "--style", "--mass-contrast",
+                    "--mass-size", "--json"],
         "ingest": ["--root", "--csv", "--out", "--size", "--normal-size", "--calcifications", "--json"],
         "labels": ["--csv", "--json"],
         "info": ["--json"],
@@ -149,6 +150,10 @@ def test_bad_source_and_size_are_one_line_errors(tmp_path, capsys):
     assert rc != 0 and "unknown data source" in err
     rc, _, err = _run(capsys, "data", "phantom", "--out", str(tmp_path / "p.h5"), "--normal-size", "big")
     assert rc != 0 and "--normal-size" in err
+    rc, _, err = _run(capsys, "data", "phantom", "--out", str(tmp_path / "p.h5"), "--mass-contrast", "low")
+    assert rc != 0 and "--mass-contrast" in err and len(err.strip().splitlines()) == 1
+    rc, _, err = _run(capsys, "data", "phantom", "--out", str(tmp_path / "p.h5"), "--mass-size", "30,10")
+    assert rc != 0 and "size range" in err and not (tmp_path / "p.h5").exists()
 
 
 def test_phantom_command(tmp_path, capsys):

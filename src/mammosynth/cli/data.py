@@ -66,6 +66,15 @@ def _split_fractions(text: str) -> tuple[float, float, float]:
     return parse_fractions(text)
 
 
+def _pair(text: str, option: str) -> tuple[float, float]:
+    """'LO,HI' -> (lo, hi) floats, or a one-line ConfigError naming the option."""
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise ConfigError(f"{option}: expected two numbers LO,HI, got {text!r}") from None
+    return lo, hi
+
+
 def _info_tables(info: dict[str, Any]) -> None:
     from rich.table import Table
 
@@ -116,6 +125,9 @@ def phantom_cmd(
     normal_size: str = typer.Option("1024x832", "--normal-size", help="Normal mammogram canvas HxW in pixels (drawn at 1024x832, 0.2 mm/px, then resized)."),
     contact_sheet: Optional[Path] = typer.Option(None, "--contact-sheet", help="Also write a labelled contact sheet PNG (4 mammograms + one patch per shape x margin)."),
     split_fractions: str = typer.Option("0.8,0.1,0.1", "--split-fractions", help=SPLIT_FRACTIONS_HELP),
+    style: str = typer.Option("ffdm", "--style", help="Look of the images: ffdm (processed full-field digital) or film (digitised screen-film, like mini-MIAS)."),
+    mass_contrast: str = typer.Option("0,0.1", "--mass-contrast", help="LO,HI range of each mass's excess attenuation over fibroglandular tissue (0.05 = 5 % denser); lower for subtler masses."),
+    mass_size: str = typer.Option("8,35", "--mass-size", help="LO,HI range of mass diameters in mm (log-normal around 15 mm, clipped)."),
     as_json: bool = typer.Option(False, "--json", help="Print the dataset summary as one JSON object on stdout."),
 ) -> None:
     """Draw a procedural phantom dataset (breasts with BI-RADS-labelled masses) into FILE.h5."""
@@ -126,7 +138,8 @@ def phantom_cmd(
     hw = parse_hw(normal_size)
     fractions = _split_fractions(split_fractions)
     write_phantom_store(out, lesions, normals, size, normal_size=hw, seed=seed, progress=not as_json,
-                        split_fractions=fractions)
+                        split_fractions=fractions, style=style, mass_contrast_range=_pair(mass_contrast, "--mass-contrast"),
+                        mass_size_range_mm=_pair(mass_size, "--mass-size"))
     if contact_sheet is not None:
         from mammosynth.phantom.contact_sheet import write_contact_sheet
 

@@ -1,7 +1,9 @@
-"""Procedural full-field mammograms: outline, skin, pectoral muscle, parenchyma.
+"""Procedural full-field mammograms: outline, skin, pectoral muscle, parenchyma, acquisition.
 
-The image is built in "tissue density" units and mapped to a processed, for-presentation
-FFDM look (MONOCHROME2, 1 = dense, background 0):
+The breast is drawn as a tissue-composition map (display levels: FAT_LEVEL all fat,
+GLAND_LEVEL the densest drawn column), then projected, detected and processed
+(:func:`acquire`) into a for-presentation FFDM look (MONOCHROME2, 1 = dense, background 0)
+or a digitised screen-film look (``style="film"``):
 
 * **outline**: a semi-ellipse (CC) or an axillary-tail shape (MLO) with the chest wall at
   x = 0 for a left breast; the right breast is the mirror image;
@@ -9,21 +11,25 @@ FFDM look (MONOCHROME2, 1 = dense, background 0):
   signal falls to 0 at the edge (a semicircular thickness profile);
 * **skin line**: a bright band peaking 1.6-2.4 mm inside the edge, as peripheral
   equalisation shows it in processed images, then the darker subcutaneous fat (4-9 mm);
-* **parenchyma**: a fibroglandular field from softly thresholded 1/f^beta (beta = 3) noise,
-  partly drawn on a polar grid around the nipple so structures converge on it, inside an
+* **parenchyma**: a fibroglandular field from softly thresholded power-law noise, partly
+  drawn on a polar grid around the nipple so structures converge on it, inside an
   anatomical envelope (cone behind the nipple, spared subcutaneous and retroglandular fat),
   whose area fraction sets the BI-RADS density category A-D; fat lobules (Voronoi cells of
   ~3-13 mm) that scallop the dense tissue, with thin septa; curvilinear fibrous strands
-  (trabeculae converging on the nipple, Cooper's ligaments arching in the subcutaneous fat);
-  fine 1/f^3 texture and quantum noise at full resolution;
-* **pectoral muscle** on MLO: a bright textured triangle in the upper chest-wall corner with
-  a slightly convex border and fibres running along it.
+  (tortuous trabeculae converging on the nipple, Cooper's ligaments arching in the
+  subcutaneous fat, broad ligament bands); fine power-law texture (beta 2.4) at full resolution;
+* **pectoral muscle** on MLO: a bright triangle in the upper chest-wall corner with a sharp,
+  slightly convex border, a thin dark fat plane outside it, and fibres along the muscle;
+* **acquisition**: attenuation integrated along the beam (Johns & Yaffe 1987 coefficients,
+  40-65 mm compressed thickness), Poisson quantum noise whose variance grows as pixels
+  shrink and the dose falls, a detector noise term and PSF, then thickness equalisation,
+  windowing and an unsharp mask (FFDM) or a film characteristic curve with grain (film).
 
 Geometry is in canvas fractions and texture scales are in millimetres, so one seed gives the
-same breast at any resolution. By default the canvas is 204.8 mm tall: (1024, 832) is
-0.2 mm/px (a 4x-downsampled FFDM), (4084, 3328) is 0.05 mm/px. Smooth fields are drawn on a
-~0.4 mm grid and upsampled; only the fine texture, thin strands, outline and skin are
-computed at full resolution (0.2 s per 1024x832 mammogram on one core).
+same breast at any resolution (the noise, as in a real detector, depends on the pixel size).
+By default the canvas is 204.8 mm tall: (1024, 832) is 0.2 mm/px (a 4x-downsampled FFDM),
+(2048, 1664) is 0.1 mm/px. Smooth fields are drawn on a ~0.4 mm grid and upsampled; only
+the fine texture, thin strands, outline, skin and noise are computed at full resolution.
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ from scipy import ndimage as ndi
 
 from mammosynth.errors import ConfigError
 
-PHANTOM_VERSION = 1
+PHANTOM_VERSION = 2
 DENSITIES: tuple[str, ...] = ("A", "B", "C", "D")
 VIEWS: tuple[str, ...] = ("CC", "MLO")
 #: Canvas height in millimetres when no pixel spacing is given: (1024, 832) -> 0.2 mm/px.
@@ -48,11 +54,50 @@ CANVAS_HEIGHT_MM = 204.8
 DENSITY_FRACTION: dict[str, float] = {"A": 0.10, "B": 0.30, "C": 0.55, "D": 0.80}
 #: Power-law exponent of the anatomical noise (P(f) ~ 1/f^beta; real mammograms 2.5-3.5).
 TEXTURE_BETA = 3.0
+#: Exponent of the fine (< 8 mm) texture drawn at full resolution: processed FFDM is
+#: flatter at fine scales (its curvilinear detail and the unsharp mask), so lower than 3.
+FINE_BETA = 2.4
 
 #: Display levels (processed image, [0, 1]) of the tissue classes.
-FAT_LEVEL = 0.17
-GLAND_LEVEL = 0.60
+FAT_LEVEL = 0.21
+GLAND_LEVEL = 0.50
 PECTORAL_LEVEL = 0.56
+
+#: Rendering styles: a processed full-field digital mammogram, or digitised screen film.
+STYLES: tuple[str, ...] = ("ffdm", "film")
+#: Linear attenuation coefficients (1/mm) of adipose and fibroglandular tissue at ~20 keV
+#: (Johns & Yaffe 1987, Phys Med Biol 32:675: 0.456 and 0.802 1/cm); the display levels
+#: FAT_LEVEL and GLAND_LEVEL are the processed image of an all-fat / all-gland column.
+MU_FAT = 0.0456
+MU_GLAND = 0.0802
+#: Volumetric glandular fraction of the column the phantom draws at display level
+#: GLAND_LEVEL: screening populations' volumetric breast density is mostly ~5-30 % (mean
+#: ~15-20 %), so FAT_LEVEL..GLAND_LEVEL spans 0..30 % glandular tissue along the beam.
+MAX_GLANDULAR_FRACTION = 0.30
+#: Compressed breast thickness (mm), uniform over this range (screening: ~40-65 mm).
+COMPRESSED_THICKNESS_MM = (40.0, 65.0)
+#: Noise-equivalent quanta per mm^2 behind 50 mm of 20 % glandular tissue at dose 1, and the
+#: detector's own (electronic) noise in quanta per pixel. Calibrated so that the processed
+#: image's pixel noise matches the reference FFDM views at 0.1 mm/px (docs/phantom.md); a
+#: processed image amplifies noise, so these are far below the physical fluence.
+QUANTA_PER_MM2 = 9.0e4
+DETECTOR_NOISE_QUANTA = 4.0
+#: Detector point-spread function (Gaussian sd, mm): correlates the noise of fine pixels.
+DETECTOR_PSF_MM = 0.025
+#: Unsharp-mask contrast of the processed look: gain and Gaussian sd (mm).
+USM_GAIN = 0.3
+USM_SIGMA_MM = 3.0
+#: Screen-film look: fog and maximum optical density, gamma (OD per decade of exposure at
+#: the curve's steepest point), speed point (log10 exposure, relative to the AEC point),
+#: film granularity (OD sd of a 50 um sample) and the scanner's OD range (0 -> white).
+FILM_FOG = 0.2
+FILM_DMAX = 3.6
+FILM_GAMMA = 3.0
+FILM_LOG_E0 = 0.3
+FILM_GRAIN_OD = 0.03
+FILM_SCAN_MAX_OD = 3.2
+#: Width (mm) of the compressed breast's rounded edge, which a film shows un-equalised.
+FILM_EDGE_MM = 25.0
 
 
 @dataclass
@@ -286,7 +331,7 @@ def _outline(rng: np.random.Generator, view: str, H: int, W: int, spacing: float
         s = xx / px_top + yy / py_left
         along = np.clip(xx / px_top - yy / py_left, -1, 1)
         edge = 1.0 + bulge * (1 - along * along)   # bows out most half-way along the border
-        soft = 0.6 / spacing / min(px_top, py_left)  # a ~0.6 mm soft border, in units of s
+        soft = 0.25 / spacing / min(px_top, py_left)  # a sharp (~0.25 mm) border, in units of s
         pect = (1.0 - _smoothstep(edge - soft, edge + soft, s)).astype(np.float32)
         pect_size = (float(px_top), float(py_left))
     else:
@@ -361,6 +406,96 @@ def _radial_noise(rng: np.random.Generator, H: int, W: int, nipple: tuple[float,
     return (out * _smoothstep(0.0, 25.0 / cell, pr)).astype(np.float32)
 
 
+# -- acquisition: attenuation, quanta, detector, processing --------------------------------
+def _block_blur(a: np.ndarray, sigma_px: float, f: int) -> np.ndarray:
+    """Gaussian blur of sd ``sigma_px`` done on an f-times coarser block-mean grid (a wide
+    smooth kernel loses nothing there) and upsampled back to ``a``'s shape."""
+    H, W = a.shape
+    if f <= 1:
+        return ndi.gaussian_filter(a, sigma_px)
+    h, w = -(-H // f), -(-W // f)
+    pad = np.pad(a, ((0, h * f - H), (0, w * f - W)), mode="edge")
+    small = pad.reshape(h, f, w, f).mean(axis=(1, 3))
+    return _upsample(ndi.gaussian_filter(small, sigma_px / f), f, H, W)
+
+
+def display_gain(compressed_mm: float) -> float:
+    """Processed-image units per unit of added log attenuation (for a lesion's extra
+    attenuation): the FAT..GLAND window spans the all-fat to all-gland column."""
+    return (GLAND_LEVEL - FAT_LEVEL) / ((MU_GLAND - MU_FAT) * MAX_GLANDULAR_FRACTION * compressed_mm)
+
+
+def lesion_gain(local: np.ndarray, compressed_mm: float, style: str = "ffdm") -> np.ndarray | float:
+    """Display change per unit of added log attenuation at local display level ``local``.
+
+    "ffdm": the window's constant gain (:func:`display_gain`). "film": the slope of the
+    characteristic curve at the local optical density (steepest mid-curve, flat in the toe
+    and shoulder), so a lesion loses contrast where the film saturates.
+    """
+    if style != "film":
+        return display_gain(compressed_mm)
+    od = (1.0 - np.clip(local, 0.0, 1.0)) * FILM_SCAN_MAX_OD
+    sig = np.clip((od - FILM_FOG) / (FILM_DMAX - FILM_FOG), 1e-3, 1 - 1e-3)
+    k = FILM_GAMMA * 4.0 / (FILM_DMAX - FILM_FOG)
+    # gray = 1 - OD / scan_max; dOD/dpath = -(Dmax - fog) sig (1 - sig) k / ln 10
+    return ((FILM_DMAX - FILM_FOG) * sig * (1.0 - sig) * k / np.log(10.0) / FILM_SCAN_MAX_OD).astype(np.float32)
+
+
+def acquire(composition: np.ndarray, thickness: np.ndarray, mask: np.ndarray, spacing: float, compressed_mm: float,
+            rng: np.random.Generator, dose: float = 1.0, style: str = "ffdm") -> np.ndarray:
+    """Project, detect and process: tissue composition -> the displayed image (H, W) in [0, 1].
+
+    ``composition`` (H, W) is the column's tissue in display levels (FAT_LEVEL all fat,
+    GLAND_LEVEL all fibroglandular); ``thickness`` (H, W) in [0, 1] the relative compressed
+    thickness (falls to 0 at the skin); ``compressed_mm`` the full thickness.
+
+    1. Log attenuation along the beam: ``A = t T mu``, ``mu = mu_fat + (mu_gland - mu_fat) g``.
+    2. Detected quanta per pixel ``N = Q dose s^2 exp(-(A - A_ref))``: Poisson noise in the
+       log signal has variance 1/N (so it grows as pixels shrink, the dose falls or the
+       tissue gets denser), plus a detector term (e/N)^2; then the detector PSF.
+    3. "ffdm": thickness equalisation (A / t: the periphery shows the same tissue scale as
+       the centre), the FAT..GLAND window, the skin roll-off, and an unsharp mask
+       (USM_GAIN, USM_SIGMA_MM) computed inside the breast only. "film": no equalisation; the exposure goes
+       through a film characteristic curve (gamma ~3) set by automatic exposure on the
+       dense tissue, film grain in optical density, and the scanner's blur.
+    """
+    g = (composition - FAT_LEVEL) / (GLAND_LEVEL - FAT_LEVEL) * MAX_GLANDULAR_FRACTION
+    mu = MU_FAT + (MU_GLAND - MU_FAT) * g
+    ref = 50.0 * (MU_FAT + 0.2 * (MU_GLAND - MU_FAT))
+    if style == "film":
+        # Without equalisation the compressed breast's rounded edge (~20 mm) darkens the periphery.
+        depth_mm = ndi.distance_transform_edt(np.pad(mask, 4, mode="edge"))[4:-4, 4:-4].astype(np.float32) * spacing
+        t_film = 0.2 + 0.8 * np.clip(depth_mm / FILM_EDGE_MM, 0.0, 1.0) ** 0.8
+        thickness = np.minimum(thickness, t_film)
+    path = thickness * np.float32(compressed_mm) * mu
+    # 1 / quanta per pixel; the log signal's variance is 1/N (Poisson) + (e/N)^2 (detector).
+    inv_quanta = np.exp(np.minimum(path - np.float32(ref), 30.0)) * np.float32(1.0 / (QUANTA_PER_MM2 * dose * spacing * spacing))
+    sd = np.sqrt(inv_quanta * (1.0 + np.float32(DETECTOR_NOISE_QUANTA ** 2) * inv_quanta))
+    path = path + sd * rng.standard_normal(path.shape, dtype=np.float32)
+    psf = DETECTOR_PSF_MM / spacing
+    if psf > 0.15:
+        path = ndi.gaussian_filter(path, psf)
+    f = max(1, int(round(0.4 / spacing)))
+    if style == "ffdm":
+        eq = path / (np.maximum(thickness, 0.05) * np.float32(compressed_mm))
+        img = thickness * (FAT_LEVEL + (GLAND_LEVEL - FAT_LEVEL) * (eq - MU_FAT) / ((MU_GLAND - MU_FAT) * MAX_GLANDULAR_FRACTION))
+        m = mask.astype(np.float32)
+        s_px = USM_SIGMA_MM / spacing
+        local = _block_blur(img * m, s_px, f) / np.maximum(_block_blur(m, s_px, f), 1e-3)
+        img = img + np.float32(USM_GAIN) * (img - local)
+        return np.clip(img, 0.0, 1.0).astype(np.float32)
+    # Film: H&D curve of the log exposure (-path); AEC puts the 70th percentile of the
+    # breast's attenuation at optical density 1.0 (gray 0.6 of a 0..2.5 OD scan range).
+    inside = path[mask] if mask.any() else path.ravel()
+    p_aec = float(np.percentile(inside[:: max(1, inside.size // 20000)], 70))
+    log10_e = -(path - p_aec) / np.log(10.0)
+    od = FILM_FOG + (FILM_DMAX - FILM_FOG) / (1.0 + np.exp(-FILM_GAMMA * 4.0 / (FILM_DMAX - FILM_FOG) * (log10_e - FILM_LOG_E0)))
+    od = od + np.float32(FILM_GRAIN_OD * 0.05 / spacing) * rng.standard_normal(od.shape, dtype=np.float32)
+    od = ndi.gaussian_filter(od, 0.5)
+    gray = 1.0 - od / FILM_SCAN_MAX_OD
+    return np.clip(gray, 0.0, 1.0).astype(np.float32)
+
+
 # -- the full breast ----------------------------------------------------------------------
 def _check_args(view: str, laterality: str, density: str, shape: tuple[int, int]) -> None:
     if view not in VIEWS:
@@ -379,13 +514,21 @@ def default_spacing(shape: tuple[int, int]) -> float:
 
 
 def render_breast(seed: int, shape: tuple[int, int] = (1024, 832), view: str = "CC", laterality: str = "L",
-                  density: str = "B", pixel_spacing_mm: float | None = None) -> PhantomBreast:
+                  density: str = "B", pixel_spacing_mm: float | None = None, dose: float = 1.0,
+                  style: str = "ffdm") -> PhantomBreast:
     """Draw one normal phantom mammogram, deterministic per (seed, arguments).
 
     ``shape`` (H, W) px; ``pixel_spacing_mm`` defaults to 204.8 mm / H. Laterality L puts the
-    chest wall at x = 0; R is its mirror image. Returns a :class:`PhantomBreast`.
+    chest wall at x = 0; R is its mirror image. ``dose`` scales the detected quanta (1 = the
+    calibrated screening dose; quantum noise sd goes as 1/sqrt(dose)). ``style`` "ffdm" (a
+    processed full-field digital image) or "film" (digitised screen-film, like mini-MIAS).
+    Returns a :class:`PhantomBreast`.
     """
     _check_args(view, laterality, density, shape)
+    if style not in STYLES:
+        raise ConfigError(f"unknown phantom style {style!r}; choose one of: {', '.join(STYLES)}")
+    if not 0.01 <= float(dose) <= 100.0:
+        raise ConfigError(f"phantom dose must be between 0.01 and 100 (1 = screening dose), got {dose}")
     H, W = int(shape[0]), int(shape[1])
     spacing = float(pixel_spacing_mm) if pixel_spacing_mm is not None else default_spacing((H, W))
     if not 0.005 <= spacing <= 5.0:
@@ -421,7 +564,7 @@ def render_breast(seed: int, shape: tuple[int, int] = (1024, 832), view: str = "
     # Fibroglandular field (coarse grid): envelope + radially streaked and isotropic 1/f^3
     # noise, softly thresholded at the density quantile: clouds with soft borders.
     streaks_c = _radial_noise(r_gland, H, W, geo.nipple, TEXTURE_BETA, stretch=3.0, cell=1.0 * f, f=f)
-    blobs_c = power_law_noise(r_gland, (h, w), 3.6, f_min=cs / 80.0)
+    blobs_c = power_law_noise(r_gland, (h, w), 3.2, f_min=cs / 80.0)
     score_c = 1.5 * envelope + 0.35 * blobs_c + 0.30 * streaks_c
     pect_c = _coarse(geo.pectoral, f)
     inside_c = _coarse(mask, f) & (pect_c < 0.5)
@@ -431,7 +574,7 @@ def render_breast(seed: int, shape: tuple[int, int] = (1024, 832), view: str = "
     # Fat lobules (~3-13 mm, several sizes) scallop the dense tissue; their septa are thin walls.
     size_var = _smoothstep(-1.0, 1.0, power_law_noise(r_lob, (h, w), 3.0, f_min=cs / 30.0))
     core_c, septa_c = _lobules(r_lob, h, w, 6.5 / cs, size_var)
-    gland_c *= 1.0 - 0.7 * ndi.gaussian_filter(core_c, 0.5 / cs)
+    gland_c *= 1.0 - 0.4 * ndi.gaussian_filter(core_c, 0.5 / cs)
     strength = 0.5 + 0.5 * np.tanh(power_law_noise(r_lob, (h, w), 3.0, f_min=cs / 20.0) + 0.3)
     septa_c = ndi.gaussian_filter(septa_c * strength, max(0.35 / cs, 0.5))
     septa_c /= np.float32(septa_c.max() + 1e-6)
@@ -440,7 +583,7 @@ def render_breast(seed: int, shape: tuple[int, int] = (1024, 832), view: str = "
     # arch out to the skin through the subcutaneous fat (curves, in px).
     area_mm2 = float(mask.sum()) * spacing * spacing
     pick = np.flatnonzero(mask.ravel())
-    n_tr = int(area_mm2 / 400.0)
+    n_tr = int(area_mm2 / 300.0)
     sel = r_str.choice(pick, n_tr)
     starts = np.stack([sel % W, sel // W], 1).astype(np.float32)
     # Fewer strands right behind the nipple, where they would pile up into a star.
@@ -469,7 +612,7 @@ def render_breast(seed: int, shape: tuple[int, int] = (1024, 832), view: str = "
         pts, t, _ = random_curves(r_str, starts, heads, lengths, curvature=0.12 * spacing / 0.2, step=step)
         lines += _splat((H, W), pts, (0.5 * np.maximum(np.sin(np.pi * t), 0) ** 0.8).astype(np.float32))
     lines *= np.float32(step / 0.7)  # same line density whatever the step
-    thin = ndi.gaussian_filter(lines, 0.2 / spacing)
+    thin = ndi.gaussian_filter(lines, 0.12 / spacing)
     thin /= np.float32(np.percentile(thin[mask][::7], 99.7) + 1e-6)
     # The broad halo of each strand is smooth: blur it on the coarse grid.
     thin_pad = np.pad(thin, ((0, h * f - H), (0, w * f - W)))
@@ -496,15 +639,15 @@ def render_breast(seed: int, shape: tuple[int, int] = (1024, 832), view: str = "
     fat_var_c = power_law_noise(r_fine, (h, w), 3.0, f_min=cs / 40.0)
     tissue_c = (FAT_LEVEL + 0.03 * fat_var_c + (GLAND_LEVEL - FAT_LEVEL) * gland_c
                 + 0.04 * streaks_c * (0.5 + gland_c)
-                + 0.12 * np.minimum(halo_c, 1.3) * (1.0 - 0.4 * gland_c)
-                + 0.20 * septa_c * (1.0 - 0.15 * gland_c)
+                + 0.08 * np.minimum(halo_c, 1.3) * (1.0 - 0.4 * gland_c)
+                + 0.26 * septa_c * (1.0 - 0.15 * gland_c)
                 + 0.16 * lig_c * (1.0 - 0.3 * gland_c))
     if view == "MLO":
         # Pectoral muscle: bright, fibres along its border, brighter in the chest-wall corner.
         along_muscle = float(np.arctan2(-geo.pect_size[1], geo.pect_size[0]))
-        fibres_c = power_law_noise(r_pect, (h, w), 3.0, stretch=0.3, angle=along_muscle)
+        fibres_c = power_law_noise(r_pect, (h, w), 3.0, stretch=4.0, angle=along_muscle)
         corner = 1.0 - np.clip(np.hypot(xs / geo.pect_size[0], ys / geo.pect_size[1]), 0, 1)
-        muscle_c = PECTORAL_LEVEL + 0.10 * corner + 0.02 * fibres_c + 0.04 * streaks_c + 0.03 * fat_var_c
+        muscle_c = PECTORAL_LEVEL + 0.10 * corner + 0.05 * fibres_c + 0.03 * streaks_c + 0.03 * fat_var_c
         tissue_c = tissue_c + pect_c * (muscle_c - tissue_c)  # a cheap coarse pre-blend ...
         gland_c = gland_c * (1.0 - pect_c)
     gland = _upsample(gland_c, f, H, W)
@@ -512,10 +655,16 @@ def render_breast(seed: int, shape: tuple[int, int] = (1024, 832), view: str = "
     if view == "MLO":
         # ... sharpened at full resolution with the exact pectoral border.
         muscle = _upsample(muscle_c, f, H, W)
+        # Fine striations along the fibres, at full resolution.
+        striae = power_law_noise(r_pect, (H, W), 2.4, stretch=6.0, angle=along_muscle, f_min=spacing / 6.0)
+        muscle = muscle + 0.03 * striae
         tissue += geo.pectoral * (muscle - tissue)
+        # The fat plane just outside the muscle shows as a thin dark line along its edge.
+        rim = geo.pectoral * (1.0 - geo.pectoral)
+        tissue -= 0.5 * ndi.gaussian_filter(rim, 0.3 / spacing) * (tissue - FAT_LEVEL + 0.1)
     # Fine texture at full resolution (structures below ~8 mm), where the coarse fields stop.
-    fine = power_law_noise(r_fine, (H, W), TEXTURE_BETA, f_min=spacing / 8.0)
-    tissue += 0.075 * fine * (0.45 + gland) + 0.12 * np.minimum(thin, 1.3) * (1.0 - 0.4 * gland)
+    fine = power_law_noise(r_fine, (H, W), FINE_BETA, f_min=spacing / 8.0)
+    tissue += 0.05 * fine * (0.7 + 0.4 * gland) + 0.08 * np.minimum(thin, 1.3) * (1.0 - 0.4 * gland)
 
     # Thickness falloff over the last ~3 mm (semicircular edge of the compressed breast),
     # then the skin line as peripheral equalisation shows it.
@@ -524,13 +673,10 @@ def render_breast(seed: int, shape: tuple[int, int] = (1024, 832), view: str = "
     thickness = np.sqrt(np.clip(1.0 - (1.0 - rel) ** 2, 0.0, None))  # rel can leave [0, 1] at the mask edge
     skin_mm = r_geo.uniform(1.6, 2.4)
     skin = 0.32 * np.exp(-0.5 * ((depth - skin_mm) / (0.55 * skin_mm)) ** 2) + 0.12 * _smoothstep(sub_fat * 1.5, 0.0, depth)
-    img = thickness * (tissue + skin * (1.0 - 0.5 * gland))
-
-    # Quantum noise, then the detector's slight blur.
-    img = img + r_q.standard_normal((H, W), dtype=np.float32) * np.float32(0.011 * min(1.0, 0.2 / spacing) ** 0.5)
-    if spacing < 0.15:
-        img = ndi.gaussian_filter(img, 0.06 / spacing)
-    img = np.where(mask, np.clip(img, 0.0, 1.0), 0.0).astype(np.float32)
+    composition = tissue + skin * (1.0 - 0.5 * gland)
+    compressed_mm = float(r_geo.uniform(*COMPRESSED_THICKNESS_MM))
+    img = acquire(composition, thickness, mask, spacing, compressed_mm, r_q, dose=dose, style=style)
+    img = np.where(mask, img, 0.0).astype(np.float32)
     gland = (gland * mask).astype(np.float32)
     pect_mask = (geo.pectoral >= 0.5) & mask
 
@@ -543,7 +689,8 @@ def render_breast(seed: int, shape: tuple[int, int] = (1024, 832), view: str = "
         "view": view, "laterality": laterality, "density": density, "seed": int(seed),
         "pixel_spacing_mm": spacing, "nipple_xy": (float(nipple[0]), float(nipple[1])),
         "fibroglandular_fraction": float(gland[mask].mean()) if mask.any() else 0.0,
-        "phantom_version": PHANTOM_VERSION,
+        "phantom_version": PHANTOM_VERSION, "compressed_thickness_mm": compressed_mm, "dose": float(dose),
+        "style": style,
     }
     return PhantomBreast(image=np.ascontiguousarray(img), breast_mask=np.ascontiguousarray(mask),
                          pectoral_mask=np.ascontiguousarray(pect_mask), meta=meta,

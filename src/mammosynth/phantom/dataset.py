@@ -17,8 +17,8 @@ from scipy import ndimage as ndi
 from mammosynth.data.birads import MARGINS, SHAPES, Label
 from mammosynth.data.records import DEFAULT_CONTEXT, LesionRecord, MammogramRecord
 from mammosynth.errors import ConfigError
-from mammosynth.phantom.breast import DENSITIES, PHANTOM_VERSION, VIEWS, default_spacing, render_breast
-from mammosynth.phantom.lesion import render_mass_window, window_half_size
+from mammosynth.phantom.breast import DENSITIES, PHANTOM_VERSION, STYLES, VIEWS, default_spacing, render_breast
+from mammosynth.phantom.lesion import MASS_CONTRAST_RANGE, render_mass_window, window_half_size
 
 #: Mass diameter distribution (mm): log-normal, median 15 mm, clipped to 8-35 mm.
 DIAMETER_MEDIAN_MM = 15.0
@@ -72,8 +72,28 @@ def _check_n(n: int, what: str) -> None:
         raise ConfigError(f"number of phantom {what} must be >= 0, got {n}")
 
 
-def phantom_lesion_records(n: int, seed: int = 0, full_shape: tuple[int, int] = (1024, 832)) -> Iterator[LesionRecord]:
+def _check_ranges(contrast_range: tuple[float, float], size_range_mm: tuple[float, float], style: str) -> None:
+    lo, hi = (float(v) for v in contrast_range)
+    if not -0.5 <= lo <= hi <= 2.0:
+        raise ConfigError(f"mass contrast range must be (low, high) with -0.5 <= low <= high <= 2, got {tuple(contrast_range)}")
+    lo, hi = (float(v) for v in size_range_mm)
+    if not 2.0 <= lo <= hi <= 80.0:
+        raise ConfigError(f"mass size range must be (low, high) mm with 2 <= low <= high <= 80, got {tuple(size_range_mm)}")
+    if style not in STYLES:
+        raise ConfigError(f"unknown phantom style {style!r}; choose one of: {', '.join(STYLES)}")
+
+
+def phantom_lesion_records(n: int, seed: int = 0, full_shape: tuple[int, int] = (1024, 832), *,
+                           contrast_range: tuple[float, float] = MASS_CONTRAST_RANGE,
+                           size_range_mm: tuple[float, float] = DIAMETER_RANGE_MM,
+                           style: str = "ffdm") -> Iterator[LesionRecord]:
     """Stream ``n`` phantom mass records, balanced over the 20 shape x margin pairs.
+
+    ``contrast_range``: the range each mass's excess attenuation over fibroglandular tissue
+    is drawn from (0.05 = 5 % more; default 0-0.10, see ``lesion.MASS_CONTRAST_RANGE``);
+    lower it for subtler masses. ``size_range_mm``: mass diameters (mm), log-normal around
+    15 mm (or the range's geometric mean when 15 mm lies outside it), clipped to the range.
+    ``style``: "ffdm" or "film" (see :func:`render_breast`).
 
     Each record holds a square crop (at native pixel spacing, 204.8 mm / H per px) around the
     lesion with ``DEFAULT_CONTEXT`` padding (shifted to stay inside the image next to its
@@ -83,6 +103,9 @@ def phantom_lesion_records(n: int, seed: int = 0, full_shape: tuple[int, int] = 
     depend on ``n``.
     """
     _check_n(n, "lesions")
+    _check_ranges(contrast_range, size_range_mm, style)
+    size_lo, size_hi = float(size_range_mm[0]), float(size_range_mm[1])
+    median_mm = DIAMETER_MEDIAN_MM if size_lo <= DIAMETER_MEDIAN_MM <= size_hi else float(np.sqrt(size_lo * size_hi))
     H, W = int(full_shape[0]), int(full_shape[1])
     spacing = default_spacing((H, W))
     # Separate streams for the label order and the drawing, so that the first k records of a
@@ -98,7 +121,7 @@ def phantom_lesion_records(n: int, seed: int = 0, full_shape: tuple[int, int] = 
         laterality = "L" if rng.random() < 0.5 else "R"
         density = DENSITIES[int(rng.choice(4, p=DENSITY_MIX))]
         breast_seed = int(rng.integers(0, 2**31 - 1))
-        breast = render_breast(breast_seed, (H, W), view=view, laterality=laterality, density=density)
+        breast = render_breast(breast_seed, (H, W), view=view, laterality=laterality, density=density, style=style)
         # Sites: inside the breast, off the pectoral muscle, away from the skin; candidates
         # on a grid ``g`` px apart (a site is a mass centre, so sub-grid precision is moot).
         g = 2 if min(H, W) >= 256 else 1
@@ -119,7 +142,7 @@ def phantom_lesion_records(n: int, seed: int = 0, full_shape: tuple[int, int] = 
         pid = f"PH{patient:04d}"
         for _ in range(k):
             shape, margin = next(combos)
-            diameter_mm = float(np.clip(np.exp(rng.normal(np.log(DIAMETER_MEDIAN_MM), DIAMETER_SIGMA)), *DIAMETER_RANGE_MM))
+            diameter_mm = float(np.clip(np.exp(rng.normal(np.log(median_mm), DIAMETER_SIGMA)), size_lo, size_hi))
             site = None
             for _shrink in range(6):
                 diameter_px = diameter_mm / spacing
@@ -144,7 +167,9 @@ def phantom_lesion_records(n: int, seed: int = 0, full_shape: tuple[int, int] = 
             x0, y0 = max(0, int(cx) - half), max(0, int(cy) - half)
             x1, y1 = min(W, int(cx) + half + 1), min(H, int(cy) + half + 1)
             win, mwin = render_mass_window(breast.image[y0:y1, x0:x1], breast.breast_mask[y0:y1, x0:x1],
-                                           (cx - x0, cy - y0), diameter_px, shape, margin, mrng, spacing)
+                                           (cx - x0, cy - y0), diameter_px, shape, margin, mrng, spacing,
+                                           compressed_mm=float(breast.meta["compressed_thickness_mm"]), style=style,
+                                           contrast_range=contrast_range)
             ys, xs = np.nonzero(mwin)
             by0, by1, bx0, bx1 = int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
             bh, bw = by1 - by0, bx1 - bx0
@@ -181,14 +206,16 @@ def phantom_lesion_records(n: int, seed: int = 0, full_shape: tuple[int, int] = 
         patient += 1
 
 
-def phantom_normal_records(n: int, seed: int = 0, full_shape: tuple[int, int] = (1024, 832)) -> Iterator[MammogramRecord]:
-    """Stream ``n`` normal phantom mammograms (H, W) = ``full_shape``.
+def phantom_normal_records(n: int, seed: int = 0, full_shape: tuple[int, int] = (1024, 832), *,
+                           style: str = "ffdm") -> Iterator[MammogramRecord]:
+    """Stream ``n`` normal phantom mammograms (H, W) = ``full_shape`` in ``style`` ("ffdm"/"film").
 
     Views alternate CC/MLO every image, laterality L/R every second image, and the density
     cycles A-D every second image, so each patient ``PN0000``... is one breast seen CC and
     MLO, and every view x density pair occurs. Deterministic per (n, seed, full_shape).
     """
     _check_n(n, "normals")
+    _check_ranges(MASS_CONTRAST_RANGE, DIAMETER_RANGE_MM, style)
     H, W = int(full_shape[0]), int(full_shape[1])
     for i in range(n):
         pair = i // 2
@@ -196,7 +223,7 @@ def phantom_normal_records(n: int, seed: int = 0, full_shape: tuple[int, int] = 
         laterality = "L" if pair % 2 == 0 else "R"
         density = DENSITIES[pair % 4]
         breast_seed = int(np.random.default_rng(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, 0xB0D, i])).integers(0, 2**31 - 1))
-        breast = render_breast(breast_seed, (H, W), view=view, laterality=laterality, density=density)
+        breast = render_breast(breast_seed, (H, W), view=view, laterality=laterality, density=density, style=style)
         yield MammogramRecord(
             source="phantom",
             source_id=f"phantom-s{seed}-normal-{i:04d}",
@@ -214,8 +241,15 @@ def phantom_normal_records(n: int, seed: int = 0, full_shape: tuple[int, int] = 
 def write_phantom_store(out: str | Path, n_lesions: int = 400, n_normals: int = 24, patch_size: int = 64,
                         full_shape: tuple[int, int] = (1024, 832), normal_size: tuple[int, int] | None = None,
                         seed: int = 0, progress: bool = True,
-                        split_fractions: tuple[float, float, float] | str | None = None) -> dict[str, Any]:
+                        split_fractions: tuple[float, float, float] | str | None = None, *,
+                        mass_contrast_range: tuple[float, float] = MASS_CONTRAST_RANGE,
+                        mass_size_range_mm: tuple[float, float] = DIAMETER_RANGE_MM,
+                        style: str = "ffdm") -> dict[str, Any]:
     """Draw the phantom dataset into one store file (atomic: the file appears when complete).
+
+    ``mass_contrast_range`` (excess attenuation of mass tissue over fibroglandular tissue,
+    default 0-0.10) and ``mass_size_range_mm`` (diameters, default 8-35 mm) make the masses
+    subtler or smaller; ``style`` "ffdm" (default) or "film" (see :func:`phantom_lesion_records`).
 
     ``normal_size`` (H, W) of the stored normals; None keeps ``full_shape``. Shows a rich
     progress bar when ``progress``. ``split_fractions`` (train, val, test) for the store's
@@ -226,14 +260,17 @@ def write_phantom_store(out: str | Path, n_lesions: int = 400, n_normals: int = 
 
     _check_n(n_lesions, "lesions")
     _check_n(n_normals, "normals")
+    _check_ranges(mass_contrast_range, mass_size_range_mm, style)
     H, W = int(full_shape[0]), int(full_shape[1])
     provenance = {
         "source": "phantom", "seed": int(seed), "phantom_version": PHANTOM_VERSION,
         "n_lesions": int(n_lesions), "n_normals": int(n_normals), "full_shape": [H, W],
         "pixel_spacing_mm": default_spacing((H, W)), "context": DEFAULT_CONTEXT,
-        "diameter_mm": {"median": DIAMETER_MEDIAN_MM, "sigma_log": DIAMETER_SIGMA, "range": list(DIAMETER_RANGE_MM)},
+        "diameter_mm": {"median": DIAMETER_MEDIAN_MM, "sigma_log": DIAMETER_SIGMA, "range": [float(v) for v in mass_size_range_mm]},
+        "mass_contrast_range": [float(v) for v in mass_contrast_range], "style": style,
         "lesions_per_patient": list(LESIONS_PER_PATIENT), "density_mix": dict(zip(DENSITIES, DENSITY_MIX)),
     }
+    les_opts = {"contrast_range": tuple(mass_contrast_range), "size_range_mm": tuple(mass_size_range_mm), "style": style}
     size = tuple(normal_size) if normal_size is not None else (H, W)
     split_opts = {} if split_fractions is None else {"split_fractions": split_fractions}
     writer = StoreWriter(out, patch_size=patch_size, normal_size=size, provenance=provenance, split_seed=seed, **split_opts)
@@ -243,17 +280,17 @@ def write_phantom_store(out: str | Path, n_lesions: int = 400, n_normals: int = 
 
             with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()) as bar:
                 t_les = bar.add_task("phantom lesions", total=n_lesions)
-                for rec in phantom_lesion_records(n_lesions, seed, (H, W)):
+                for rec in phantom_lesion_records(n_lesions, seed, (H, W), **les_opts):
                     writer.add_lesion(rec)
                     bar.advance(t_les)
                 t_nor = bar.add_task("phantom normals", total=n_normals)
-                for rec in phantom_normal_records(n_normals, seed, (H, W)):
+                for rec in phantom_normal_records(n_normals, seed, (H, W), style=style):
                     writer.add_normal(rec)
                     bar.advance(t_nor)
         else:
-            for rec in phantom_lesion_records(n_lesions, seed, (H, W)):
+            for rec in phantom_lesion_records(n_lesions, seed, (H, W), **les_opts):
                 writer.add_lesion(rec)
-            for rec in phantom_normal_records(n_normals, seed, (H, W)):
+            for rec in phantom_normal_records(n_normals, seed, (H, W), style=style):
                 writer.add_normal(rec)
     except BaseException:
         writer.abort()

@@ -1,27 +1,27 @@
-"""Masses in every BI-RADS shape and margin, rendered into phantom tissue.
+"""Masses in every BI-RADS shape and margin, rendered into phantom tissue as projected 3-D bodies.
 
-A mass is a solid of projected thickness ``p`` (an ellipsoid-like profile,
-``p = (1 - q^2)^0.35`` with ``q`` the radius normalised by the contour ``R(theta)``). It adds
-attenuation to what lies in front of and behind it, so it is *blended*, never pasted::
-
-    I_out = 1 - (1 - I_tissue) * exp(-c * p)
-
-after it displaces part of the tissue it occupies (at its centre 60% of ``I_tissue`` is
-replaced by a homogeneous level halfway between the local mean and the glandular level, so
-the texture inside the mass is damped). c ~ 0.75-1.1 (a mass over fat at I = 0.2 reaches
-~0.7-0.8; over dense tissue it gains less, as real masses are harder to see in dense
-breasts). The tissue texture stays visible, damped, through the mass.
+A mass is the body ``{(rho, theta, z): (rho / R(theta))^2 + (z / c)^2 < 1}``: the contour
+``R(theta)`` sets its outline, ``2c`` (0.7-1.0 x its diameter) its depth along the beam, and
+it projects to a thickness ``t = 2c sqrt(1 - q^2)`` (``q`` = radius over ``R(theta)``). It
+displaces the tissue in its column, so it adds ``t (mu_mass - mu_background)`` of
+attenuation, with ``mu_mass = mu_gland (1 + excess)`` (``excess`` drawn per lesion from
+``contrast_range``, default 0-0.10: carcinoma is ~5 % more attenuating than fibroglandular
+tissue, Johns & Yaffe 1987) and the background composition read from the local image. The
+added attenuation goes through the breast's display gain and unsharp mask (FFDM) or the film
+curve's local slope, so a mass is about as bright as glandular tissue: plain over fat,
+hidden in dense tissue. Its own texture is damped by the share of the column it fills.
 
 Shapes (the contour ``R(theta)``): round (aspect 0.88-1), oval (aspect 0.5-0.72), lobulated
 (3-5 broad lobes with notches between), irregular (random harmonics plus angular
 extensions, no symmetry).
 Margins: circumscribed (sharp edge), obscured (sharp edge with 120-220 degrees of the border
-hidden by overlying dense tissue), microlobulated (8-13 uneven small scallops), ill_defined
-(edge blurred over 15-30% of the radius and frayed by noise), spiculated (10-24 tapering
-spicules radiating 0.5-1.3 radii beyond the border, with a slightly blurred body edge).
+hidden by overlying glandular tissue, added as real attenuation), microlobulated (8-13
+uneven small scallops), ill_defined (density fading over 15-30% of the radius beyond a
+frayed outline), spiculated (10-24 thin tapering spicules radiating 0.5-1.3 radii beyond the
+border: fibrous sheets a good part of the mass's depth deep at their root).
 
-The mask is the exact region ``q < 1`` (plus the spicule cores for spiculated masses),
-restricted to the breast.
+The mask is the exact projected body ``q < 1`` (plus the spicule cores for spiculated
+masses), restricted to the breast.
 """
 
 from __future__ import annotations
@@ -31,9 +31,27 @@ from scipy import ndimage as ndi
 
 from mammosynth.data.birads import MARGINS, SHAPES
 from mammosynth.errors import ConfigError
-from mammosynth.phantom.breast import GLAND_LEVEL, PhantomBreast, _smoothstep, power_law_noise
+from mammosynth.phantom.breast import (
+    FAT_LEVEL,
+    GLAND_LEVEL,
+    MAX_GLANDULAR_FRACTION,
+    MU_FAT,
+    MU_GLAND,
+    USM_GAIN,
+    USM_SIGMA_MM,
+    PhantomBreast,
+    _block_blur,
+    _smoothstep,
+    lesion_gain,
+    power_law_noise,
+)
 
 _N_THETA = 720
+#: Excess linear attenuation of mass tissue over fibroglandular tissue, drawn per lesion:
+#: invasive ductal carcinoma 0.844 vs fibroglandular 0.802 1/cm at 20 keV (+5 %; Johns &
+#: Yaffe 1987, Phys Med Biol 32:675). 0 (as dense as glandular tissue, like many benign
+#: masses) to 0.10 (twice the carcinoma excess); lower it for subtler masses.
+MASS_CONTRAST_RANGE = (0.0, 0.10)
 
 
 def _check(shape: str, margin: str) -> None:
@@ -135,11 +153,15 @@ def _spicules(rng: np.random.Generator, dx: np.ndarray, dy: np.ndarray, radius: 
 
 def render_mass_window(image: np.ndarray, breast: np.ndarray, center_xy: tuple[float, float], diameter_px: float,
                        shape: str, margin: str, rng: np.random.Generator,
-                       pixel_spacing_mm: float) -> tuple[np.ndarray, np.ndarray]:
+                       pixel_spacing_mm: float, compressed_mm: float = 50.0, style: str = "ffdm",
+                       contrast_range: tuple[float, float] = MASS_CONTRAST_RANGE) -> tuple[np.ndarray, np.ndarray]:
     """Render one mass into a tissue window (the work behind :func:`render_mass`).
 
     ``image`` (h, w) float32 in [0, 1] tissue; ``breast`` (h, w) bool; ``center_xy`` in window
-    px; ``diameter_px`` the body's mean diameter. Returns (image with the mass, mask (h, w) bool).
+    px; ``diameter_px`` the body's mean diameter; ``compressed_mm`` the breast's thickness;
+    ``style`` the breast's rendering style; ``contrast_range`` the range the mass's excess
+    attenuation over fibroglandular tissue is drawn from (0.05 = 5 % more). Returns (image
+    with the mass, mask (h, w) bool).
     """
     _check(shape, margin)
     h, w = image.shape
@@ -171,39 +193,41 @@ def render_mass_window(image: np.ndarray, breast: np.ndarray, center_xy: tuple[f
         # Frayed boundary: the edge wanders with noise, then blurs over 15-30% of the radius.
         fray = power_law_noise(rng, (h, w), 2.5)
         q = q * (1.0 + 0.08 * fray)
-    # A flattened ellipsoid profile: steep near the border, so outlines stay crisp.
-    profile = np.clip(1.0 - q * q, 0.0, 1.0) ** 0.35
+    # The 3-D body {(rho, theta, z): (rho / R(theta))^2 + (z / c)^2 < 1} projects to a
+    # thickness 2 c sqrt(1 - q^2) (mm); c is the half-depth along the beam.
+    radius_mm = radius * pixel_spacing_mm
+    depth_mm = 2.0 * radius_mm * rng.uniform(0.7, 1.0)
+    profile = np.sqrt(np.clip(1.0 - q * q, 0.0, 1.0))
     mask = q < 1.0
     if margin == "ill_defined":
         sigma = rng.uniform(0.15, 0.30) * radius
-        # Let the blurred body spread beyond the outline: a soft halo of infiltration.
-        profile = ndi.gaussian_filter(np.clip(1.6 * profile, 0, 1), sigma)
+        # Infiltration: the body's density fades gradually beyond the outline.
+        profile = ndi.gaussian_filter(np.clip(1.3 * profile, 0, 1), sigma)
     elif margin == "spiculated":
-        profile = ndi.gaussian_filter(profile, max(0.5, 0.05 * radius))
+        profile = ndi.gaussian_filter(profile, max(0.5, 0.04 * radius))
     else:
-        profile = ndi.gaussian_filter(profile, max(0.35, 0.08 * px_per_mm))
-
-    size_mm = diameter_px / px_per_mm
-    contrast = rng.uniform(0.75, 1.1) * (0.85 + 0.3 * min(1.0, size_mm / 30.0))
-    # Internal heterogeneity: a mass is not a flat disc.
-    inner = 1.0 + 0.14 * power_law_noise(rng, (h, w), 2.8)
-    atten = contrast * profile * inner
+        # Circumscribed, obscured, microlobulated: a sharp edge (detector blur only).
+        profile = ndi.gaussian_filter(profile, max(0.3, 0.05 * px_per_mm))
+    # Internal heterogeneity: a mass is not a uniform solid.
+    thick_mm = depth_mm * profile * (1.0 + 0.08 * power_law_noise(rng, (h, w), 2.8))
+    lo, hi = contrast_range
+    excess = rng.uniform(lo, hi)  # the mass's attenuation over fibroglandular tissue
+    mu_mass = MU_GLAND * (1.0 + excess)
     if margin == "spiculated":
         spic, core = _spicules(rng, dx, dy, radius, to_contour)
         spic = ndi.gaussian_filter(spic, 0.5)
-        atten = np.maximum(atten, 1.0 * contrast * spic)
+        # Spicules are fibrous sheets radiating from the body: thin in the image plane,
+        # a few mm deep along the beam near their root, tapering outwards.
+        thick_mm = np.maximum(thick_mm, spic * depth_mm * rng.uniform(0.6, 0.9))
         mask |= core
-    # The mass displaces the tissue it occupies (partial replacement, which also damps the
-    # texture seen through it), then adds its own attenuation on top.
-    displaced = 0.6 * np.clip(profile, 0, 1)
-    # Homogeneous mass tissue replaces the local texture, at a level between the local mean
-    # and the glandular level.
+    # Local background composition (a ~radius-wide box mean): the mass displaces that
+    # tissue, so it adds (mu_mass - mu_background) per mm of its thickness.
     box = max(3, int(radius) | 1)
-    local = ndi.uniform_filter(ndi.uniform_filter(image, box), box)  # ~Gaussian, O(1) per pixel
-    base = image * (1.0 - displaced) + displaced * (0.5 * local + 0.5 * GLAND_LEVEL)
-    out = 1.0 - (1.0 - base) * np.exp(-atten)
+    local = ndi.uniform_filter(ndi.uniform_filter(image, box), box)
+    g_local = np.clip((local - FAT_LEVEL) / (GLAND_LEVEL - FAT_LEVEL), 0.0, 1.0) * MAX_GLANDULAR_FRACTION
+    added = thick_mm * (mu_mass - (MU_FAT + (MU_GLAND - MU_FAT) * g_local))
     if margin == "obscured":
-        # Overlying fibroglandular tissue hides a 120-220 degree sector of the border.
+        # Overlying fibroglandular tissue in front of a 120-220 degree sector of the border.
         centre_angle = rng.uniform(0, 2 * np.pi)
         half_width = np.radians(rng.uniform(60, 110))
         ang = np.arctan2(dy, dx)
@@ -213,15 +237,24 @@ def render_mass_window(image: np.ndarray, breast: np.ndarray, center_xy: tuple[f
         clouds = power_law_noise(rng, (h, w), 3.0, f_min=1.0 / max(8.0, 2 * radius))
         dense = _smoothstep(-0.6, 0.6, clouds + 0.5) * sector * band
         dense = ndi.gaussian_filter(dense, max(0.6, 0.04 * radius))
-        # Dense tissue in front of the mass adds attenuation of its own over that sector.
-        out = 1.0 - (1.0 - out) * np.exp(-rng.uniform(0.8, 1.1) * dense * (1.0 + 0.15 * clouds))
+        # Replaces fat by gland over a depth comparable to the mass's own.
+        added = added + dense * depth_mm * rng.uniform(0.8, 1.2) * (MU_GLAND - MU_FAT) * (1.0 + 0.15 * clouds)
+    delta = added * lesion_gain(local, compressed_mm, style)
+    if style == "ffdm":
+        # The processed image's unsharp mask acts on the lesion's signal too (it is linear).
+        s_px = USM_SIGMA_MM * px_per_mm
+        delta = delta + USM_GAIN * (delta - _block_blur(delta, s_px, max(1, int(round(0.4 * px_per_mm)))))
+    # The mass replaces part of the column it occupies: its own texture is damped.
+    damp = np.clip(thick_mm / compressed_mm, 0.0, 0.5)
+    out = image + damp * (local - image) + delta
     out = np.where(breast, np.clip(out, 0.0, 1.0), image).astype(np.float32)
     mask &= breast
     return out, mask
 
 
 def render_mass(breast: PhantomBreast, center_xy: tuple[int, int], diameter_px: float, shape: str,
-                margin: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
+                margin: str, seed: int,
+                contrast_range: tuple[float, float] = MASS_CONTRAST_RANGE) -> tuple[np.ndarray, np.ndarray]:
     """Render a mass of ``shape`` and ``margin`` into a phantom breast.
 
     ``center_xy`` (x, y) px in the full image; ``diameter_px`` the body's mean diameter in
@@ -240,7 +273,9 @@ def render_mass(breast: PhantomBreast, center_xy: tuple[int, int], diameter_px: 
     x0, x1 = max(0, int(cx) - half), min(W, int(cx) + half + 1)
     y0, y1 = max(0, int(cy) - half), min(H, int(cy) + half + 1)
     win, mwin = render_mass_window(breast.image[y0:y1, x0:x1], breast.breast_mask[y0:y1, x0:x1], (cx - x0, cy - y0),
-                                   diameter_px, shape, margin, rng, float(breast.meta["pixel_spacing_mm"]))
+                                   diameter_px, shape, margin, rng, float(breast.meta["pixel_spacing_mm"]),
+                                   compressed_mm=float(breast.meta.get("compressed_thickness_mm", 50.0)),
+                                   style=str(breast.meta.get("style", "ffdm")), contrast_range=contrast_range)
     image = breast.image.copy()
     mask = np.zeros((H, W), bool)
     image[y0:y1, x0:x1] = win
