@@ -181,7 +181,7 @@ def reader_lesion_films(store_path: str | Path, res: float, progress: bool = Fal
 
     with Store(store_path) as st:
         prov = dict(st.manifest.get("provenance", {}))
-        kept = set(st.lesions().source_id.tolist()) if st.n_lesions else set()
+        kept = set(st.h5["lesions/source_id"].asstr()[...].tolist()) if st.n_lesions else set()
     source, root = prov.get("source"), prov.get("root")
     if not source or not root:
         raise DataError(f"{store_path}: the manifest records no source reader and root, so its full films cannot be read back")
@@ -550,8 +550,10 @@ def generator_available(method: str) -> str | None:
     return None
 
 
-def train_generator(method: str, store: Path, out: Path, steps: int, seed: int, device: str, progress: bool):
-    """Train ``method`` with its packaged demo config for ``steps`` steps; return the loaded run."""
+def train_generator(method: str, store: Path, out: Path, steps: int, seed: int, device: str, progress: bool,
+                    n_items: int | None = None):
+    """Train ``method`` with its packaged demo config for ``steps`` steps (batch capped at the
+    ``n_items`` training lesions); return the loaded run."""
     from mammosynth.config import default_config_path, load_config
     from mammosynth.models import get_method
     from mammosynth.train.run import load_method
@@ -561,6 +563,8 @@ def train_generator(method: str, store: Path, out: Path, steps: int, seed: int, 
     cfg = load_config(cls.Config, default_config_path(method, "demo"),
                       [f"steps={steps}", f"seed={seed}", f"device={device}", "sample_every=0", f"ckpt_every={steps}",
                        f"log_every={max(1, steps // 5)}"])
+    if n_items and getattr(cfg, "batch_size", 0) > n_items:
+        cfg.batch_size = int(n_items)
     run = train(method, store, out, cfg, progress=progress)
     return load_method(run, device=device)
 
@@ -568,12 +572,14 @@ def train_generator(method: str, store: Path, out: Path, steps: int, seed: int, 
 # --------------------------------------------------------------------------------------
 # detector
 # --------------------------------------------------------------------------------------
-def train_detector(store: Path, out: Path, cfg: BenchmarkConfig, seed: int, progress: bool):
+def train_detector(store: Path, out: Path, cfg: BenchmarkConfig, seed: int, progress: bool, n_items: int | None = None):
+    """Train the segmenter on a tile store (``n_items`` lesion + negative tiles caps the batch)."""
     from mammosynth.models.segmenter import SegmenterConfig
     from mammosynth.train.run import load_method
     from mammosynth.train.trainer import train
 
-    scfg = SegmenterConfig(steps=cfg.steps, batch_size=cfg.batch_size, seed=seed, device=cfg.device, width=cfg.width, depth=cfg.depth,
+    bs = min(cfg.batch_size, n_items) if n_items else cfg.batch_size
+    scfg = SegmenterConfig(steps=cfg.steps, batch_size=bs, seed=seed, device=cfg.device, width=cfg.width, depth=cfg.depth,
                            negatives_per_lesion=1.0, negatives_from="", ema_decay=0.0, sample_every=0, ckpt_every=cfg.steps,
                            log_every=max(1, cfg.steps // 5))
     run = train("segmenter", store, out, scfg, progress=progress)
@@ -741,13 +747,14 @@ def run_benchmark(store_path: str | Path, out_dir: str | Path, cfg: BenchmarkCon
                                     gstore = tmp / f"gen_{k}_{fr:g}_{a}.h5"
                                     _patch_store(gstore, films, idx, [films[i] for i in normals], 64)
                                     generators[a] = train_generator(a, gstore, tmp / "gen_runs" / f"{a}_{k}_{fr:g}", cfg.gen_steps,
-                                                                    cfg.fold_seed + k, cfg.device, progress)
+                                                                    cfg.fold_seed + k, cfg.device, progress, n_items=n_real)
                                     seconds[a] += time.perf_counter() - tg
                                 tiles += [(im, m, "synthetic") for im, m in pasted_tiles(films, idx, normals, cfg.tile, n_syn, rng,
                                                                                          fill=_infill_fn(generators[a], s))]
                             store = tmp / f"train_{k}_{fr:g}_{a}_{r:g}_{s}.h5"
                             _tile_store(store, tiles, [films[i] for i in normals], cfg.tile)
-                            method = train_detector(store, tmp / "runs" / f"{k}_{fr:g}_{a}_{r:g}_{s}", cfg, s, progress=False)
+                            method = train_detector(store, tmp / "runs" / f"{k}_{fr:g}_{a}_{r:g}_{s}", cfg, s, progress=False,
+                                                    n_items=2 * sum(1 for t in tiles if t[1].any()))
                             got = detect_films(method, test_films, cfg.threshold, cfg.depth)
                             store.unlink()
                             for j, i in enumerate(test):
