@@ -761,8 +761,10 @@ def run_benchmark(store_path: str | Path, out_dir: str | Path, cfg: BenchmarkCon
                                 dets[(fr, a, 0.0 if a == "real" else r)][s][i] = got[j]
                             seconds[a] += time.perf_counter() - t
                             done += 1
+                            fold_score = score(got, [films[i].boxes for i in test])
                             log(f"[{done}/{n_models}] fold {k} regime {fr:g} ({n_real} real) arm {a}"
-                                f"{'' if a == 'real' else f' +{n_syn}'} seed {s}: {time.perf_counter() - t:.1f} s")
+                                f"{'' if a == 'real' else f' +{n_syn}'} seed {s}: {time.perf_counter() - t:.1f} s; this fold's "
+                                f"recall {fold_score['recall']:.2f}, at 1 FPPI {fold_score['recall@1fppi']:.2f}")
             shutil.rmtree(tmp / "runs", ignore_errors=True)
     # ---- metrics
     res_rows = []
