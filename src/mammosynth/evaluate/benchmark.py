@@ -102,12 +102,12 @@ class BenchmarkConfig:
     ratios: tuple[float, ...] = (1.0,)
     resolution_mm: float = 0.4
     tile: int = 64
-    steps: int = 300
-    batch_size: int = 16
+    steps: int = 200
+    batch_size: int = 8
     width: int = 8
     depth: int = 3
     threshold: float = 0.5
-    gen_steps: int = 300
+    gen_steps: int = 100
     bootstrap: int = 1000
     fold_seed: int = 0
     device: str = "cpu"
@@ -118,7 +118,7 @@ class BenchmarkConfig:
 
     @classmethod
     def quick(cls, **over: Any) -> "BenchmarkConfig":
-        base = dict(folds=2, seeds=(0, 1), fractions=(0.5, 1.0), steps=60, gen_steps=40, bootstrap=200, phantom_films=16)
+        base = dict(folds=2, seeds=(0, 1), fractions=(0.5, 1.0), steps=60, gen_steps=40, bootstrap=200, phantom_films=24)
         base.update(over)
         return cls(**base)
 
@@ -503,36 +503,37 @@ def pasted_tiles(films: Sequence[Film], lesion_idx: Sequence[int], normal_idx: S
     return out
 
 
-def _tile_store(path: Path, tiles: Sequence[tuple[np.ndarray, np.ndarray, str]], normals: Sequence[Film], tile: int) -> None:
-    """A training store: lesion tiles (image, mask, 'real'|'synthetic') and the training normals
-    (for lesion-free tiles), everything in the train split."""
+def _normal_store(path: Path, normals: Sequence[Film]) -> None:
+    """The training normals of a fold (source of the detector's lesion-free tiles), all train."""
     H = max(f.image.shape[0] for f in normals)
     W = max(f.image.shape[1] for f in normals)
-    with StoreWriter(path, patch_size=tile, normal_size=(H, W)) as w:
+    with StoreWriter(path, patch_size=8, normal_size=(H, W)) as w:
+        for f in normals:
+            w.add(MammogramRecord("benchmark", f.film_id, f.patient_id, f.image, f.breast, split_hint="train"))
+
+
+def _tile_store(path: Path, tiles: Sequence[tuple[np.ndarray, np.ndarray, str]], tile: int) -> None:
+    """A detector's training store: lesion tiles (image, mask, 'real'|'synthetic'), all train;
+    its lesion-free tiles come from the fold's normal store (``negatives_from``)."""
+    with StoreWriter(path, patch_size=tile, normal_size=(8, 8)) as w:
         for k, (img, m, kind) in enumerate(tiles):
             if not m.any():
                 continue
             w.add(LesionRecord(kind, f"{kind}{k}", f"{kind}{k}", np.clip(img, 0, 1).astype(np.float32), m.astype(bool),
                                _NONE, _NONE, _NONE, split_hint="train"))
-        for f in normals:
-            w.add(MammogramRecord("benchmark", f.film_id, f.patient_id, f.image, f.breast, split_hint="train"))
 
 
-def _patch_store(path: Path, films: Sequence[Film], idx: Sequence[int], normals: Sequence[Film], patch: int) -> None:
+def _patch_store(path: Path, films: Sequence[Film], idx: Sequence[int], patch: int) -> None:
     """A generator's training store: context-padded crops (the store's usual lesion patches) of
-    the regime's training lesions, resized to ``patch``, plus the training normals."""
+    the regime's training lesions, resized to ``patch``."""
     from mammosynth.data.imaging import extract_roi
 
-    H = max(f.image.shape[0] for f in normals)
-    W = max(f.image.shape[1] for f in normals)
-    with StoreWriter(path, patch_size=patch, normal_size=(H, W)) as w:
+    with StoreWriter(path, patch_size=patch, normal_size=(8, 8)) as w:
         for i in idx:
             for k, m in enumerate(films[i].lesion_masks):
                 p, pm, _ = extract_roi(films[i].image, m)
                 w.add(LesionRecord("benchmark", f"{films[i].film_id}_{k}", films[i].patient_id, p, pm, _NONE, _NONE, _NONE,
                                    split_hint="train"))
-        for f in normals:
-            w.add(MammogramRecord("benchmark", f.film_id, f.patient_id, f.image, f.breast, split_hint="train"))
 
 
 def generator_available(method: str) -> str | None:
@@ -572,15 +573,17 @@ def train_generator(method: str, store: Path, out: Path, steps: int, seed: int, 
 # --------------------------------------------------------------------------------------
 # detector
 # --------------------------------------------------------------------------------------
-def train_detector(store: Path, out: Path, cfg: BenchmarkConfig, seed: int, progress: bool, n_items: int | None = None):
-    """Train the segmenter on a tile store (``n_items`` lesion + negative tiles caps the batch)."""
+def train_detector(store: Path, out: Path, cfg: BenchmarkConfig, seed: int, progress: bool, n_items: int | None = None,
+                   negatives_from: Path | None = None):
+    """Train the segmenter on a tile store plus as many lesion-free tiles from the normals of
+    ``negatives_from`` (``n_items`` lesion + negative tiles caps the batch)."""
     from mammosynth.models.segmenter import SegmenterConfig
     from mammosynth.train.run import load_method
     from mammosynth.train.trainer import train
 
     bs = min(cfg.batch_size, n_items) if n_items else cfg.batch_size
     scfg = SegmenterConfig(steps=cfg.steps, batch_size=bs, seed=seed, device=cfg.device, width=cfg.width, depth=cfg.depth,
-                           negatives_per_lesion=1.0, negatives_from="", ema_decay=0.0, sample_every=0, ckpt_every=cfg.steps,
+                           negatives_per_lesion=1.0, negatives_from=str(negatives_from or ""), ema_decay=0.0, sample_every=0, ckpt_every=cfg.steps,
                            log_every=max(1, cfg.steps // 5))
     run = train("segmenter", store, out, scfg, progress=progress)
     return load_method(run, device=cfg.device)
@@ -690,7 +693,7 @@ def run_benchmark(store_path: str | Path, out_dir: str | Path, cfg: BenchmarkCon
     store_path = Path(store_path)
     if not store_path.is_file():
         raise DataError(f"{store_path}: no such dataset file")
-    t_all = time.perf_counter()
+    t_all, c_all = time.perf_counter(), time.process_time()
     arms, skipped = [], {}
     for a in cfg.arms:
         if a in BASELINE_ARMS:
@@ -714,6 +717,7 @@ def run_benchmark(store_path: str | Path, out_dir: str | Path, cfg: BenchmarkCon
     keys = [(fr, "real", 0.0) for fr in cfg.fractions] + [(fr, a, r) for fr in cfg.fractions for a in arms if a != "real" for r in cfg.ratios]
     dets: dict[tuple, dict[int, list]] = {k: {s: [None] * len(films) for s in cfg.seeds} for k in keys}
     seconds: dict[str, float] = {a: 0.0 for a in arms}
+    cpu: dict[str, float] = {a: 0.0 for a in arms}
     n_train: dict[float, list[int]] = {fr: [] for fr in cfg.fractions}
     n_models = len(keys) * len(cfg.seeds) * cfg.folds
     done = 0
@@ -725,6 +729,8 @@ def run_benchmark(store_path: str | Path, out_dir: str | Path, cfg: BenchmarkCon
             normals = [i for i in train_idx if not films[i].n_lesions]
             subsets = regime_subsets(films, train_idx, cfg.fractions, cfg.fold_seed + k)
             test_films = [films[i] for i in test]
+            normal_store = tmp / f"normals_{k}.h5"
+            _normal_store(normal_store, [films[i] for i in normals])
             for fr in cfg.fractions:
                 idx = subsets[fr]
                 n_real = sum(films[i].n_lesions for i in idx)
@@ -734,7 +740,7 @@ def run_benchmark(store_path: str | Path, out_dir: str | Path, cfg: BenchmarkCon
                     for r in ((0.0,) if a == "real" else cfg.ratios):
                         n_syn = int(round(r * n_real))
                         for s in cfg.seeds:
-                            t = time.perf_counter()
+                            t, c = time.perf_counter(), time.process_time()
                             rng = np.random.default_rng([s, k, int(fr * 1000), int(r * 1000), 0xA5])
                             tiles = [(im, m, "real") for im, m in lesion_tiles(films, idx, cfg.tile, rng)]
                             if a == "traditional":
@@ -743,23 +749,26 @@ def run_benchmark(store_path: str | Path, out_dir: str | Path, cfg: BenchmarkCon
                                 tiles += [(im, m, "synthetic") for im, m in pasted_tiles(films, idx, normals, cfg.tile, n_syn, rng)]
                             elif a != "real":
                                 if a not in generators:
-                                    tg = time.perf_counter()
+                                    tg, cg = time.perf_counter(), time.process_time()
                                     gstore = tmp / f"gen_{k}_{fr:g}_{a}.h5"
-                                    _patch_store(gstore, films, idx, [films[i] for i in normals], 64)
+                                    _patch_store(gstore, films, idx, 64)
                                     generators[a] = train_generator(a, gstore, tmp / "gen_runs" / f"{a}_{k}_{fr:g}", cfg.gen_steps,
                                                                     cfg.fold_seed + k, cfg.device, progress, n_items=n_real)
                                     seconds[a] += time.perf_counter() - tg
+                                    cpu[a] += time.process_time() - cg
                                 tiles += [(im, m, "synthetic") for im, m in pasted_tiles(films, idx, normals, cfg.tile, n_syn, rng,
                                                                                          fill=_infill_fn(generators[a], s))]
                             store = tmp / f"train_{k}_{fr:g}_{a}_{r:g}_{s}.h5"
-                            _tile_store(store, tiles, [films[i] for i in normals], cfg.tile)
+                            _tile_store(store, tiles, cfg.tile)
                             method = train_detector(store, tmp / "runs" / f"{k}_{fr:g}_{a}_{r:g}_{s}", cfg, s, progress=False,
-                                                    n_items=2 * sum(1 for t in tiles if t[1].any()))
+                                                    n_items=2 * sum(1 for t in tiles if t[1].any()),
+                                                    negatives_from=normal_store)
                             got = detect_films(method, test_films, cfg.threshold, cfg.depth)
                             store.unlink()
                             for j, i in enumerate(test):
                                 dets[(fr, a, 0.0 if a == "real" else r)][s][i] = got[j]
                             seconds[a] += time.perf_counter() - t
+                            cpu[a] += time.process_time() - c
                             done += 1
                             fold_score = score(got, [films[i].boxes for i in test])
                             log(f"[{done}/{n_models}] fold {k} regime {fr:g} ({n_real} real) arm {a}"
@@ -821,6 +830,7 @@ def run_benchmark(store_path: str | Path, out_dir: str | Path, cfg: BenchmarkCon
         "arms": arms, "skipped_arms": skipped, "runs": [{k: v for k, v in x.items() if k != "froc"} for x in res_rows],
         "summary": summary, "seconds": {"films": round(t_films, 1), **{a: round(v, 1) for a, v in seconds.items()},
                                         "total": round(time.perf_counter() - t_all, 1)},
+        "cpu_seconds": {**{a: round(v, 1) for a, v in cpu.items()}, "total": round(time.process_time() - c_all, 1)},
         "design_min_detectable_gain_recall@1fppi": design_mde,
         "ci_method": "mean over seeds with t 95% CI; bootstrap 95% percentile CI over test films (seed-averaged, paired across arms)",
         "plots": ["recall_vs_size.png", "froc.png"], "coco": "coco/test_gt.json",
@@ -876,8 +886,10 @@ def markdown_report(res: dict) -> str:
                 lines.append(f"| {s['fraction']:g} | {s['arm']} | {ref} | {_fmt(m)} | {_fmt(m, 'bootstrap_ci')} | {m['min_detectable_gain']:.3f} |")
     lines += ["", f"Design minimum detectable gain (independent arms, {res['n_lesions']} lesions, real-only recall@1 FPPI at 100%): "
               f"{res['design_min_detectable_gain_recall@1fppi']:.3f}.", "",
-              "## Time (s)", "", "| " + " | ".join(res["seconds"]) + " |", "|" + "---|" * len(res["seconds"]),
-              "| " + " | ".join(f"{v:g}" for v in res["seconds"].values()) + " |", "",
+              "## Time (s; wall clock, then CPU time of this process)", "", "| | " + " | ".join(res["seconds"]) + " |",
+              "|---|" + "---|" * len(res["seconds"]),
+              "| wall | " + " | ".join(f"{v:g}" for v in res["seconds"].values()) + " |",
+              "| CPU | " + " | ".join(f"{res['cpu_seconds'].get(k, float('nan')):g}" for k in res["seconds"]) + " |", "",
               "![recall vs training-set size](recall_vs_size.png)", "", "![FROC per arm](froc.png)", ""]
     return "\n".join(lines)
 
