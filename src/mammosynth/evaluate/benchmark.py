@@ -714,7 +714,7 @@ def run_benchmark(store_path: str | Path, out_dir: str | Path, cfg: BenchmarkCon
     n_norm = int(sum(1 for f in films if not f.n_lesions))
     log(f"{len(films)} films ({n_les} lesions in {len(films) - n_norm} films, {n_norm} normals) at {cfg.resolution_mm} mm/px, "
         f"{cfg.folds} folds; arms {', '.join(arms)}")
-    keys = [(fr, "real", 0.0) for fr in cfg.fractions] + [(fr, a, r) for fr in cfg.fractions for a in arms if a != "real" for r in cfg.ratios]
+    keys = [(fr, a, 0.0 if a == "real" else r) for fr in cfg.fractions for a in arms for r in ((0.0,) if a == "real" else cfg.ratios)]
     dets: dict[tuple, dict[int, list]] = {k: {s: [None] * len(films) for s in cfg.seeds} for k in keys}
     seconds: dict[str, float] = {a: 0.0 for a in arms}
     cpu: dict[str, float] = {a: 0.0 for a in arms}
