@@ -884,7 +884,7 @@ def markdown_report(res: dict) -> str:
             if g:
                 m = g["recall@1fppi"]
                 lines.append(f"| {s['fraction']:g} | {s['arm']} | {ref} | {_fmt(m)} | {_fmt(m, 'bootstrap_ci')} | {m['min_detectable_gain']:.3f} |")
-    lines += ["", f"Design minimum detectable gain (independent arms, {res['n_lesions']} lesions, real-only recall@1 FPPI at 100%): "
+    lines += ["", f"Design minimum detectable gain (independent arms, {res['n_lesions']} lesions, real-only recall@1 FPPI in the largest regime; 0 when that recall is 0 or 1): "
               f"{res['design_min_detectable_gain_recall@1fppi']:.3f}.", "",
               "## Time (s; wall clock, then CPU time of this process)", "", "| | " + " | ".join(res["seconds"]) + " |",
               "|---|" + "---|" * len(res["seconds"]),
