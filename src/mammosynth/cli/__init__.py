@@ -36,9 +36,9 @@ def version() -> None:
 
 
 def _register_all() -> None:
-    from mammosynth.cli import data, demo, evaluate, fidelity, study, synth, train, weights
+    from mammosynth.cli import benchmark, data, demo, evaluate, fidelity, study, synth, train, weights
 
-    for mod in (data, train, synth, weights, evaluate, fidelity, study, demo):
+    for mod in (data, train, synth, weights, evaluate, fidelity, benchmark, study, demo):
         mod.register(app)
 
 

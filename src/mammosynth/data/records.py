@@ -57,6 +57,12 @@ class LesionRecord:
     split_hint: SplitHint | None = None
     extra: dict = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    #: The full image the patch was cut from and the lesion's mask on it (H, W), when the
+    #: reader had them: references to the reader's arrays, not copies. The store does not keep
+    #: them; the full-film downstream benchmark (``evaluate/benchmark.py``) reads films back
+    #: through the reader with them.
+    full_image: np.ndarray | None = field(default=None, repr=False, compare=False)
+    full_mask: np.ndarray | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass

@@ -4,7 +4,9 @@ pycocotools in the tests).
 
 Boxes are (x, y, w, h) in pixels, as in COCO. Matching is greedy by descending score, each
 ground-truth box matched at most once (duplicates are false positives), IoU >= threshold —
-the same rule as pycocotools' COCOeval, so the numbers agree.
+the same rule as pycocotools' COCOeval, so the numbers agree. ``strict=True`` matches at
+IoU > threshold instead, as seed 001 defines its recall ("IoU greater than 0.5"); the two
+differ only for a box whose IoU is exactly the threshold.
 """
 
 from __future__ import annotations
@@ -40,7 +42,13 @@ class Detections:
     gt: np.ndarray
 
 
-def _match(images: Sequence[Detections], iou_thr: float) -> tuple[np.ndarray, np.ndarray, int]:
+def match_per_image(images: Sequence[Detections], iou_thr: float = 0.5, strict: bool = False) -> list[tuple[np.ndarray, np.ndarray, int]]:
+    """Per image: (scores, TP flags, number of GT boxes) of its predictions, matched greedily
+    by descending score (IoU >= ``iou_thr``, or > with ``strict``)."""
+    return [_match([im], iou_thr, strict) for im in images]
+
+
+def _match(images: Sequence[Detections], iou_thr: float, strict: bool = False) -> tuple[np.ndarray, np.ndarray, int]:
     """Scores and TP flags of all predictions (greedy per image), and the number of GT boxes."""
     scores, tps = [], []
     n_gt = 0
@@ -55,7 +63,7 @@ def _match(images: Sequence[Detections], iou_thr: float) -> tuple[np.ndarray, np
         for k in range(len(boxes)):
             best, best_iou = -1, iou_thr
             for g in range(len(gt)):
-                if not taken[g] and ious[k, g] >= best_iou:
+                if not taken[g] and (ious[k, g] > best_iou if strict and best < 0 else ious[k, g] >= best_iou):
                     best, best_iou = g, ious[k, g]
             tp = best >= 0
             if tp:
@@ -65,16 +73,17 @@ def _match(images: Sequence[Detections], iou_thr: float) -> tuple[np.ndarray, np
     return np.asarray(scores), np.asarray(tps, bool), n_gt
 
 
-def froc(images: Sequence[Detections], iou_thr: float = 0.5, fppi_points: Sequence[float] = FROC_FPPI) -> dict:
+def froc(images: Sequence[Detections], iou_thr: float = 0.5, fppi_points: Sequence[float] = FROC_FPPI,
+         strict: bool = False) -> dict:
     """FROC: sensitivity vs false positives per image over all score thresholds.
 
     Returns ``fppi`` and ``sensitivity`` arrays (the curve), ``sensitivity_at`` each of
     ``fppi_points`` (the highest sensitivity reached with at most that FPPI), ``cpm`` (their
     mean), ``auc`` = the area under the curve for FPPI in [0, max(fppi_points)] divided by that
     range (mean sensitivity; 1 is perfect), and ``recall`` = sensitivity with every prediction
-    kept (TPR at IoU >= ``iou_thr``, the paper's eq. 6).
+    kept (TPR at IoU >= ``iou_thr``, the paper's eq. 6; IoU > ``iou_thr`` with ``strict``).
     """
-    scores, tps, n_gt = _match(images, iou_thr)
+    scores, tps, n_gt = _match(images, iou_thr, strict)
     n_img = max(len(images), 1)
     order = np.argsort(-scores, kind="mergesort")
     tp_cum = np.cumsum(tps[order])
@@ -108,16 +117,17 @@ def froc(images: Sequence[Detections], iou_thr: float = 0.5, fppi_points: Sequen
         "n_images": len(images),
         "n_lesions": n_gt,
         "iou_threshold": iou_thr,
+        "iou_rule": ">" if strict else ">=",
     }
 
 
-def average_precision(images: Sequence[Detections], iou_thr: float = 0.5, max_dets: int = 100) -> float:
+def average_precision(images: Sequence[Detections], iou_thr: float = 0.5, max_dets: int = 100, strict: bool = False) -> float:
     """COCO-style AP at one IoU threshold (101-point interpolation, ``max_dets`` per image)."""
     capped = []
     for im in images:
         order = np.argsort(-np.asarray(im.scores), kind="mergesort")[:max_dets]
         capped.append(Detections(np.asarray(im.boxes).reshape(-1, 4)[order], np.asarray(im.scores)[order], im.gt))
-    scores, tps, n_gt = _match(capped, iou_thr)
+    scores, tps, n_gt = _match(capped, iou_thr, strict)
     if n_gt == 0:
         return float("nan")
     order = np.argsort(-scores, kind="mergesort")

@@ -111,11 +111,14 @@ def score_detections(dets: Sequence[tuple[np.ndarray, np.ndarray]], gts: Sequenc
     return r
 
 
-def write_coco(gts: Sequence[np.ndarray], dets: Sequence[tuple[np.ndarray, np.ndarray]] | None, size: int,
-               gt_path: str | Path, det_path: str | Path | None = None) -> None:
+def write_coco(gts: Sequence[np.ndarray], dets: Sequence[tuple[np.ndarray, np.ndarray]] | None, size: int | Sequence[tuple[int, int]],
+               gt_path: str | Path, det_path: str | Path | None = None, names: Sequence[str] | None = None) -> None:
     """Ground truth as a COCO file (one category, "mass"; image ids 1..N) and, when given, the
-    detections as a COCO results list (image_id, category_id, bbox xywh, score)."""
-    images = [{"id": i + 1, "width": size, "height": size, "file_name": f"test_{i:05d}.png"} for i in range(len(gts))]
+    detections as a COCO results list (image_id, category_id, bbox xywh, score). ``size``: the
+    side of every (square) image, or one (height, width) per image; ``names``: file names."""
+    hw = [(size, size)] * len(gts) if isinstance(size, (int, np.integer)) else [tuple(int(v) for v in s) for s in size]
+    images = [{"id": i + 1, "width": hw[i][1], "height": hw[i][0], "file_name": names[i] if names else f"test_{i:05d}.png"}
+              for i in range(len(gts))]
     anns = []
     for i, g in enumerate(gts):
         for b in np.asarray(g, np.float64).reshape(-1, 4):

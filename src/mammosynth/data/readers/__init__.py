@@ -229,7 +229,7 @@ def lesion_from_image(
     return LesionRecord(
         source=source, source_id=source_id, patient_id=patient_id, patch=patch, mask=patch_mask,
         shape=shape, margin=margin, pathology=pathology, bbox=bbox, lesion_size=(bbox[3], bbox[2]),
-        extra=extra, **fields,
+        extra=extra, full_image=image, full_mask=mask, **fields,
     )
 
 
