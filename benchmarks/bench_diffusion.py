@@ -33,24 +33,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from _bench_context import BenchContext, sync  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+from _bench_context import BenchContext, make_batch, sync  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 from mammosynth.config import default_config_path, load_config
 from mammosynth.models.diffusion_infill import DiffusionInfill, DiffusionInfillConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 CLOCK = {"wall": time.perf_counter, "cpu": time.process_time}
 clock = time.perf_counter
-
-
-def make_batch(batch: int, size: int, device: torch.device, seed: int = 0) -> dict[str, torch.Tensor]:
-    """Random tissue in [-1,1] with an elliptical lesion mask per patch and labels (timing only)."""
-    g = torch.Generator().manual_seed(seed)
-    image = torch.rand(batch, 1, size, size, generator=g) * 2 - 1
-    yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
-    radii = (0.15 + 0.15 * torch.rand(batch, 2, generator=g)) * size
-    mask = (((yy - size / 2) / radii[:, :1, None]) ** 2 + ((xx - size / 2) / radii[:, 1:, None]) ** 2 < 1).float()
-    return {"image": image.to(device), "mask": mask[:, None].to(device),
-            "shape": torch.randint(-1, 4, (batch,), generator=g), "margin": torch.randint(-1, 5, (batch,), generator=g)}
 
 
 def eager_step(method: DiffusionInfill, net, opt, batch, gen: torch.Generator) -> None:
@@ -97,7 +86,7 @@ def bench_train(cfg: DiffusionInfillConfig, size: int, batch: int, args, device:
     amp = args.amp
     if amp == "auto":
         amp = "bf16" if device.type == "cuda" or cpu_has_native_bf16() else "off"
-    data = make_batch(batch, size, device)
+    data = make_batch(batch, size, device, labels=True)
     torch.manual_seed(0)
     method = DiffusionInfill(cfg, {"patch_size": size})
     method.nets.to(device).train()
@@ -122,7 +111,7 @@ def bench_sample(cfg: DiffusionInfillConfig, size: int, batch: int, steps: int, 
                  device: torch.device) -> dict:
     method = DiffusionInfill(cfg, {"patch_size": size})
     method.nets.to(device).eval()
-    data = make_batch(batch, size, device, seed=1)
+    data = make_batch(batch, size, device, seed=1, labels=True)
     labels = {"shape": data["shape"], "margin": data["margin"]} if guidance != 1.0 else {}
     gen = torch.Generator(device=device).manual_seed(0)
     method.infill(data["image"][:1], data["mask"][:1], gen, steps=2)  # warm-up

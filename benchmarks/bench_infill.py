@@ -27,17 +27,7 @@ import torch
 from mammosynth.data.context import tri_label
 from mammosynth.losses import d_loss_bce, g_loss_bce
 from mammosynth.models.infill import InfillConfig, InfillGAN, feature_matching_l1
-from _bench_context import BenchContext, sync  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
-
-
-def make_batch(batch: int, size: int, device: torch.device, seed: int = 0) -> dict[str, torch.Tensor]:
-    """Random tissue in [-1,1] with an elliptical lesion mask per patch (timing only)."""
-    g = torch.Generator().manual_seed(seed)
-    image = torch.rand(batch, 1, size, size, generator=g) * 2 - 1
-    yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
-    radii = (0.15 + 0.15 * torch.rand(batch, 2, generator=g)) * size
-    mask = (((yy - size / 2) / radii[:, :1, None]) ** 2 + ((xx - size / 2) / radii[:, 1:, None]) ** 2 < 1).float()
-    return {"image": image.to(device), "mask": mask[:, None].to(device)}
+from _bench_context import BenchContext, make_batch, sync  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 
 def eager_step(method: InfillGAN, G, D, opts, batch, gen: torch.Generator) -> None:

@@ -193,3 +193,46 @@ def composite(generated: torch.Tensor, context: torch.Tensor, mask: torch.Tensor
     alpha = composite_alpha(mask, factor).to(generated.dtype)
     out = alpha * generated + (1 - alpha) * context.to(generated.dtype)
     return torch.where(alpha > 0, out, context.to(generated.dtype))
+
+
+def draw_contexts(path: str, split: str, n: int, seed: int, who: str):
+    """The tissue contexts an infilling method's ``generate`` paints into: ``n`` lesion patches
+    of ``split`` of the store at ``path``, drawn in rounds (each round a fresh permutation, so a
+    context is reused only when ``n`` exceeds the split, and then said in a warning). Returns
+    (LesionArrays in draw order, repeat): ``repeat[k]`` is 0 on a context's first use, k on its
+    k-th reuse (the manifest's ``context_repeat``)."""
+    import logging
+
+    from mammosynth.data.store import Store
+
+    with Store(path) as store:
+        idx = store.split_indices("lesions", split)
+        if not len(idx):
+            raise DataError(f"{path}: split {split!r} has no lesion patches to take tissue from; choose another --split")
+        rng = np.random.default_rng(seed)
+        rounds = -(-n // len(idx))
+        chosen = np.concatenate([rng.permutation(idx) for _ in range(rounds)])[:n]
+        repeat = np.arange(n) // len(idx)
+        if rounds > 1:
+            logging.getLogger(__name__).warning(
+                "%s generate: %d images from the %d tissue contexts of split %r of %s: each context is reused up to %d "
+                "times with fresh noise (manifest extra context_repeat)", who, n, len(idx), split, path, rounds - 1)
+        unique, back = np.unique(chosen, return_inverse=True)  # h5py reads strictly increasing indices
+        uniq = store.lesions(indices=unique)
+    pick = np.asarray(back).reshape(-1)
+    arrays = type(uniq)(index=uniq.index[pick], patch=uniq.patch[pick], mask=uniq.mask[pick],
+                        shape=uniq.shape[pick], margin=uniq.margin[pick], pathology=uniq.pathology[pick],
+                        source_id=[uniq.source_id[k] for k in pick], patient_id=[uniq.patient_id[k] for k in pick])
+    return arrays, repeat
+
+
+def user_mask_at(mask, size: int, who: str) -> np.ndarray | None:
+    """A user's ``--mask`` for ``generate``: a non-empty (H, W) array resized to ``size``, or None."""
+    if mask is None:
+        return None
+    from mammosynth.data.store import resize_mask
+
+    mask = np.asarray(mask)
+    if mask.ndim != 2 or not mask.any():
+        raise DataError(f"{who} generate: mask must be a non-empty (H, W) array, got shape {mask.shape}")
+    return resize_mask(mask.astype(bool), (size, size))

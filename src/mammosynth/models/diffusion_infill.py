@@ -472,37 +472,19 @@ class DiffusionInfill(Method):
         the conditioning labels in ``extra``.
         """
         from mammosynth.data.birads import PATHOLOGIES
-        from mammosynth.data.store import Store, resize_image, resize_mask
+        from mammosynth.data.context import draw_contexts, user_mask_at
+        from mammosynth.data.store import resize_image, resize_mask
         from mammosynth.synth.sample import Sample
 
         self.configure_sampling(**{k: options.get(k) for k in ("sampler_steps", "guidance_scale", "eta", "repaint")})
         path = self._store_path(options)
         split = options.get("split") or "train"
-        with Store(path) as store:
-            idx = store.split_indices("lesions", split)
-            if not len(idx):
-                raise DataError(f"{path}: split {split!r} has no lesion patches to take tissue from; choose another --split")
-            rng = np.random.default_rng(seed)
-            rounds = -(-n // len(idx))
-            chosen = np.concatenate([rng.permutation(idx) for _ in range(rounds)])[:n]
-            repeat = np.arange(n) // len(idx)
-            if rounds > 1:
-                log.warning("diffusion-infill generate: %d images from the %d tissue contexts of split %r of %s: each "
-                            "context is reused up to %d times with fresh noise (manifest extra context_repeat)",
-                            n, len(idx), split, path, rounds - 1)
-            unique, back = np.unique(chosen, return_inverse=True)  # h5py reads strictly increasing indices
-            uniq = store.lesions(indices=unique)
-        pick = np.asarray(back).reshape(-1)
-        patches, own_masks = uniq.patch[pick], uniq.mask[pick]
-        own_shape, own_margin, own_path = uniq.shape[pick], uniq.margin[pick], uniq.pathology[pick]
-        index = uniq.index[pick]
-        source_ids = [uniq.source_id[k] for k in pick]
-        user_mask = options.get("mask")
-        if user_mask is not None:
-            user_mask = np.asarray(user_mask)
-            if user_mask.ndim != 2 or not user_mask.any():
-                raise DataError(f"diffusion-infill generate: mask must be a non-empty (H, W) array, got shape {user_mask.shape}")
-            user_mask = resize_mask(user_mask.astype(bool), (self.size, self.size))
+        uniq, repeat = draw_contexts(path, split, n, seed, "diffusion-infill")
+        patches, own_masks = uniq.patch, uniq.mask
+        own_shape, own_margin, own_path = uniq.shape, uniq.margin, uniq.pathology
+        index = uniq.index
+        source_ids = list(uniq.source_id)
+        user_mask = user_mask_at(options.get("mask"), self.size, "diffusion-infill")
         want_shape = SHAPES.index(options["shape"]) if options.get("shape") else None
         want_margin = MARGINS.index(options["margin"]) if options.get("margin") else None
         shape_idx = np.full(n, want_shape) if want_shape is not None else own_shape.astype(np.int64)

@@ -690,35 +690,14 @@ class InfillGAN(Method):
         every sample records ``context_repeat`` (0 on first use, k on the k-th reuse).
         """
         from mammosynth.data.birads import MARGINS, PATHOLOGIES, SHAPES
-        from mammosynth.data.store import Store, resize_image, resize_mask
+        from mammosynth.data.context import draw_contexts, user_mask_at
+        from mammosynth.data.store import resize_image, resize_mask
         from mammosynth.synth.sample import Sample
 
         path = self._store_path(options)
         split = options.get("split") or "train"
-        with Store(path) as store:
-            idx = store.split_indices("lesions", split)
-            if not len(idx):
-                raise DataError(f"{path}: split {split!r} has no lesion patches to take tissue from; choose another --split")
-            rng = np.random.default_rng(seed)
-            rounds = -(-n // len(idx))
-            chosen = np.concatenate([rng.permutation(idx) for _ in range(rounds)])[:n]
-            repeat = np.arange(n) // len(idx)
-            if rounds > 1:
-                log.warning("infill generate: %d images from the %d tissue contexts of split %r of %s: each context is "
-                            "reused up to %d times with fresh noise (manifest extra context_repeat)",
-                            n, len(idx), split, path, rounds - 1)
-            unique, back = np.unique(chosen, return_inverse=True)  # h5py reads strictly increasing indices
-            uniq = store.lesions(indices=unique)
-        pick = np.asarray(back).reshape(-1)
-        arrays = type(uniq)(index=uniq.index[pick], patch=uniq.patch[pick], mask=uniq.mask[pick],
-                            shape=uniq.shape[pick], margin=uniq.margin[pick], pathology=uniq.pathology[pick],
-                            source_id=[uniq.source_id[k] for k in pick], patient_id=[uniq.patient_id[k] for k in pick])
-        user_mask = options.get("mask")
-        if user_mask is not None:
-            user_mask = np.asarray(user_mask)
-            if user_mask.ndim != 2 or not user_mask.any():
-                raise DataError(f"infill generate: mask must be a non-empty (H, W) array, got shape {user_mask.shape}")
-            user_mask = resize_mask(user_mask.astype(bool), (self.size, self.size))
+        arrays, repeat = draw_contexts(path, split, n, seed, "infill")
+        user_mask = user_mask_at(options.get("mask"), self.size, "infill")
         device = self._gen_device()
         gen = torch.Generator(device=device).manual_seed(int(seed))
         bs = int(options.get("batch_size") or 16)
