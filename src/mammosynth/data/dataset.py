@@ -159,3 +159,18 @@ class NormalDataset(_H5Dataset):
         if self.augment and torch.rand(()) < 0.5:
             image, bmask = image.flip(-2), bmask.flip(-2)  # vertical only: chest wall stays at x = 0
         return {"image": image * 2.0 - 1.0, "breast_mask": bmask, "index": torch.tensor(j, dtype=torch.int64)}
+
+
+def fixed_lesion_items(data_info: dict, size: int, n: int) -> list[dict] | None:
+    """The first ``n`` lesion items (cycled) of a run's store for its sample grids: validation
+    patches, else train, else any; at the model's ``size`` when it differs from the store's.
+    None when the run records no store or the store has no lesions."""
+    path = data_info.get("store_path") or data_info.get("path")
+    if not path:
+        return None
+    size_arg = size if size != data_info.get("patch_size") else None
+    for split in ("val", "train", None):
+        ds = LesionDataset(path, split=split, augment=False, size=size_arg)
+        if len(ds):
+            return [ds[i % len(ds)] for i in range(n)]
+    return None

@@ -423,21 +423,11 @@ class DiffusionInfill(Method):
         """The first n validation lesion patches (train split if val is empty) and their labels, cached."""
         if self._grid_batch is not None and self._grid_batch[0].shape[0] >= n:
             return self._grid_batch[0][:n], self._grid_batch[1][:n], self._grid_batch[2][:n]
-        path = self.data_info.get("store_path") or self.data_info.get("path")
-        if not path:
-            return None
-        from mammosynth.data.dataset import LesionDataset
+        from mammosynth.data.dataset import fixed_lesion_items
 
-        size = self.size if self.size != self.data_info.get("patch_size") else None
-        ds = None
-        for split in ("val", "train", None):
-            cand = LesionDataset(path, split=split, augment=False, size=size)
-            if len(cand):
-                ds = cand
-                break
-        if ds is None:
+        items = fixed_lesion_items(self.data_info, self.size, n)
+        if items is None:
             return None
-        items = [ds[i % len(ds)] for i in range(n)]
         labels = label_index(torch.stack([it["shape"] for it in items]), torch.stack([it["margin"] for it in items]))
         self._grid_batch = (torch.stack([it["image"] for it in items]), torch.stack([it["mask"] for it in items]), labels)
         return self._grid_batch
