@@ -44,6 +44,8 @@ BAD_INPUT = {
     "study analyze": (["study", "analyze", "{tmp}/no-study", "--out", "{tmp}/r"], "{tmp}/no-study"),
     "study simulate": (["study", "simulate", "{tmp}/no-study"], "{tmp}/no-study"),
     "study status": (["study", "status", "{tmp}/no-study"], "{tmp}/no-study"),
+    "benchmark downstream": (["benchmark", "downstream", "--data", "{tmp}/missing.h5", "--out", "{tmp}/b"],
+                             "{tmp}/missing.h5: no such dataset file"),
 }
 
 #: Commands allowed to leave a folder after a failure (none: evaluate and study analyze read

@@ -258,4 +258,4 @@ def test_split_is_refused_for_a_method_that_draws_no_real_lesions(tiny_runs, tmp
 
     _, g_run, _ = tiny_runs
     assert main(["generate", str(g_run), "--n", "1", "--out", str(tmp_path / "s"), "--split", "val"]) == 2
-    assert "birads-aegan and infill runs only" in capsys.readouterr().err
+    assert "birads-aegan, infill and diffusion-infill runs only" in capsys.readouterr().err
