@@ -22,7 +22,7 @@ Margin learnability: the project's BI-RADS classifier (``mammosynth train classi
 demo config) trained on the train split of a phantom store, accuracy on held-out patients.
 
 "Today's" phantom is main's ``src/mammosynth/phantom`` copied into a temporary package
-(``git show main:...``), so both run in the same process on the same machine. The table
+(``git show 9f6996b:...``, the commit before v2 merged), so both run in the same process on the same machine. The table
 goes into docs/phantom.md between the ``realism-table`` markers.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_phantom_realism.py [--quick] [--parts stats,speed,auc,margins,figure]
@@ -55,8 +55,13 @@ MARK_BEGIN, MARK_END = "<!-- realism-table:begin -->", "<!-- realism-table:end -
 STATS = ("beta", "noise", "p5", "p50", "p95", "tile_cv")
 
 
-def old_phantom(ref: str = "main"):
-    """Main's phantom package, imported from a temporary copy under another name."""
+#: "Today's" phantom of issue 15: the v1 package as it was before the v2 rewrite merged into
+#: main (4c81646). Pinned, so that "today" keeps meaning v1 now that main holds v2.
+V1_REF = "9f6996b"
+
+
+def old_phantom(ref: str = V1_REF):
+    """The v1 phantom package (commit ``ref``), imported from a temporary copy under another name."""
     tmp = Path(tempfile.mkdtemp(prefix="old_phantom_"))
     pkg = tmp / "old_phantom"
     pkg.mkdir()
@@ -334,7 +339,7 @@ def run_parts(parts: set[str], args, results: dict, t0: float) -> None:
 
 
 def render(results: dict) -> str:
-    commit = results.get("commit_today", "main")
+    commit = results.get("commit_today", V1_REF)
     text = [f"Made by `OMP_NUM_THREADS=1 python benchmarks/bench_phantom_realism.py` (one thread; parts: "
             + ", ".join(f"{k} {v['minutes']:.0f} min{' quick' if v['quick'] else ''}" for k, v in results.get("runs", {}).items())
             + f"); ranges are min–max over the images; \"today\" is main at {commit}.", ""]
