@@ -60,7 +60,7 @@ from mammosynth.data.birads import Label
 from mammosynth.data.records import LesionRecord, MammogramRecord
 from mammosynth.data.store import Store, StoreWriter, resize_image, resize_mask, shrink
 from mammosynth.errors import ConfigError, DataError
-from mammosynth.evaluate.detection import Detections, average_precision, boxes_from_probability, froc, match_per_image
+from mammosynth.evaluate.detection import Detections, average_precision, boxes_from_probability, froc, froc_on_grid, match_per_image
 from mammosynth.evaluate.downstream import _mean_ci, _save, write_coco
 from mammosynth.io import write_json_atomic
 from mammosynth.synth.writer import mask_bbox
@@ -928,8 +928,7 @@ def _plot(res: dict, rows: list[dict], cfg: BenchmarkConfig, out: Path) -> None:
             curves = []
             for x in rows:
                 if x["fraction"] == fr and x["arm"] == a and x["ratio"] == r:
-                    f, sens = np.asarray(x["froc"]["fppi"]), np.maximum.accumulate(np.asarray(x["froc"]["sensitivity"]))
-                    curves.append(sens[np.clip(np.searchsorted(f, grid, side="right") - 1, 0, len(sens) - 1)])
+                    curves.append(froc_on_grid(x["froc"], grid))
             if curves:
                 ax.step(grid, np.mean(curves, axis=0), where="post", label=a if a == "real" else f"{a} (+{r:g}x)")
         ax.set_title(f"{fr:g} of the real training lesions", fontsize=8)

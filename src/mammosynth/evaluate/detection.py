@@ -160,3 +160,10 @@ def boxes_from_probability(prob: np.ndarray, threshold: float = 0.5, min_area: i
         boxes.append((xs.start, ys.start, xs.stop - xs.start, ys.stop - ys.start))
         scores.append(float(prob[sl][comp].mean()))
     return np.asarray(boxes, np.float64).reshape(-1, 4), np.asarray(scores, np.float64)
+
+
+def froc_on_grid(curve: dict, grid: np.ndarray) -> np.ndarray:
+    """A FROC curve (``{"fppi": [...], "sensitivity": [...]}``) as a step function sampled at
+    ``grid`` FPPI values, sensitivity made non-decreasing: for averaging curves over seeds."""
+    f, sens = np.asarray(curve["fppi"]), np.maximum.accumulate(np.asarray(curve["sensitivity"]))
+    return sens[np.clip(np.searchsorted(f, grid, side="right") - 1, 0, len(sens) - 1)]

@@ -34,7 +34,7 @@ from mammosynth.data.birads import Label
 from mammosynth.data.records import LesionRecord
 from mammosynth.data.store import Store, StoreWriter
 from mammosynth.errors import ConfigError, DataError
-from mammosynth.evaluate.detection import Detections, average_precision, boxes_from_probability, froc
+from mammosynth.evaluate.detection import Detections, average_precision, boxes_from_probability, froc, froc_on_grid
 from mammosynth.evaluate.synthetic import load_synthetic_patches
 from mammosynth.io import atomic_path, write_json_atomic
 from mammosynth.synth.writer import mask_bbox
@@ -319,8 +319,7 @@ def _plot(rows: list[dict], summary: list[dict], out: Path) -> None:
         curves = []
         for r in rows:
             if r["amount"] == s["amount"]:
-                f, sens = np.asarray(r["froc"]["fppi"]), np.maximum.accumulate(np.asarray(r["froc"]["sensitivity"]))
-                curves.append(sens[np.clip(np.searchsorted(f, grid, side="right") - 1, 0, len(sens) - 1)])
+                curves.append(froc_on_grid(r["froc"], grid))
         ax.step(grid, np.mean(curves, axis=0), where="post",
                 label=f"+{s['n_synthetic']} synthetic (AUC {s['froc_auc']['mean']:.2f})")
     ax.set_xlabel("false positives per image")

@@ -48,7 +48,7 @@ from torch import nn
 from mammosynth.data.birads import MARGINS, SHAPES
 from mammosynth.data.context import PAPER_MARGIN_FACTOR, composite, enlarge_mask, margin_ring, tri_label
 from mammosynth.errors import ConfigError, DataError
-from mammosynth.train.method import Method, StepContext, TrainConfig
+from mammosynth.train.method import Method, StepContext, TrainConfig, cpu_has_native_bf16
 
 if TYPE_CHECKING:
     from mammosynth.synth.sample import Sample
@@ -160,13 +160,6 @@ class ConditionalDenoiser(nn.Module):
             labels = None
         out = self.unet(h, t, class_labels=labels)
         return F.pixel_shuffle(out, self.fold) if self.fold > 1 else out
-
-
-def _native_bf16_cpu() -> bool:
-    try:
-        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
 
 
 class DiffusionInfill(Method):
@@ -289,7 +282,7 @@ class DiffusionInfill(Method):
     def _amp_dtype(self, device: torch.device) -> torch.dtype | None:
         if self.cfg.sample_amp == "off":
             return None
-        if self.cfg.sample_amp == "bf16" or device.type == "cuda" or _native_bf16_cpu():
+        if self.cfg.sample_amp == "bf16" or device.type == "cuda" or cpu_has_native_bf16():
             return torch.bfloat16
         return None  # emulated bf16 on this CPU is far slower than fp32 (docs/diffusion.md)
 

@@ -57,6 +57,14 @@ if TYPE_CHECKING:
     from mammosynth.synth.sample import Sample
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (oneDNN's check for AVX512-BF16 or AMX)."""
+    try:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 @dataclass
 class TrainConfig:
     """Options every method shares. Method configs subclass this and add their own fields.

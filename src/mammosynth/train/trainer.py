@@ -38,7 +38,7 @@ from mammosynth.io import write_json_atomic
 from mammosynth.train import distributed as D
 from mammosynth.train.checkpoint import (JSON_FILE, clean_stale_checkpoint_tmp, find_checkpoint, load_checkpoint,
                                          load_module_state, load_optimizer_state, save_checkpoint)
-from mammosynth.train.method import Method, StepContext, TrainConfig
+from mammosynth.train.method import Method, StepContext, TrainConfig, cpu_has_native_bf16  # noqa: F401 (re-exported)
 from mammosynth.train.run import (
     CHECKPOINT_DIR,
     CONFIG_FILE,
@@ -62,14 +62,6 @@ RESUMABLE_CHANGES = frozenset(
 
 class TrainingDiverged(MammosynthError):
     """A loss became NaN or infinite; the run stopped and kept its last good checkpoint."""
-
-
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU computes bf16 natively (oneDNN's check for AVX512-BF16 or AMX)."""
-    try:
-        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
 
 
 # -- seeding and data order -------------------------------------------------------------------
