@@ -86,7 +86,7 @@ def test_cbis_fixture_records_and_skips(cbis):
 def test_cbis_calcifications_on_request(cbis):
     root, csvs = cbis
     (rec,) = list(iter_records("cbis-ddsm", root, [csvs["calc_train"]], include_calcifications=True))
-    assert isinstance(rec, LesionRecord) and rec.shape.status == "non_mass" and rec.shape.raw == "AMORPHOUS"
+    assert isinstance(rec, LesionRecord) and rec.shape.status == "non_mass" and rec.morphology.raw == "AMORPHOUS"
     assert rec.laterality == "R" and rec.density == "3"  # the calc CSV's "breast density" header
 
 

@@ -223,7 +223,9 @@ def labels_cmd(
     con = _console()
     con.print(f"{report['source']}: {report['rows']} rows in {len(report['files'])} file(s); kinds: "
               + ", ".join(f"{k} {v}" for k, v in report["kinds"].items()))
-    for fname in ("shape", "margin", "pathology"):
+    from mammosynth.data.readers import LABEL_FIELDS
+
+    for fname in LABEL_FIELDS:
         sect = report[fname]
         if not sect["raw"]:
             continue

@@ -14,6 +14,17 @@ lost. The policy, documented in ``docs/data.md`` (label mapping table):
   ``None`` with ``status="non_mass"``;
 * ``NA``, NaN, empty -> ``None`` with ``status="missing"``;
 * anything else -> ``None`` with ``status="unknown"`` (reported by ``data labels``).
+
+Calcifications (CBIS-DDSM ``calc type`` and ``calc distribution``) follow the same policy
+with their own vocabularies, :data:`MORPHOLOGIES` and :data:`DISTRIBUTIONS`, each ordered
+from typically benign to most suspicious, so a combined value
+(``PLEOMORPHIC-FINE_LINEAR_BRANCHING``) maps to its most suspicious part. The source's
+spelling variants map explicitly (:data:`CBIS_MORPHOLOGY_TERMS`,
+:data:`CBIS_DISTRIBUTION_TERMS`): ``LUCENT_CENTER`` and ``LUCENT_CENTERED`` are one term,
+``DIFFUSELY_SCATTERED`` is ``diffuse``, and ``GROUPED`` (BI-RADS 5th edition) is
+``clustered`` (the 4th edition's and CBIS-DDSM's name). A mass has no morphology or
+distribution (``status="non_calcification"``); a calcification has no shape or margin
+(``status="non_mass"``).
 """
 
 from __future__ import annotations
@@ -25,8 +36,34 @@ from typing import Literal
 SHAPES: tuple[str, ...] = ("round", "oval", "lobulated", "irregular")
 MARGINS: tuple[str, ...] = ("circumscribed", "obscured", "microlobulated", "ill_defined", "spiculated")
 PATHOLOGIES: tuple[str, ...] = ("benign", "malignant")
+#: BI-RADS calcification morphology, typically benign first, most suspicious last (the
+#: order decides combined values): the benign types, then punctate, amorphous, (fine)
+#: pleomorphic and fine linear (branching), the order of the BI-RADS atlas's suspicion.
+MORPHOLOGIES: tuple[str, ...] = (
+    "skin", "vascular", "coarse", "large_rodlike", "round_and_regular", "lucent_centered", "eggshell",
+    "milk_of_calcium", "dystrophic", "punctate", "amorphous", "pleomorphic", "fine_linear_branching",
+)
+#: BI-RADS calcification distribution, least to most suspicious (BI-RADS 5th edition order).
+DISTRIBUTIONS: tuple[str, ...] = ("diffuse", "regional", "clustered", "linear", "segmental")
+#: What a stored lesion is: a mass, a non-mass finding kept as a lesion (architectural
+#: distortion, asymmetry), or a calcification cluster.
+LESION_TYPES: tuple[str, ...] = ("mass", "non_mass", "calcification")
 
-LabelStatus = Literal["exact", "combined", "non_mass", "missing", "unknown"]
+#: CBIS-DDSM ``calc type`` tokens (one part of a combined value) -> morphology term.
+CBIS_MORPHOLOGY_TERMS: dict[str, str] = {
+    "SKIN": "skin", "VASCULAR": "vascular", "COARSE": "coarse", "LARGE_RODLIKE": "large_rodlike",
+    "ROUND_AND_REGULAR": "round_and_regular", "LUCENT_CENTER": "lucent_centered",
+    "LUCENT_CENTERED": "lucent_centered", "EGGSHELL": "eggshell", "MILK_OF_CALCIUM": "milk_of_calcium",
+    "DYSTROPHIC": "dystrophic", "PUNCTATE": "punctate", "AMORPHOUS": "amorphous",
+    "PLEOMORPHIC": "pleomorphic", "FINE_LINEAR_BRANCHING": "fine_linear_branching",
+}
+#: CBIS-DDSM ``calc distribution`` tokens -> distribution term (GROUPED: the 5th edition's name).
+CBIS_DISTRIBUTION_TERMS: dict[str, str] = {
+    "DIFFUSELY_SCATTERED": "diffuse", "DIFFUSE": "diffuse", "REGIONAL": "regional", "CLUSTERED": "clustered",
+    "GROUPED": "clustered", "LINEAR": "linear", "SEGMENTAL": "segmental",
+}
+
+LabelStatus = Literal["exact", "combined", "non_mass", "non_calcification", "missing", "unknown"]
 
 #: CBIS-DDSM shape/margin values that are not mass descriptors.
 CBIS_NON_MASS: frozenset[str] = frozenset(
@@ -61,15 +98,18 @@ def _is_missing(raw: object) -> bool:
     return str(raw).strip().upper() in _MISSING
 
 
-def _map_cbis(raw: object, vocab: tuple[str, ...]) -> Label:
+def _map_cbis(raw: object, vocab: tuple[str, ...], terms: dict[str, str] | None = None,
+              non_terms: frozenset[str] = CBIS_NON_MASS) -> Label:
+    """Map one CBIS-DDSM cell: each ``-``-separated token through ``terms`` (default: the
+    token itself, lower-cased, when it is in ``vocab``); the most suspicious one wins."""
     if _is_missing(raw):
         return Label(None if raw is None else str(raw), None, "missing")
     text = str(raw).strip()
     parts = [p for p in text.upper().split("-") if p]
     # Multi-word tokens keep their underscore (ILL_DEFINED), so splitting on '-' is exact.
-    mass_parts = [p.lower() for p in parts if p.lower() in vocab]
-    other = [p for p in parts if p.lower() not in vocab]
-    unknown = [p for p in other if p not in CBIS_NON_MASS]
+    term_of = {p: (terms.get(p) if terms is not None else (p.lower() if p.lower() in vocab else None)) for p in parts}
+    mass_parts = [t for t in term_of.values() if t is not None]
+    unknown = [p for p, t in term_of.items() if t is None and p not in non_terms]
     if unknown:
         return Label(text, None, "unknown")
     if not mass_parts:
@@ -87,6 +127,22 @@ def map_cbis_shape(raw: object) -> Label:
 def map_cbis_margin(raw: object) -> Label:
     """Map a CBIS-DDSM ``mass margins`` value (see module docstring for the policy)."""
     return _map_cbis(raw, MARGINS)
+
+
+def map_cbis_morphology(raw: object) -> Label:
+    """Map a CBIS-DDSM ``calc type`` value (``PLEOMORPHIC``, ``ROUND_AND_REGULAR-LUCENT_CENTER``)."""
+    return _map_cbis(raw, MORPHOLOGIES, CBIS_MORPHOLOGY_TERMS, frozenset())
+
+
+def map_cbis_distribution(raw: object) -> Label:
+    """Map a CBIS-DDSM ``calc distribution`` value (``CLUSTERED``, ``CLUSTERED-LINEAR``)."""
+    return _map_cbis(raw, DISTRIBUTIONS, CBIS_DISTRIBUTION_TERMS, frozenset())
+
+
+#: The morphology / distribution of a lesion that is not a calcification.
+NOT_CALCIFICATION = Label(None, None, "non_calcification")
+#: The shape / margin of a calcification.
+NOT_MASS = Label(None, None, "non_mass")
 
 
 def map_pathology(raw: object) -> Label:

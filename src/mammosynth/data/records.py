@@ -12,7 +12,7 @@ from typing import Literal
 
 import numpy as np
 
-from mammosynth.data.birads import Label
+from mammosynth.data.birads import NOT_CALCIFICATION, Label
 
 Laterality = Literal["L", "R"]
 View = Literal["CC", "MLO", "other"]
@@ -38,6 +38,12 @@ class LesionRecord:
     ``lesion_size`` is the lesion's (h, w) in full-image pixels, used by ``insert`` to fit
     the size distribution. ``warnings`` are things the reader had to work around (an
     unreadable PixelSpacing, an invalid window); the ingest lists them in the skip report.
+
+    ``lesion_type`` is one of :data:`birads.LESION_TYPES`; a calcification cluster has
+    ``morphology`` and ``distribution`` labels (shape and margin ``non_mass``), a mass has
+    shape and margin (morphology and distribution ``non_calcification``). ``points`` are the
+    centres (x, y) of a cluster's individual calcifications in patch pixels, (K, 2) float,
+    when the source knows them (the phantom does; CBIS-DDSM does not), else None.
     """
 
     source: str
@@ -57,6 +63,10 @@ class LesionRecord:
     split_hint: SplitHint | None = None
     extra: dict = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    lesion_type: str = "mass"
+    morphology: Label = NOT_CALCIFICATION
+    distribution: Label = NOT_CALCIFICATION
+    points: np.ndarray | None = field(default=None, repr=False, compare=False)
     #: The full image the patch was cut from and the lesion's mask on it (H, W), when the
     #: reader had them: references to the reader's arrays, not copies. The store does not keep
     #: them; the full-film downstream benchmark (``evaluate/benchmark.py``) reads films back

@@ -48,6 +48,8 @@ _ALIASES = {"cbis": "cbis-ddsm", "cbis_ddsm": "cbis-ddsm", "cbisddsm": "cbis-dds
             "minimias": "mias", "vindr-mammo": "vindr", "vindr_mammo": "vindr"}
 
 Record = LesionRecord | MammogramRecord | SkipRecord | WarningRecord
+#: The label families :func:`label_report` counts (``data labels``).
+LABEL_FIELDS: tuple[str, ...] = ("shape", "margin", "pathology", "morphology", "distribution")
 #: One unit of reading: (source id, file, read) where ``read()`` returns a record or an
 #: iterable of records (an image with several findings). See :func:`read_each`.
 Unit = tuple[str, str, Callable[[], "Record | Iterable[Record]"]]
@@ -293,7 +295,8 @@ def label_report(source: str, csv_paths) -> dict:
     mini-MIAS Info.txt; VinDr finding_annotations.csv; the folder format's labels.csv).
 
     Returns a JSON-ready dict: ``files``, ``rows``, ``kinds`` (rows per finding kind), and
-    for each of ``shape``, ``margin``, ``pathology``: ``raw`` (count per value exactly as
+    for each of ``shape``, ``margin``, ``pathology``, ``morphology`` and ``distribution``
+    (the last two for calcification rows): ``raw`` (count per value exactly as
     written, "" for an empty cell), ``mapped`` (count per vocabulary term, "(none)" for
     unmapped), ``status`` (count per mapping status) and ``unmapped`` (raw values that map
     to no term, with their status); plus ``unknown``: raw values nobody recognises.
@@ -304,7 +307,7 @@ def label_report(source: str, csv_paths) -> dict:
     paths = [str(p) for p in ([csv_paths] if isinstance(csv_paths, (str, bytes)) else list(csv_paths or []))]
     rows = 0
     kinds: Counter = Counter()
-    fields = ("shape", "margin", "pathology")
+    fields = LABEL_FIELDS
     raw_c = {f: Counter() for f in fields}
     mapped_c = {f: Counter() for f in fields}
     status_c = {f: Counter() for f in fields}

@@ -27,7 +27,15 @@ import os
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from mammosynth.data.birads import Label, map_cbis_margin, map_cbis_shape, map_pathology
+from mammosynth.data.birads import (
+    NOT_MASS,
+    Label,
+    map_cbis_distribution,
+    map_cbis_margin,
+    map_cbis_morphology,
+    map_cbis_shape,
+    map_pathology,
+)
 from mammosynth.data.imaging import is_binary_mask, read_dicom
 from mammosynth.data.readers import (
     Record,
@@ -160,15 +168,16 @@ def _find_mask(cands: list[Path], full_shape: tuple[int, int]) -> tuple[Path | N
 
 def _labels(row: dict[str, str], kind: str) -> dict[str, Label]:
     if kind == "calcification":
-        raw = row.get("calc type", "")
-        return {"shape": Label(raw, None, "non_mass"), "margin": Label(row.get("calc distribution", ""), None, "non_mass"),
-                "pathology": map_pathology(row.get("pathology"))}
+        return {"shape": NOT_MASS, "margin": NOT_MASS, "pathology": map_pathology(row.get("pathology")),
+                "morphology": map_cbis_morphology(row.get("calc type")),
+                "distribution": map_cbis_distribution(row.get("calc distribution"))}
     return {"shape": map_cbis_shape(row.get("mass shape")), "margin": map_cbis_margin(row.get("mass margins")),
             "pathology": map_pathology(row.get("pathology"))}
 
 
 def iter_label_rows(paths: Iterable[str | os.PathLike]) -> Iterator[dict]:
-    """Labels per CSV row: mass rows give shape/margin/pathology; calcification rows only pathology."""
+    """Labels per CSV row: mass rows give shape/margin/pathology; calcification rows give
+    morphology/distribution/pathology."""
     for path in paths:
         for row in read_csv_rows(path):
             if row_problem(row):  # a line that could not be read: counted, never guessed
@@ -176,7 +185,8 @@ def iter_label_rows(paths: Iterable[str | os.PathLike]) -> Iterator[dict]:
                 continue
             kind = row_kind(row)
             if kind == "calcification":
-                yield {"kind": kind, "pathology": map_pathology(row.get("pathology"))}
+                labels = _labels(row, kind)
+                yield {"kind": kind, **{k: labels[k] for k in ("morphology", "distribution", "pathology")}}
                 continue
             labels = _labels(row, kind)
             if labels["shape"].status == "non_mass":
