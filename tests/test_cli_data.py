@@ -132,7 +132,7 @@ def test_help_explains_options(capsys):
     for cmd, options in {
         "phantom": ["--out", "--lesions", "--normals", "--size", "--seed", "--normal-size", "--style", "--mass-contrast",
                     "--mass-size", "--json"],
-        "ingest": ["--root", "--csv", "--out", "--size", "--normal-size", "--calcifications", "--json"],
+        "ingest": ["--root", "--csv", "--out", "--size", "--normal-size", "--lesions", "--json"],
         "labels": ["--csv", "--json"],
         "info": ["--json"],
         "preview": ["--out", "--lesions", "--normals"],

@@ -144,7 +144,7 @@ def test_physical_sizes_are_stored_and_version_one_files_still_read(tmp_path, rn
             w.add(dataclasses.replace(_lesion(i, f"P{i}", rng), pixel_spacing_mm=0.1 if i < 4 else None))
         w.add(dataclasses.replace(_normal(0, "P100", "L"), pixel_spacing_mm=0.2))
     with Store(path) as s:
-        assert s.manifest["format_version"] == 2
+        assert s.manifest["format_version"] == 3
         assert s.lesion_sizes_mm().shape == (4, 2)  # the two lesions without a spacing are left out
         np.testing.assert_allclose(s.lesion_sizes_mm()[0], [2.0, 2.4], rtol=1e-6)
         mmpp = s.patch_mm_per_px()

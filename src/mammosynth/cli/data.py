@@ -91,8 +91,11 @@ def _info_tables(info: dict[str, Any]) -> None:
     labels.add_column("field")
     labels.add_column("value")
     labels.add_column("count", justify="right")
-    for fname in ("shape", "margin", "pathology"):
-        for k, v in info[fname].items():
+    for fname in ("shape", "margin", "pathology", "lesion_type", "morphology", "distribution"):
+        counts = info.get(fname) or {}
+        if fname in ("morphology", "distribution") and not any(v for k, v in counts.items() if k != "(none)"):
+            continue  # no calcification labels in this store
+        for k, v in counts.items():
             labels.add_row(fname, k, str(v))
         labels.add_section()
     con.print(labels)
@@ -105,7 +108,7 @@ def _info_tables(info: dict[str, Any]) -> None:
     per_split = info.get("split_labels") or {}
     if info["n_lesions"] and per_split:
         splits.add_section()
-        for fname in ("margin", "shape", "pathology"):
+        for fname in [f for f in ("margin", "shape", "morphology", "distribution", "pathology", "type") if f in per_split["train"]]:
             for value in per_split["train"][fname]:
                 row = [per_split[s][fname].get(value, 0) for s in ("train", "val", "test")]
                 if any(row):
@@ -158,7 +161,8 @@ def ingest_cmd(
     size: int = typer.Option(64, "--size", help="Lesion patch side in the store, pixels (64, 128 or 256)."),
     normal_size: str = typer.Option("1024x832", "--normal-size", help="Canvas for normal mammograms, HxW pixels."),
     normals: bool = typer.Option(True, "--normals/--no-normals", help="Also store lesion-free mammograms."),
-    calcifications: bool = typer.Option(False, "--calcifications", help="Keep calcification findings as non-mass lesions (default: skip them)."),
+    lesions: str = typer.Option("mass", "--lesions", help="Which findings become lesions: mass (masses and the non-mass findings kept with them, as before), calcification (calcification clusters with BI-RADS morphology and distribution) or all. Calcifications: cbis-ddsm, mias, inbreast."),
+    calcifications: bool = typer.Option(False, "--calcifications", hidden=True, help="Deprecated: use --lesions all."),
     context: float = typer.Option(0.3, "--context", min=0.0, help="Context around a lesion, as a fraction of its larger side on each side."),
     split_seed: int = typer.Option(0, "--split-seed", help="Seed for the patient-level train/val/test split of patients without an official split."),
     split_fractions: str = typer.Option("0.8,0.1,0.1", "--split-fractions", help=SPLIT_FRACTIONS_HELP + " An official test set (CBIS-DDSM, VinDr) stays the test set; val is carved from the official training set."),
@@ -172,9 +176,14 @@ def ingest_cmd(
 
     _check_patch_size(size)
     fractions = _split_fractions(split_fractions)
+    if calcifications:
+        if lesions.strip().lower() not in ("mass", "all"):
+            raise ConfigError(f"--calcifications (deprecated: it means --lesions all) contradicts --lesions {lesions}")
+        lesions = "all"
+        _console().print("[bold yellow]warning:[/] --calcifications is deprecated; it means --lesions all")
     summary = ingest(
         source, root, list(csv or []), out, patch_size=size, normal_size=parse_hw(normal_size),
-        include_normals=normals, progress=not (quiet or as_json), include_calcifications=calcifications,
+        include_normals=normals, progress=not (quiet or as_json), lesions=lesions,
         context=context, split_seed=split_seed, split_fractions=fractions,
     )
     if as_json:

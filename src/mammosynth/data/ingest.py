@@ -30,10 +30,10 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from mammosynth.data.imaging import one_line_error
-from mammosynth.data.readers import get_reader
+from mammosynth.data.readers import CALCIFICATION_SOURCES, get_reader, wanted_kinds
 from mammosynth.data.records import DEFAULT_CONTEXT, SkipRecord, WarningRecord
 from mammosynth.data.store import StoreWriter
-from mammosynth.errors import DataError, MammosynthError
+from mammosynth.errors import ConfigError, DataError, MammosynthError
 from mammosynth.io import write_text_atomic
 
 
@@ -118,11 +118,16 @@ def ingest(
     """Read ``source`` (cbis-ddsm | inbreast | mias | vindr | folder) under ``root`` into ``out``.
 
     ``patch_size``: lesion patch side in the store (pixels); ``normal_size``: (H, W) canvas
-    for normal mammograms (pixels); ``opts`` go to the reader (``include_calcifications``,
-    ``context``) and to the writer (``split_fractions``, ``split_seed``).
+    for normal mammograms (pixels); ``opts`` go to the reader (``lesions``: mass |
+    calcification | all, ``context``) and to the writer (``split_fractions``, ``split_seed``).
     Returns an :class:`IngestSummary`; raises :class:`DataError` when no record was usable.
     """
     reader = get_reader(source)
+    lesions = str(opts.get("lesions", "mass"))
+    wanted_kinds(lesions)  # ConfigError for an unknown --lesions value
+    if lesions.strip().lower() != "mass" and reader.NAME not in CALCIFICATION_SOURCES:
+        raise ConfigError(f"--lesions {lesions}: the {reader.NAME} reader reads masses only; calcifications come from "
+                          f"{', '.join(CALCIFICATION_SOURCES)}")
     root = Path(root)
     if not root.exists():
         raise DataError(f"{root}: no such folder (--root)")

@@ -45,8 +45,12 @@ import numpy as np
 from mammosynth.data.records import SPLITS
 from mammosynth.errors import ConfigError
 
-#: Label families in priority order; a label is ``"<family>:<value>"``.
-FAMILIES: tuple[str, ...] = ("margin", "shape", "pathology")
+#: Label families in priority order; a label is ``"<family>:<value>"``. Masses carry margin,
+#: shape and pathology labels; calcifications morphology, distribution, pathology and
+#: ``type:calcification`` (so a mixed store spreads them over the splits too). A family a
+#: patient lacks adds the same zero to every split's score, so mass-only stores split
+#: exactly as before the calcification families existed.
+FAMILIES: tuple[str, ...] = ("margin", "shape", "morphology", "distribution", "pathology", "type")
 DEFAULT_FRACTIONS: tuple[float, float, float] = (0.8, 0.1, 0.1)
 METHOD = "iterative stratification of patients by label counts (Sechidis et al. 2011); margin > shape > pathology"
 
@@ -201,6 +205,8 @@ def label_coverage_warnings(counts: Mapping[str, Mapping[str, Mapping[str, int]]
         for family in FAMILIES:
             for value in sorted({v for s in counts for v in counts[s].get(family, {})}):
                 if value == "(none)" or counts[split].get(family, {}).get(value, 0) > 0:
+                    continue
+                if family == "type" and value == "non_mass":  # kept with the masses, never stratified
                     continue
                 others = {s: counts[s].get(family, {}).get(value, 0) for s in counts if s != split}
                 if any(others.values()):

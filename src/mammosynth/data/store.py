@@ -8,6 +8,13 @@ Layout (N lesions, M normals, S = patch size, (H, W) = normal size)::
     /lesions/margin        (N,)       int8     index into birads.MARGINS, -1 = none
     /lesions/pathology     (N,)       int8     index into birads.PATHOLOGIES, -1 = none
     /lesions/{shape,margin,pathology}_raw, _status   (N,) str   raw label + mapping status
+    /lesions/lesion_type   (N,)       str      birads.LESION_TYPES: mass | non_mass | calcification
+    /lesions/morphology    (N,)       int8     index into birads.MORPHOLOGIES, -1 = none
+    /lesions/distribution  (N,)       int8     index into birads.DISTRIBUTIONS, -1 = none
+    /lesions/{morphology,distribution}_raw, _status  (N,) str   as for shape and margin
+    /lesions/points        (N,)       vlen float32  centres of a cluster's calcifications,
+                                               x0, y0, x1, y1, ... in store patch pixels
+                                               (empty where unknown)
     /lesions/{source_id,patient_id,laterality,view}  (N,) str
     /lesions/lesion_size   (N, 2)     int32    lesion (h, w) in full-image pixels, -1 unknown
     /lesions/pixel_spacing_mm (N,)    float32  source image spacing (mm per pixel), NaN unknown
@@ -29,7 +36,8 @@ Layout (N lesions, M normals, S = patch size, (H, W) = normal size)::
                            split fractions, seed and method
 
 Splits are patient-level: all records of one patient land in one split (no leakage), and
-stratified by label (margin, then shape, then pathology) with the iterative method of
+stratified by label (margin, then shape, then morphology and distribution for
+calcifications, then pathology, then lesion type for calcifications) with the iterative method of
 :mod:`mammosynth.data.splits`. A record's ``split_hint`` is honoured for all of that
 patient's records: train/val/test fix the split, ``trainval`` (an official training set)
 allows train or val. Patients with lesions and normal-only patients are split as two
@@ -57,7 +65,7 @@ import h5py
 import numpy as np
 
 from mammosynth import __version__
-from mammosynth.data.birads import MARGINS, PATHOLOGIES, SHAPES, index_of
+from mammosynth.data.birads import DISTRIBUTIONS, LESION_TYPES, MARGINS, MORPHOLOGIES, PATHOLOGIES, SHAPES, index_of
 from mammosynth.data.imaging import one_line_error
 from mammosynth.data.records import SPLIT_HINTS, SPLITS, LesionRecord, MammogramRecord, SkipRecord, WarningRecord
 from mammosynth.data.splits import DEFAULT_FRACTIONS, FAMILIES, METHOD, Patient, label_coverage_warnings, parse_fractions
@@ -66,7 +74,10 @@ from mammosynth.errors import DataError
 
 #: 2 added lesions/pixel_spacing_mm, lesions/patch_mm_per_px and normals/pixel_spacing_mm
 #: (physical sizes); version-1 files still read, with those values unknown (NaN).
-FORMAT_VERSION = 2
+#: 3 added calcifications: lesions/lesion_type, morphology, distribution (+ _raw, _status)
+#: and points; version-1/2 files still read: every lesion a mass (non_mass where its shape
+#: status says so), morphology and distribution none, no points.
+FORMAT_VERSION = 3
 _STR = h5py.string_dtype("utf-8")
 _COMP = dict(compression="gzip", compression_opts=4, shuffle=True)
 
@@ -187,8 +198,9 @@ class StoreWriter:
         les = self._h5.create_group("lesions")
         les.create_dataset("patch", (0, S, S), maxshape=(None, S, S), dtype=np.uint16, chunks=(1, S, S), **_COMP)
         les.create_dataset("mask", (0, S, S), maxshape=(None, S, S), dtype=np.uint8, chunks=(1, S, S), **_COMP)
-        for name in ("shape", "margin", "pathology", "split"):
+        for name in ("shape", "margin", "pathology", "split", "morphology", "distribution"):
             les.create_dataset(name, (0,), maxshape=(None,), dtype=np.int8, chunks=(1024,))
+        les.create_dataset("points", (0,), maxshape=(None,), dtype=h5py.vlen_dtype(np.float32), chunks=(1024,))
         les.create_dataset("lesion_size", (0, 2), maxshape=(None, 2), dtype=np.int32, chunks=(1024, 2))
         for name in ("pixel_spacing_mm", "patch_mm_per_px"):
             les.create_dataset(name, (0,), maxshape=(None,), dtype=np.float32, chunks=(1024,))
@@ -208,6 +220,7 @@ class StoreWriter:
     _LESION_STR = (
         "source_id", "patient_id", "laterality", "view", "source",
         "shape_raw", "shape_status", "margin_raw", "margin_status", "pathology_raw", "pathology_status",
+        "lesion_type", "morphology_raw", "morphology_status", "distribution_raw", "distribution_status",
     )
     _NORMAL_STR = ("source_id", "patient_id", "laterality", "view", "source")
 
@@ -258,7 +271,10 @@ class StoreWriter:
         if bad:
             raise DataError(f"{rec.source_id}: the patch has {bad} non-finite (NaN/inf) pixels")
         self._check_hint(rec.split_hint)
+        if rec.lesion_type not in LESION_TYPES:
+            raise DataError(f"{rec.source_id}: unknown lesion type {rec.lesion_type!r}; expected one of {', '.join(LESION_TYPES)}")
         S = self.patch_size
+        points = np.zeros((0, 2), np.float32) if rec.points is None else np.asarray(rec.points, np.float32).reshape(-1, 2)
         size = rec.lesion_size if rec.lesion_size is not None else (-1, -1)
         spacing = _spacing_or_nan(rec.pixel_spacing_mm)
         strs = {
@@ -267,6 +283,9 @@ class StoreWriter:
             "shape_raw": rec.shape.raw or "", "shape_status": rec.shape.status,
             "margin_raw": rec.margin.raw or "", "margin_status": rec.margin.status,
             "pathology_raw": rec.pathology.raw or "", "pathology_status": rec.pathology.status,
+            "lesion_type": rec.lesion_type,
+            "morphology_raw": rec.morphology.raw or "", "morphology_status": rec.morphology.status,
+            "distribution_raw": rec.distribution.raw or "", "distribution_status": rec.distribution.status,
         }
         row = {
             "patch": to_uint16(resize_image(rec.patch, (S, S))),
@@ -274,6 +293,10 @@ class StoreWriter:
             "shape": index_of(rec.shape.value, SHAPES),
             "margin": index_of(rec.margin.value, MARGINS),
             "pathology": index_of(rec.pathology.value, PATHOLOGIES),
+            "morphology": index_of(rec.morphology.value, MORPHOLOGIES),
+            "distribution": index_of(rec.distribution.value, DISTRIBUTIONS),
+            # patch pixels -> store pixels (pixel centres scale about the corner at -0.5)
+            "points": ((points + 0.5) * (S / rec.patch.shape[0]) - 0.5).ravel(),
             "split": -1,
             "lesion_size": np.asarray(size, dtype=np.int32),
             "pixel_spacing_mm": np.float32(spacing),
@@ -284,8 +307,13 @@ class StoreWriter:
         self._note_patient(rec.patient_id, rec.split_hint)
         patient = self._patients.setdefault(rec.patient_id, Patient())
         patient.size += 1
-        for family, label in zip(FAMILIES, (rec.margin, rec.shape, rec.pathology)):
-            key = f"{family}:{label.value or 'none'}"
+        if rec.lesion_type == "calcification":  # stratified by its own labels, and as a type
+            labels = {"morphology": rec.morphology.value, "distribution": rec.distribution.value,
+                      "pathology": rec.pathology.value, "type": rec.lesion_type}
+        else:  # the families a mass had before calcifications existed: same splits as then
+            labels = {"margin": rec.margin.value, "shape": rec.shape.value, "pathology": rec.pathology.value}
+        for family, value in labels.items():
+            key = f"{family}:{value or 'none'}"
             patient.labels[key] = patient.labels.get(key, 0) + 1
         self._n_lesions += 1
 
@@ -439,7 +467,9 @@ class StoreWriter:
             "n_normals": self._n_normals,
             "n_skipped": len(self._skips),
             "n_warnings": len(self._warnings),
-            "vocabulary": {"shape": list(SHAPES), "margin": list(MARGINS), "pathology": list(PATHOLOGIES)},
+            "vocabulary": {"shape": list(SHAPES), "margin": list(MARGINS), "pathology": list(PATHOLOGIES),
+                           "morphology": list(MORPHOLOGIES), "distribution": list(DISTRIBUTIONS),
+                           "lesion_type": list(LESION_TYPES)},
             "provenance": self.provenance,
         }
         self._h5.attrs["manifest"] = json.dumps(manifest)
@@ -471,6 +501,16 @@ class LesionArrays:
     pathology: np.ndarray
     source_id: list[str]
     patient_id: list[str]
+    #: (N,) indices into birads.MORPHOLOGIES / DISTRIBUTIONS (-1 none) and lesion types.
+    morphology: np.ndarray | None = None
+    distribution: np.ndarray | None = None
+    lesion_type: list[str] | None = None
+
+
+#: Label families a store counts per split, and their vocabularies (``type`` is the lesion type).
+_FAMILY_VOCAB: dict[str, tuple[str, ...]] = {"shape": SHAPES, "margin": MARGINS, "pathology": PATHOLOGIES,
+                                              "morphology": MORPHOLOGIES, "distribution": DISTRIBUTIONS,
+                                              "type": LESION_TYPES}
 
 
 class Store:
@@ -530,6 +570,8 @@ class Store:
         inv = np.argsort(order)
 
         def take(name: str) -> np.ndarray:
+            if name not in g:  # a column added in format 3, read from an older file
+                return self._label_column(name)[sorted_idx][inv]
             if len(sorted_idx) == 0:
                 return g[name][:0]
             return g[name][sorted_idx][inv]
@@ -543,7 +585,34 @@ class Store:
             pathology=take("pathology").astype(np.int64),
             source_id=[s.decode() if isinstance(s, bytes) else s for s in take("source_id")],
             patient_id=[s.decode() if isinstance(s, bytes) else s for s in take("patient_id")],
+            morphology=take("morphology").astype(np.int64),
+            distribution=take("distribution").astype(np.int64),
+            lesion_type=[t.decode() if isinstance(t, bytes) else str(t) for t in take("lesion_type")],
         )
+
+    def _label_column(self, name: str) -> np.ndarray:
+        """A whole per-lesion label column; for files before format 3, the values it implies:
+        lesion_type from the shape status (mass or non_mass), morphology/distribution -1."""
+        g = self._h5["lesions"]
+        if name in g:
+            col = g[name]
+            return col.asstr()[...] if name == "lesion_type" else col[...]
+        if name == "lesion_type":
+            status = g["shape_status"].asstr()[...]
+            return np.where(status == "non_mass", "non_mass", "mass").astype(object)
+        return np.full(self.n_lesions, -1, np.int8)
+
+    def lesion_types(self, split: str | None = None) -> list[str]:
+        """Lesion type (mass | non_mass | calcification) of each lesion of ``split``."""
+        return [str(t) for t in self._label_column("lesion_type")[self.split_indices("lesions", split)]]
+
+    def lesion_points(self, i: int) -> np.ndarray:
+        """(K, 2) centres (x, y) of lesion ``i``'s individual calcifications in store patch
+        pixels; (0, 2) when unknown (a mass, a source without points, a file before format 3)."""
+        g = self._h5["lesions"]
+        if "points" not in g:
+            return np.zeros((0, 2), np.float32)
+        return np.asarray(g["points"][i], np.float32).reshape(-1, 2)
 
     def lesion_sizes(self, split: str | None = None) -> np.ndarray:
         """(N, 2) lesion (h, w) in full-image pixels for lesions where it is known."""
@@ -605,26 +674,25 @@ class Store:
 
     def split_label_counts(self) -> dict[str, dict[str, dict[str, int]]]:
         """Lesions per split and label: ``{split: {family: {value or "(none)": count}}}``."""
-        g = self._h5["lesions"]
-        split = g["split"][...]
-        vocab = {"shape": SHAPES, "margin": MARGINS, "pathology": PATHOLOGIES}
+        split = self._h5["lesions/split"][...]
         out: dict[str, dict[str, dict[str, int]]] = {}
         for i, name in enumerate(SPLITS):
             sel = split == i
-            out[name] = {}
-            for family in FAMILIES:
-                c = Counter(int(v) for v in g[family][...][sel])
-                out[name][family] = {**{t: c.get(k, 0) for k, t in enumerate(vocab[family])}, "(none)": c.get(-1, 0)}
+            out[name] = {family: self._label_counts(family, sel) for family in FAMILIES}
         return out
+
+    def _label_counts(self, family: str, select: np.ndarray | None = None) -> dict[str, int]:
+        """Lesions per term of ``family`` (shape, margin, pathology, morphology, distribution,
+        type), over ``select`` (a boolean row mask; None = all), with "(none)" for no term."""
+        vocab = _FAMILY_VOCAB[family]
+        column = self._label_column("lesion_type" if family == "type" else family)
+        if family == "type":
+            column = np.asarray([vocab.index(t) if t in vocab else -1 for t in column], np.int64)
+        c = Counter(int(v) for v in (column if select is None else column[select]))
+        return {**{t: c.get(k, 0) for k, t in enumerate(vocab)}, "(none)": c.get(-1, 0)}
 
     def info(self) -> dict[str, Any]:
         """Counts per label and split, sizes and provenance, as a JSON-ready dict."""
-        g = self._h5["lesions"]
-        def counts(name: str, vocab: tuple[str, ...]) -> dict[str, int]:
-            c = Counter(int(v) for v in g[name][...])
-            out = {term: c.get(i, 0) for i, term in enumerate(vocab)}
-            out["(none)"] = c.get(-1, 0)
-            return out
         def split_counts(group: str) -> dict[str, int]:
             c = Counter(int(v) for v in self._h5[f"{group}/split"][...])
             return {s: c.get(i, 0) for i, s in enumerate(SPLITS)}
@@ -640,9 +708,12 @@ class Store:
             "n_patients": n_patients,
             "n_skipped": len(self.skips()),
             "n_warnings": len(self.warnings()),
-            "shape": counts("shape", SHAPES),
-            "margin": counts("margin", MARGINS),
-            "pathology": counts("pathology", PATHOLOGIES),
+            "shape": self._label_counts("shape"),
+            "margin": self._label_counts("margin"),
+            "pathology": self._label_counts("pathology"),
+            "lesion_type": self._label_counts("type"),
+            "morphology": self._label_counts("morphology"),
+            "distribution": self._label_counts("distribution"),
             "splits": {"lesions": split_counts("lesions"), "normals": split_counts("normals")},
             "split_fractions": self.manifest.get("split_fractions"),
             "split_seed": self.manifest.get("split_seed"),

@@ -3,7 +3,7 @@
 Every reader module exposes
 
 * ``NAME`` - the SOURCE name used on the command line;
-* ``iter_records(root, csv_paths=(), include_normals=True, include_calcifications=False,
+* ``iter_records(root, csv_paths=(), include_normals=True, lesions="mass",
   context=DEFAULT_CONTEXT) -> Iterator[LesionRecord | MammogramRecord | SkipRecord | WarningRecord]``
   - a generator: one image is in memory at a time, and every unusable record becomes a
   :class:`SkipRecord` with the file and the reason instead of an exception. Readers do
@@ -14,6 +14,11 @@ Every reader module exposes
   (``kind`` plus ``shape``/``margin``/``pathology`` :class:`Label` s), for ``data labels``;
 * ``estimate_total(root, csv_paths) -> int | None`` - how many records to expect (for a
   progress bar), from metadata alone.
+
+``lesions`` (``data ingest --lesions``) says which findings become lesions: ``mass`` (masses
+and the non-mass findings kept with them, as before), ``calcification`` or ``all``; the rest
+are skipped with the reason (:func:`wanted_kinds`, :func:`unwanted_reason`). The old
+``include_calcifications=True`` means ``all``.
 
 The helpers below turn a full image plus a lesion mask into a LesionRecord (square,
 context-padded crop at native resolution) and a normal image into a MammogramRecord.
@@ -31,7 +36,7 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 
 from mammosynth.data.birads import Label
-from mammosynth.data.imaging import breast_mask, extract_roi, laterality_from_image, mask_bbox, one_line_error
+from mammosynth.data.imaging import breast_mask, extract_roi, laterality_from_image, mask_bbox, one_line_error, roi_window
 from mammosynth.data.records import DEFAULT_CONTEXT, LesionRecord, MammogramRecord, SkipRecord, WarningRecord
 from mammosynth.errors import ConfigError, DataError
 
@@ -48,6 +53,10 @@ _ALIASES = {"cbis": "cbis-ddsm", "cbis_ddsm": "cbis-ddsm", "cbisddsm": "cbis-dds
             "minimias": "mias", "vindr-mammo": "vindr", "vindr_mammo": "vindr"}
 
 Record = LesionRecord | MammogramRecord | SkipRecord | WarningRecord
+#: ``--lesions`` choices.
+LESION_CHOICES: tuple[str, ...] = ("mass", "calcification", "all")
+#: Readers that read calcifications (``--lesions calcification|all``).
+CALCIFICATION_SOURCES: tuple[str, ...] = ("cbis-ddsm", "mias", "inbreast")
 #: The label families :func:`label_report` counts (``data labels``).
 LABEL_FIELDS: tuple[str, ...] = ("shape", "margin", "pathology", "morphology", "distribution")
 #: One unit of reading: (source id, file, read) where ``read()`` returns a record or an
@@ -56,6 +65,29 @@ Unit = tuple[str, str, Callable[[], "Record | Iterable[Record]"]]
 #: Key of a :func:`read_csv_rows` row that could not be read as it stands (a malformed line,
 #: a NUL byte); its value is the reason. Readers turn such a row into a skip row.
 ROW_ERROR = "__row_error__"
+
+
+def wanted_kinds(lesions: str = "mass", include_calcifications: bool = False) -> frozenset[str]:
+    """Finding kinds (:data:`birads.FindingKind`) that become lesions for ``--lesions``:
+    ``mass`` -> mass and non_mass (as before calcifications existed), ``calcification``,
+    ``all``; the deprecated ``include_calcifications=True`` widens ``mass`` to ``all``."""
+    key = str(lesions).strip().lower()
+    if key not in LESION_CHOICES:
+        raise ConfigError(f"--lesions must be one of: {', '.join(LESION_CHOICES)}; got {lesions!r}")
+    if key == "mass" and include_calcifications:
+        key = "all"
+    return frozenset({"mass": ("mass", "non_mass"), "calcification": ("calcification",),
+                      "all": ("mass", "non_mass", "calcification")}[key])
+
+
+def unwanted_reason(kind: str) -> str:
+    """The skip reason for a lesion finding of ``kind`` that ``--lesions`` left out."""
+    return "calcification (not a mass)" if kind == "calcification" else f"{kind.replace('_', '-')} (not a calcification)"
+
+
+def lesion_type_of(kind: str) -> str:
+    """The stored lesion type (:data:`birads.LESION_TYPES`) of a finding kind."""
+    return "calcification" if kind == "calcification" else ("non_mass" if kind == "non_mass" else "mass")
 
 
 def get_reader(source: str) -> ModuleType:
@@ -211,9 +243,13 @@ def lesion_from_image(
     pathology: Label,
     path: str,
     context: float = DEFAULT_CONTEXT,
+    points_xy: np.ndarray | None = None,
     **fields: Any,
 ) -> LesionRecord | SkipRecord:
     """LesionRecord from a full image (H, W) in [0, 1] and its lesion mask (H, W) bool.
+
+    ``points_xy`` (K, 2): centres of individual calcifications in full-image pixels (x, y),
+    kept as the record's ``points`` in patch pixels.
 
     The patch is the square crop with ``context`` padding (:func:`imaging.extract_roi`);
     ``bbox`` and ``lesion_size`` = (h, w) are in full-image pixels. A size mismatch or an
@@ -225,6 +261,9 @@ def lesion_from_image(
     if mask_bbox(mask) is None:
         return SkipRecord(source, source_id, path, "the lesion mask is empty")
     patch, patch_mask, bbox = extract_roi(image, mask, context)
+    if points_xy is not None and len(points_xy):
+        x0, y0, _ = roi_window(bbox, image.shape, context)
+        fields["points"] = np.asarray(points_xy, np.float32).reshape(-1, 2) - np.float32([x0, y0])
     extra = dict(fields.pop("extra", {}) or {})
     extra.setdefault("path", path)
     extra.setdefault("context", context)

@@ -15,7 +15,9 @@ by name. When the uid sub-folders on disk differ from the CSV (other download to
 files are found under the path's first folder; a path that leaves ``--root`` (``../``) is
 skipped. The official split is kept as ``split_hint`` (``*_train_set`` -> ``trainval``:
 train or val, never test; ``*_test_set`` -> test). Calcification rows are skipped
-("calcification (not a mass)") unless ``include_calcifications``; mass rows with a non-mass
+("calcification (not a mass)") unless ``lesions`` is ``calcification`` or ``all``; then they
+are lesions of type calcification with their ROI mask and BI-RADS morphology and
+distribution (and mass rows are skipped for ``calcification``); mass rows with a non-mass
 shape (``ARCHITECTURAL_DISTORTION``) become lesions with shape None. A mass CSV without its
 ``mass shape``, ``mass margins`` or ``pathology`` column is read with those labels unknown
 and a warning row says so.
@@ -41,6 +43,9 @@ from mammosynth.data.readers import (
     Record,
     Unit,
     count_csv_rows,
+    lesion_type_of,
+    unwanted_reason,
+    wanted_kinds,
     leaves_root,
     lesion_from_image,
     missing_columns_warning,
@@ -204,6 +209,7 @@ def iter_records(
     include_normals: bool = True,
     include_calcifications: bool = False,
     context: float = DEFAULT_CONTEXT,
+    lesions: str = "mass",
     **_: Any,
 ) -> Iterator[Record]:
     """Stream LesionRecords (or SkipRecords) for every row of the description CSVs.
@@ -215,14 +221,14 @@ def iter_records(
     paths = [Path(p) for p in csv_paths] or sorted(root.glob("*case_description*.csv"))
     if not paths:
         raise DataError(f"{root}: no CBIS-DDSM description CSV given (--csv) or found in the folder")
-    return read_each(NAME, _units(root, paths, include_calcifications, context))
+    return read_each(NAME, _units(root, paths, wanted_kinds(lesions, include_calcifications), context))
 
 
 #: Columns a mass description CSV needs for its labels, and what their absence means.
 _MASS_LABEL_COLUMNS = ("mass shape", "mass margins", "pathology")
 
 
-def _units(root: Path, paths: list[Path], include_calcifications: bool, context: float) -> Iterator[Unit]:
+def _units(root: Path, paths: list[Path], kinds: frozenset[str], context: float) -> Iterator[Unit]:
     finder = _Finder(root)
     for csv_path in paths:
         split = split_of(csv_path)
@@ -238,22 +244,24 @@ def _units(root: Path, paths: list[Path], include_calcifications: bool, context:
             source_id = (roi_rel or crop_rel).split("/", 1)[0] or f"{row.get('patient id', '')}_{row.get('abnormality id', '')}"
             yield source_id, image_rel or str(csv_path), (
                 lambda row=row, csv_path=csv_path, split=split, source_id=source_id:
-                _record(row, csv_path, split, source_id, finder, include_calcifications, context))
+                _record(row, csv_path, split, source_id, finder, kinds, context))
 
 
 def _record(row: dict[str, str], csv_path: Path, split: str | None, source_id: str, finder: _Finder,
-            include_calcifications: bool, context: float) -> Record:
+            kinds: frozenset[str], context: float) -> Record:
     kind = row_kind(row)
     image_rel, crop_rel, roi_rel = (clean_rel(row.get(c, "")) for c in _PATH_COLS)
     problem = row_problem(row)
     if problem:
         return SkipRecord(NAME, source_id, str(csv_path), f"{csv_path}: {problem}")
-    if kind == "calcification" and not include_calcifications:
-        return SkipRecord(NAME, source_id, image_rel, "calcification (not a mass)")
+    labels = _labels(row, kind)
+    if kind == "mass" and labels["shape"].status == "non_mass":
+        kind = "non_mass"
+    if kind not in kinds:
+        return SkipRecord(NAME, source_id, image_rel, unwanted_reason(kind))
     for rel in (image_rel, crop_rel, roi_rel):
         if rel and leaves_root(rel):
             return SkipRecord(NAME, source_id, rel, f"{csv_path.name}: the path {rel!r} leaves --root")
-    labels = _labels(row, kind)
     reason = unknown_label_reason(labels)
     if reason:
         return SkipRecord(NAME, source_id, image_rel, reason)
@@ -281,5 +289,5 @@ def _record(row: dict[str, str], csv_path: Path, split: str | None, source_id: s
         image=image, mask=mask, path=str(full_path), context=context,
         laterality=side_letter(row.get("left or right breast")), view=view_name(row.get("image view")),
         density=density, split_hint=split, pixel_spacing_mm=meta.get("pixel_spacing_mm"),
-        warnings=meta.get("warnings", []), extra=extra, **labels,
+        warnings=meta.get("warnings", []), extra=extra, lesion_type=lesion_type_of(kind), **labels,
     )

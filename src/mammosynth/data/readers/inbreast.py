@@ -11,10 +11,14 @@ Each XML is an Apple plist: ``Images`` -> ``ROIs`` -> dicts with ``Name`` and ``
 with ``skimage.draw.polygon``. ROI names map through
 :func:`mammosynth.data.birads.map_inbreast_name`: Mass -> mass; Spiculated Region -> mass
 with margin spiculated; Distortion / Asymmetry -> non-mass lesion (labels None);
-Calcification / Cluster -> skipped "calcification (not a mass)" unless
-``include_calcifications``; an unknown name is skipped with the name. An image with no
-mass-type ROI is a normal (``include_normals``); its calcification ROIs, if any, are named in
-``extra["other_findings"]``. An XML file that is not laid out that way (root, Images or an
+Calcification / Cluster -> skipped "calcification (not a mass)" unless ``lesions`` is
+``calcification`` or ``all``: then each calcification polygon is a calcification lesion
+(INbreast gives no BI-RADS morphology or distribution: missing), and the single-point
+calcification ROIs inside it are its ``points`` (a point outside every kept polygon is
+skipped, as a point is no outline); with ``lesions="calcification"`` the mass ROIs are
+skipped. An unknown name is skipped with the name. An image with no ROI of a requested type
+is a normal (``include_normals``) when it has no mass-type ROI either; its other ROIs, if
+any, are named in ``extra["other_findings"]``. An XML file that is not laid out that way (root, Images or an
 ROI not a dict/list, ``IndexInImage`` not a number, a malformed point) skips its whole image
 with the reason: an image whose ROIs cannot be read is never taken for a normal.
 """
@@ -31,7 +35,18 @@ import numpy as np
 
 from mammosynth.data.birads import LESION_KINDS, Label, map_inbreast_name
 from mammosynth.data.imaging import polygon_mask, read_dicom
-from mammosynth.data.readers import Record, Unit, lesion_from_image, normal_from_image, read_csv_rows, read_each, view_name
+from mammosynth.data.readers import (
+    Record,
+    Unit,
+    lesion_from_image,
+    lesion_type_of,
+    normal_from_image,
+    read_csv_rows,
+    read_each,
+    unwanted_reason,
+    view_name,
+    wanted_kinds,
+)
 from mammosynth.data.records import DEFAULT_CONTEXT, SkipRecord
 from mammosynth.errors import DataError
 
@@ -135,6 +150,7 @@ def iter_records(
     include_normals: bool = True,
     include_calcifications: bool = False,
     context: float = DEFAULT_CONTEXT,
+    lesions: str = "mass",
     **_: Any,
 ) -> Iterator[Record]:
     """Stream one LesionRecord per mass-type ROI, a MammogramRecord per image without one
@@ -142,19 +158,20 @@ def iter_records(
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: no such folder")
+    kinds = wanted_kinds(lesions, include_calcifications)
     xmls = _xml_index(root)
     extra_info = _csv_info(csv_paths)
     dicoms = sorted(q for q in root.rglob("*") if q.suffix.lower() == ".dcm" and q.is_file())
     if not dicoms:
         raise DataError(f"{root}: no INbreast .dcm files found")
     units: Iterator[Unit] = ((str(parse_file_name(dcm)["file_id"]), str(dcm), (
-        lambda dcm=dcm: _image_records(dcm, xmls, extra_info, include_normals, include_calcifications, context)))
+        lambda dcm=dcm: _image_records(dcm, xmls, extra_info, include_normals, kinds, context)))
         for dcm in dicoms)
     return read_each(NAME, units)
 
 
 def _image_records(dcm: Path, xmls: dict[str, Path], extra_info: dict, include_normals: bool,
-                   include_calcifications: bool, context: float) -> Iterator[Record]:
+                   kinds: frozenset[str], context: float) -> Iterator[Record]:
     info = parse_file_name(dcm)
     fid = str(info["file_id"])
     rois: list[dict[str, Any]] = []
@@ -165,18 +182,20 @@ def _image_records(dcm: Path, xmls: dict[str, Path], extra_info: dict, include_n
         except DataError as err:
             yield SkipRecord(NAME, fid, str(xml), str(err))
             return
-    lesions, others = [], []
+    lesions, others, calc_points = [], [], []
     for roi in rois:
         finding = map_inbreast_name(roi["name"])
         sid = f"{fid}_roi{roi['index']}"
-        if finding.kind in LESION_KINDS or (finding.kind == "calcification" and include_calcifications):
-            if len(roi["points"]) < 3:
-                yield SkipRecord(NAME, sid, str(xml), f"ROI {roi['name']!r} has {len(roi['points'])} point(s), not a polygon")
-            else:
+        if finding.kind in kinds:
+            if len(roi["points"]) >= 3:
                 lesions.append((sid, roi, finding))
-        elif finding.kind == "calcification":
+            elif finding.kind == "calcification" and len(roi["points"]) == 1:
+                calc_points.append((sid, roi))  # one calcification: a point of the cluster around it
+            else:
+                yield SkipRecord(NAME, sid, str(xml), f"ROI {roi['name']!r} has {len(roi['points'])} point(s), not a polygon")
+        elif finding.kind in ("mass", "non_mass", "calcification"):
             others.append(roi["name"])
-            yield SkipRecord(NAME, sid, str(xml), "calcification (not a mass)")
+            yield SkipRecord(NAME, sid, str(xml), unwanted_reason(finding.kind))
         elif finding.kind == "unknown":
             others.append(roi["name"])
             yield SkipRecord(NAME, sid, str(xml), f"unknown ROI name {roi['name']!r}")
@@ -184,8 +203,12 @@ def _image_records(dcm: Path, xmls: dict[str, Path], extra_info: dict, include_n
             others.append(roi["name"])
             yield SkipRecord(NAME, sid, str(xml), f"ROI {roi['name']!r} is not a mass finding")
     had_mass_roi = any(map_inbreast_name(r["name"]).kind in LESION_KINDS for r in rois)
-    if not lesions and had_mass_roi:
-        return  # its mass ROIs were skipped above; such an image is not a normal either
+    stray = "is a single point outside every calcification cluster"
+    if not lesions:
+        for psid, roi in calc_points:
+            yield SkipRecord(NAME, psid, str(xml), f"ROI {roi['name']!r} {stray}")
+    if not lesions and (had_mass_roi or calc_points):
+        return  # its lesion ROIs were skipped above; such an image is not a normal either
     if not lesions and not include_normals:
         yield SkipRecord(NAME, fid, str(dcm), "normal image (normals not requested)")
         return
@@ -203,14 +226,28 @@ def _image_records(dcm: Path, xmls: dict[str, Path], extra_info: dict, include_n
                                 path=str(dcm), laterality=info["laterality"] or meta.get("laterality"),
                                 extra={"other_findings": others, "birads": birads}, **common)
         return
+    masks = {sid: polygon_mask(image.shape, roi["points"]) for sid, roi, _ in lesions}
+    inside: dict[str, list[tuple[float, float]]] = {sid: [] for sid, _, finding in lesions if finding.kind == "calcification"}
+    for psid, roi in calc_points:
+        col, row = (int(round(v)) for v in roi["points"][0])
+        home = next((sid for sid in inside if 0 <= row < image.shape[0] and 0 <= col < image.shape[1]
+                     and masks[sid][row, col]), None)
+        if home is None:
+            yield SkipRecord(NAME, psid, str(xml), f"ROI {roi['name']!r} {stray}")
+        else:
+            inside[home].append(tuple(roi["points"][0]))
     for sid, roi, finding in lesions:
-        mask = polygon_mask(image.shape, roi["points"])
+        mask = masks[sid]
         shape, margin = finding.shape, finding.margin
+        calc: dict[str, Any] = {}
         if finding.kind == "calcification":
             shape = margin = Label(roi["name"], None, "non_mass")
+            calc = {"morphology": Label(None, None, "missing"), "distribution": Label(None, None, "missing"),
+                    "points_xy": np.asarray(inside.get(sid, []), np.float64).reshape(-1, 2)}
         yield lesion_from_image(
             source=NAME, source_id=sid, patient_id=str(info["patient_id"]), image=image, mask=mask,
             shape=shape, margin=margin, pathology=Label(None, None, "missing"), path=str(dcm), context=context,
             laterality=info["laterality"] or meta.get("laterality"),
-            extra={"roi_name": roi["name"], "xml": str(xml), "mask_kind": "polygon", "birads": birads}, **common,
+            extra={"roi_name": roi["name"], "xml": str(xml), "mask_kind": "polygon", "birads": birads},
+            lesion_type=lesion_type_of(finding.kind), **calc, **common,
         )

@@ -12,7 +12,10 @@ Lines that do not start with ``mdbNNN`` (headers, notes) are ignored.
   ``mdbNNN`` reference it cannot parse (``~mdb310 ...``) is a skip row, never silence.
 * CLASS maps through :func:`mammosynth.data.birads.map_mias_class`: CIRC -> circumscribed,
   SPIC -> spiculated, MISC -> ill_defined (shape unknown: None); ARCH/ASYM -> non-mass
-  lesions; CALC -> skipped "calcification (not a mass)"; NORM -> a normal.
+  lesions; CALC -> skipped "calcification (not a mass)" unless ``lesions`` is
+  ``calcification`` or ``all``: then a calcification lesion whose mask is the disc around the
+  cluster (morphology and distribution missing: mini-MIAS does not give them; a CALC row
+  without coordinates is skipped with that reason, like any other); NORM -> a normal.
 * Patient: images come in left/right pairs (mdb001 + mdb002), so patient = (N + 1) // 2.
 * Pixel spacing 0.2 mm (the 50 um originals reduced by 4).
 """
@@ -26,7 +29,16 @@ from typing import Any, Iterable, Iterator
 
 from mammosynth.data.birads import LESION_KINDS, Label, map_mias_class, map_pathology
 from mammosynth.data.imaging import disk_mask, laterality_from_image, read_image
-from mammosynth.data.readers import Record, Unit, lesion_from_image, normal_from_image, read_each
+from mammosynth.data.readers import (
+    Record,
+    Unit,
+    lesion_from_image,
+    lesion_type_of,
+    normal_from_image,
+    read_each,
+    unwanted_reason,
+    wanted_kinds,
+)
 from mammosynth.data.records import DEFAULT_CONTEXT, SkipRecord
 from mammosynth.errors import DataError
 
@@ -121,11 +133,13 @@ def iter_records(
     include_normals: bool = True,
     include_calcifications: bool = False,
     context: float = DEFAULT_CONTEXT,
+    lesions: str = "mass",
     **_: Any,
 ) -> Iterator[Record]:
     """Stream one record per Info.txt row (rows of one image share one image read, and are
     read under the reader guard as one unit)."""
     root = Path(root)
+    kinds = wanted_kinds(lesions, include_calcifications)
     info = _info_path(root, [Path(p) for p in csv_paths])
     images = {p.stem.lower(): p for p in sorted(root.rglob("*")) if p.suffix.lower() == ".pgm"}
     # Group rows by image, keeping file order (repeated REFNUMs are usually adjacent).
@@ -138,12 +152,12 @@ def iter_records(
     for refnum, rows in groups.items():
         path = images.get(refnum)
         units.append((refnum, str(path or refnum), (lambda refnum=refnum, rows=rows, path=path: _image_records(
-            refnum, rows, path, include_normals, include_calcifications, context))))
+            refnum, rows, path, include_normals, kinds, context))))
     return read_each(NAME, units)
 
 
 def _image_records(refnum: str, rows: list[dict[str, Any]], path: Path | None, include_normals: bool,
-                   include_calcifications: bool, context: float) -> Iterator[Record]:
+                   kinds: frozenset[str], context: float) -> Iterator[Record]:
     wanted: list[tuple[str, dict[str, Any], Any]] = []
     for k, row in enumerate(rows):
         sid = refnum if len(rows) == 1 else f"{refnum}_{k + 1}"
@@ -156,8 +170,8 @@ def _image_records(refnum: str, rows: list[dict[str, Any]], path: Path | None, i
                 wanted.append((sid, row, f))
             else:
                 yield SkipRecord(NAME, sid, where, "normal image (normals not requested)")
-        elif f.kind == "calcification" and not include_calcifications:
-            yield SkipRecord(NAME, sid, where, "calcification (not a mass)")
+        elif f.kind not in kinds:
+            yield SkipRecord(NAME, sid, where, unwanted_reason(f.kind))
         elif row["x"] is None or row["y"] is None or row["radius"] is None:
             yield SkipRecord(NAME, sid, where, f"no lesion coordinates in Info.txt (line {row['line']})")
         elif row["radius"] <= 0:
@@ -187,11 +201,14 @@ def _image_records(refnum: str, rows: list[dict[str, Any]], path: Path | None, i
         cx, cy = row["x"], (H - 1) - row["y"]  # bottom-left origin -> image rows
         mask = disk_mask((H, W), (cx, cy), row["radius"])
         shape, margin = f.shape, f.margin
-        if f.kind not in LESION_KINDS:  # calcification, when asked for
+        calc_labels: dict[str, Any] = {}
+        if f.kind not in LESION_KINDS:  # calcification, when asked for: no morphology in mini-MIAS
             shape = margin = Label(row["cls"], None, "non_mass")
+            calc_labels = {"morphology": Label(row["cls"], None, "missing"),
+                           "distribution": Label(row["cls"], None, "missing")}
         yield lesion_from_image(
             source=NAME, source_id=sid, patient_id=patient, image=image, mask=mask,
             shape=shape, margin=margin, pathology=map_pathology(row["severity"] or None), path=str(path),
             context=context, laterality=side, extra={"mask_kind": "disk", "x": row["x"], "y": row["y"], "radius": row["radius"]},
-            **common,
+            lesion_type=lesion_type_of(f.kind), **calc_labels, **common,
         )
