@@ -122,6 +122,7 @@ def _info_tables(info: dict[str, Any]) -> None:
 def phantom_cmd(
     out: Path = typer.Option(..., "--out", help="Dataset file to write (.h5). Written atomically."),
     lesions: int = typer.Option(400, "--lesions", min=0, help="Number of lesion patches to draw."),
+    calcifications: int = typer.Option(0, "--calcifications", min=0, help="Number of calcification clusters to draw as well (every BI-RADS morphology x distribution in turn, with each calcification's centre); 0 keeps the file as it was."),
     normals: int = typer.Option(24, "--normals", min=0, help="Number of normal full mammograms to draw."),
     size: int = typer.Option(64, "--size", help="Lesion patch side in pixels (64, 128 or 256)."),
     seed: int = typer.Option(0, "--seed", help="Random seed; the same seed gives the same file."),
@@ -133,7 +134,8 @@ def phantom_cmd(
     mass_size: str = typer.Option("8,35", "--mass-size", help="LO,HI range of mass diameters in mm (log-normal around 15 mm, clipped)."),
     as_json: bool = typer.Option(False, "--json", help="Print the dataset summary as one JSON object on stdout."),
 ) -> None:
-    """Draw a procedural phantom dataset (breasts with BI-RADS-labelled masses) into FILE.h5."""
+    """Draw a procedural phantom dataset (breasts with BI-RADS-labelled masses, and calcification
+    clusters on request) into FILE.h5."""
     from mammosynth.data.store import Store
     from mammosynth.phantom import write_phantom_store
 
@@ -142,7 +144,7 @@ def phantom_cmd(
     fractions = _split_fractions(split_fractions)
     write_phantom_store(out, lesions, normals, size, normal_size=hw, seed=seed, progress=not as_json,
                         split_fractions=fractions, style=style, mass_contrast_range=_pair(mass_contrast, "--mass-contrast"),
-                        mass_size_range_mm=_pair(mass_size, "--mass-size"))
+                        mass_size_range_mm=_pair(mass_size, "--mass-size"), n_calcifications=calcifications)
     if contact_sheet is not None:
         from mammosynth.phantom.contact_sheet import write_contact_sheet
 

@@ -2,7 +2,9 @@
 
 ``render_breast`` draws a full-field normal mammogram (CC/MLO, L/R, density A-D);
 ``render_mass`` blends a BI-RADS mass (4 shapes x 5 margins) into it with an exact mask;
-``phantom_lesion_records`` / ``phantom_normal_records`` stream records for the store, and
+``render_cluster_window`` draws a calcification cluster (13 morphologies x 5 distributions)
+with exact calcification centres; ``phantom_lesion_records`` / ``phantom_calcification_records``
+/ ``phantom_normal_records`` stream records for the store, and
 ``write_phantom_store`` writes the whole dataset file. See docs/phantom.md.
 """
 
@@ -16,8 +18,10 @@ from mammosynth.phantom.breast import (
     power_spectrum_slope,
     render_breast,
 )
+from mammosynth.phantom.calcification import render_cluster_window
 from mammosynth.phantom.dataset import (
     malignancy_probability,
+    phantom_calcification_records,
     phantom_lesion_records,
     phantom_normal_records,
     write_phantom_store,
@@ -32,11 +36,13 @@ __all__ = [
     "default_spacing",
     "malignancy_probability",
     "mass_contour",
+    "phantom_calcification_records",
     "phantom_lesion_records",
     "phantom_normal_records",
     "power_law_noise",
     "power_spectrum_slope",
     "render_breast",
+    "render_cluster_window",
     "render_mass",
     "write_phantom_store",
 ]
