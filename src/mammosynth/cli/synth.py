@@ -197,8 +197,11 @@ def register(app: typer.Typer) -> None:
 
     @app.command("insert")
     def insert(
-        masks: Path = typer.Option(..., "--masks", help="mask-dcgan run folder (draws the lesion masks)."),
-        infill: Path = typer.Option(..., "--infill", help="Infilling run folder (any method with an infill() API; draws the lesion texture)."),
+        masks: Optional[Path] = typer.Option(None, "--masks", help="mask-dcgan run folder (draws the lesion masks); needed for masses."),
+        infill: Optional[Path] = typer.Option(None, "--infill", help="Infilling run folder (any method with an infill() API; draws the lesion texture); needed for masses."),
+        lesion_type: str = typer.Option("mass", "--lesion-type", help="mass (mask DCGAN + infilling, the default) or calcification: one procedural calcification cluster per image (no runs needed), its size from the cluster size model in mm, each calcification 0.1-1 mm at the image's own spacing; COCO keypoints mark each calcification (docs/insert.md)."),
+        morphology: Optional[str] = typer.Option(None, "--morphology", help="--lesion-type calcification: BI-RADS morphology of every cluster (punctate, amorphous, pleomorphic, fine_linear_branching, ...; docs/data.md); default: drawn per image."),
+        distribution: Optional[str] = typer.Option(None, "--distribution", help="--lesion-type calcification: distribution of every cluster (diffuse, regional, clustered, linear, segmental); default: drawn per image."),
         normals: list[Path] = typer.Option(..., "--normals", help="Your mammograms: a folder (searched recursively for DICOM, PNG, TIFF, PGM), image files, or an .h5 dataset file's normals. Repeat for several."),
         n: int = typer.Option(..., "--n", min=1, help="Number of mammograms to write, one inserted mass each (images are used in sorted order, cycling when N exceeds them)."),
         out: Path = typer.Option(..., "--out", help="Output folder: images/ (same format, shape and dtype as the input), masks/, annotations.json (COCO, original pixel frame), manifest.csv, insert_report.json."),
@@ -222,24 +225,36 @@ def register(app: typer.Typer) -> None:
         overwrite: bool = overwrite_option(),
         json_out: bool = typer.Option(False, "--json", help="Print the insertion report as JSON on stdout."),
     ) -> None:
-        """Insert synthetic masses into your own mammograms (seed 001) at native resolution, in mm, off the pectoral muscle, with COCO labels in the original pixel frame and the images written back in their own format."""
-        from mammosynth.synth.insert import insert_lesions
+        """Insert synthetic masses (or calcification clusters) into your own mammograms (seed 001) at native resolution, in mm, off the pectoral muscle, with COCO labels in the original pixel frame and the images written back in their own format."""
+        from mammosynth.errors import ConfigError
+        from mammosynth.synth.insert import INSERT_LESION_TYPES, insert_lesions
         from mammosynth.synth.writer import prepare_output_dir
         from mammosynth.train.run import load_method, resolve_run
 
+        if lesion_type not in INSERT_LESION_TYPES:
+            raise ConfigError(f"--lesion-type must be one of {', '.join(INSERT_LESION_TYPES)}, got {lesion_type!r}")
+        if lesion_type == "mass" and (masks is None or infill is None):
+            raise ConfigError("inserting masses needs --masks (a mask-dcgan run) and --infill (an infilling run)")
+        if lesion_type == "calcification" and (masks is not None or infill is not None):
+            raise ConfigError("--lesion-type calcification draws clusters procedurally; drop --masks and --infill")
+        if lesion_type == "mass" and (morphology or distribution):
+            raise ConfigError("--morphology and --distribution go with --lesion-type calcification")
         prepare_output_dir(out, overwrite)
-        mask_run, infill_run = resolve_run(masks), resolve_run(infill)
-        mask_method = load_method(mask_run, device=device)
-        infill_method = load_method(infill_run, device=device)
-        sampling = _sampling_options(infill_method, sampler_steps, None, repaint)
-        if sampling:
-            infill_method.configure_sampling(**sampling)
+        mask_run = infill_run = mask_method = infill_method = None
+        if lesion_type == "mass":
+            mask_run, infill_run = resolve_run(masks), resolve_run(infill)
+            mask_method = load_method(mask_run, device=device)
+            infill_method = load_method(infill_run, device=device)
+            sampling = _sampling_options(infill_method, sampler_steps, None, repaint)
+            if sampling:
+                infill_method.configure_sampling(**sampling)
         report = insert_lesions(mask_method, infill_method, list(normals), n, out, seed=seed, split=split,
                                 size_from=size_from, pixel_spacing=pixel_spacing, placement=placement,
                                 skin_margin_mm=skin_margin_mm, out_format="dicom" if dicom else fmt, yolo=yolo,
                                 overwrite=overwrite, min_size_mm=min_size_mm, max_size_mm=max_size_mm,
-                                max_tries=max_tries, max_resamples=max_resamples, mask_run=str(mask_run),
-                                infill_run=str(infill_run), progress=not json_out, keep_detail=keep_detail)
+                                max_tries=max_tries, max_resamples=max_resamples, mask_run=str(mask_run or ""),
+                                infill_run=str(infill_run or ""), progress=not json_out, keep_detail=keep_detail,
+                                lesion_type=lesion_type, morphology=morphology, distribution=distribution)
         if json_out:
             print_json({k: v for k, v in report.as_dict().items() if k != "images"})
         else:

@@ -634,12 +634,15 @@ class Store:
         """(N,) mm per store pixel of each lesion patch of ``split``; NaN where unknown."""
         return self._float_column("lesions/patch_mm_per_px", self.split_indices("lesions", split))
 
-    def lesion_sizes_mm(self, split: str | None = None) -> np.ndarray:
-        """(N, 2) lesion (h, w) in mm for the lesions of ``split`` whose size and spacing are known."""
+    def lesion_sizes_mm(self, split: str | None = None, lesion_type: str | None = None) -> np.ndarray:
+        """(N, 2) lesion (h, w) in mm for the lesions of ``split`` (of ``lesion_type`` only,
+        when given: mass | non_mass | calcification) whose size and spacing are known."""
         idx = self.split_indices("lesions", split)
         sizes = self._h5["lesions/lesion_size"][...][idx].astype(np.float64)
         spacing = self._float_column("lesions/pixel_spacing_mm", idx).astype(np.float64)
         ok = (sizes > 0).all(axis=1) & np.isfinite(spacing)
+        if lesion_type is not None:
+            ok &= self._label_column("lesion_type")[idx] == lesion_type
         return sizes[ok] * spacing[ok, None]
 
     def normal(self, i: int) -> dict[str, Any]:

@@ -111,9 +111,13 @@ def cluster_extent_mm(distribution: str) -> float:
     return 3.0 * lo_hi[1] if distribution == "clustered" else 0.5 * lo_hi[1] + 1.0
 
 
-def cluster_centres_mm(rng: np.random.Generator, distribution: str) -> tuple[np.ndarray, float]:
+def cluster_centres_mm(rng: np.random.Generator, distribution: str,
+                       extent_mm: float | None = None) -> tuple[np.ndarray, float]:
     """(K, 2) calcification centres (x, y) in mm about the cluster centre, and the cluster's
-    axis angle (radians; the line, the wedge's direction, or any for round groups)."""
+    axis angle (radians; the line, the wedge's direction, or any for round groups).
+    ``extent_mm``: scale the centres about the cluster centre so that the larger side of
+    their bounding box is that many mm (a size model's draw); None keeps the distribution's
+    own size (:data:`DISTRIBUTION_GEOMETRY`)."""
     (k_lo, k_hi), (e_lo, e_hi) = DISTRIBUTION_GEOMETRY[distribution]
     k = int(rng.integers(k_lo, k_hi + 1))
     extent = float(rng.uniform(e_lo, e_hi))
@@ -137,7 +141,11 @@ def cluster_centres_mm(rng: np.random.Generator, distribution: str) -> tuple[np.
     if along is not None:
         c, s = np.cos(axis), np.sin(axis)
         pts = np.stack([along * c - cross * s, along * s + cross * c], axis=1)
-    return np.asarray(pts, np.float64), axis
+    pts = np.asarray(pts, np.float64)
+    if extent_mm is not None:
+        span = float((pts.max(axis=0) - pts.min(axis=0)).max())
+        pts = (pts - 0.5 * (pts.max(axis=0) + pts.min(axis=0))) * (float(extent_mm) / max(span, 1e-6))
+    return pts, axis
 
 
 def _body_thickness(u: np.ndarray, v: np.ndarray, shape: CalcShape, a: float, b: float,
@@ -181,11 +189,22 @@ def render_cluster_window(image: np.ndarray, breast: np.ndarray, center_xy: tupl
     :data:`CALC_SIZE_MM`). Calcifications whose centre falls outside the breast are not drawn.
     """
     _check(morphology, distribution)
+    centres_mm, axis = cluster_centres_mm(rng, distribution)
+    pts = centres_mm / float(pixel_spacing_mm) + np.asarray(center_xy, np.float64)[None, :]
+    return draw_calcifications(image, breast, pts, axis, morphology, rng, pixel_spacing_mm, compressed_mm, style)
+
+
+def draw_calcifications(image: np.ndarray, breast: np.ndarray, pts: np.ndarray, axis: float, morphology: str,
+                        rng: np.random.Generator, pixel_spacing_mm: float, compressed_mm: float = 50.0,
+                        style: str = "ffdm") -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Draw calcifications of ``morphology`` centred on ``pts`` (K, 2) (x, y) window px into
+    ``image`` (h, w) in [0, 1] where ``breast`` allows; ``axis`` (radians) orients rods.
+    Returns what :func:`render_cluster_window` returns."""
+    if morphology not in MORPHOLOGIES:
+        _check(morphology, DISTRIBUTIONS[0])
     h, w = image.shape
     shape = MORPHOLOGY_SHAPES[morphology]
     spacing = float(pixel_spacing_mm)
-    centres_mm, axis = cluster_centres_mm(rng, distribution)
-    pts = centres_mm / spacing + np.asarray(center_xy, np.float64)[None, :]
     thick = np.zeros((h, w), np.float64)  # calcium along the beam (mm) x purity
     drawn = np.zeros((h, w), bool)
     keep_pts, keep_sizes = [], []
@@ -227,14 +246,14 @@ def render_cluster_window(image: np.ndarray, breast: np.ndarray, center_xy: tupl
     if style == "ffdm":
         delta = delta * (1.0 + USM_GAIN)  # the unsharp mask passes small detail at 1 + gain
     out = np.where(breast, np.clip(image + delta, 0.0, 1.0), image).astype(np.float32)
-    mask = _cluster_mask(drawn, spacing) & breast
+    mask = cluster_outline(drawn, spacing) & breast
     return out, mask, points, sizes
 
 
-def _cluster_mask(drawn: np.ndarray, spacing: float) -> np.ndarray:
-    """The cluster outline: convex hull of the drawn calcifications, grown by
-    :data:`CLUSTER_MARGIN_MM`."""
+def cluster_outline(drawn: np.ndarray, spacing: float, margin_mm: float = CLUSTER_MARGIN_MM) -> np.ndarray:
+    """The cluster outline: convex hull of the drawn calcifications (bool (h, w)), grown by
+    ``margin_mm`` (default :data:`CLUSTER_MARGIN_MM`)."""
     from skimage.morphology import convex_hull_image
 
     hull = convex_hull_image(drawn) if drawn.sum() >= 3 else drawn
-    return ndi.distance_transform_edt(~hull) <= CLUSTER_MARGIN_MM / spacing
+    return ndi.distance_transform_edt(~hull) <= margin_mm / spacing

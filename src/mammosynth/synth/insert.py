@@ -26,6 +26,18 @@ For each output image (one mass each):
    COCO (and optionally YOLO) labels in its own pixel frame, and a manifest row with the
    source path, spacing, lesion size in mm and centre.
 
+With ``lesion_type="calcification"`` (``insert --lesion-type calcification``) each image gets
+one calcification cluster instead, drawn procedurally (no trained run needed): a morphology
+and distribution (given, or drawn per image), a cluster size in mm from the cluster size
+model (fitted to a store's calcification clusters with ``size_from``, else
+:data:`PRIOR_CLUSTER_DIAMETER_MM`), the calcification centres laid out by the distribution and
+scaled to that size, placed like a mass (its footprint, the centres' hull grown by 2 mm, in
+the allowed region), and each calcification 0.1-1 mm drawn at the target's own spacing by
+:func:`mammosynth.phantom.calcification.draw_calcifications`. Only pixels the calcium
+changes, inside the cluster's mask, are written. Labels: the cluster's box and mask, and each
+calcification's centre as a COCO keypoint (category ``calcification``; also in
+``attributes["points"]``).
+
 Everything is seeded per output image (``np.random.default_rng([seed, i])``), so the same seed
 gives the same set. Any method with ``.size`` and ``.infill(tissue, mask, generator)`` is an
 infill model (see :func:`insert_lesions`).
@@ -63,6 +75,20 @@ log = logging.getLogger(__name__)
 #: diameter = 2 r x 0.2 mm, mean 20.3 mm, sd 12.8 mm (tests/test_insert.py re-derives them).
 PRIOR_DIAMETER_MM = (20.3, 12.8)
 PRIOR_SOURCE = "default prior: mini-MIAS mass diameters (Suckling et al. 1994), N(20.3 mm, 12.8 mm)"
+#: Default cluster-size prior for calcifications: the 15 mini-MIAS CALC rows with coordinates
+#: (Suckling et al. 1994) give each cluster's enclosing-circle radius in 200 um pixels:
+#: diameter = 2 r x 0.2 mm, mean 12.6 mm, sd 8.4 mm (tests/test_insert_calcifications.py
+#: re-derives them).
+PRIOR_CLUSTER_DIAMETER_MM = (12.6, 8.4)
+PRIOR_CLUSTER_SOURCE = "default prior: mini-MIAS calcification cluster diameters (Suckling et al. 1994), N(12.6 mm, 8.4 mm)"
+#: What ``insert`` places: masses (mask DCGAN + infilling) or calcification clusters (procedural).
+INSERT_LESION_TYPES = ("mass", "calcification")
+#: Compressed breast thickness assumed when converting calcium to display levels in a user's
+#: image (its own is not known): the middle of the phantom's 40-65 mm.
+_ASSUMED_THICKNESS_MM = 50.0
+#: A cluster's placement footprint: its centres' hull grown by this (mm): the outline's
+#: margin plus the largest calcification's half extent, and a little room.
+_CLUSTER_FOOTPRINT_MM = 2.0
 PLACEMENTS = ("seed001", "breast")
 FORMATS = ("auto", "png", "tiff", "pgm", "dicom")
 
@@ -87,9 +113,11 @@ class SizeModel:
         return cls(mean=sizes.mean(axis=0), cov=cov, n=len(sizes), source=source)
 
     @classmethod
-    def prior(cls) -> "SizeModel":
-        m, s = PRIOR_DIAMETER_MM
-        return cls(mean=np.array([m, m]), cov=np.eye(2) * s * s, n=38, source=PRIOR_SOURCE, isotropic=True)
+    def prior(cls, lesion_type: str = "mass") -> "SizeModel":
+        """The isotropic prior over diameters: mini-MIAS masses, or its calcification clusters."""
+        (m, s), n, source = ((PRIOR_CLUSTER_DIAMETER_MM, 15, PRIOR_CLUSTER_SOURCE) if lesion_type == "calcification"
+                             else (PRIOR_DIAMETER_MM, 38, PRIOR_SOURCE))
+        return cls(mean=np.array([m, m]), cov=np.eye(2) * s * s, n=n, source=source, isotropic=True)
 
     def sample(self, rng: np.random.Generator, min_mm: float, max_mm: float, max_aspect: float = 3.0,
                tries: int = 1000) -> tuple[float, float]:
@@ -111,13 +139,29 @@ class SizeModel:
                 "n": self.n, "isotropic": self.isotropic}
 
 
+def _store_sizes(path: str | Path, lesion_type: str | None = None) -> np.ndarray:
+    """(N, 2) lesion sizes (mm) of a store's train split (all splits when it has fewer than 2)."""
+    with Store(path) as s:
+        sizes = s.lesion_sizes_mm("train", lesion_type)
+        return sizes if len(sizes) >= 2 else s.lesion_sizes_mm(None, lesion_type)
+
+
+def cluster_size_model(size_from: str | Path | None) -> SizeModel:
+    """The calcification cluster size model: fitted to the calcification clusters of
+    ``size_from`` (a store), else the mini-MIAS prior (:data:`PRIOR_CLUSTER_DIAMETER_MM`)."""
+    if size_from is None:
+        return SizeModel.prior("calcification")
+    sizes = _store_sizes(size_from, "calcification")
+    if len(sizes) < 2:
+        raise DataError(f"{size_from}: fewer than 2 calcification clusters with a known size and pixel spacing "
+                        "(ingest with --lesions calcification, or drop --size-from)")
+    return SizeModel.fit(sizes, f"{size_from} (calcification clusters with known spacing)")
+
+
 def size_model_for(size_from: str | Path | None, infill_method: Any) -> SizeModel:
     """The size model: fitted to ``size_from`` (a store), else to the infill run's training
     store when it records physical sizes, else :meth:`SizeModel.prior`."""
-    def sizes_of(path: str | Path) -> np.ndarray:
-        with Store(path) as s:
-            sizes = s.lesion_sizes_mm("train")
-            return sizes if len(sizes) >= 2 else s.lesion_sizes_mm(None)
+    sizes_of = _store_sizes
 
     if size_from is not None:
         sizes = sizes_of(size_from)
@@ -446,6 +490,9 @@ def insert_lesions(
     infill_run: str = "",
     progress: bool = True,
     keep_detail: bool = True,
+    lesion_type: str = "mass",
+    morphology: str | None = None,
+    distribution: str | None = None,
 ) -> InsertReport:
     """Write ``n`` mammograms with one inserted mass each to ``out_dir`` (a synthetic set:
     images/ in the input's format, masks/, annotations.json, manifest.csv, insert_report.json,
@@ -458,7 +505,10 @@ def insert_lesions(
     :func:`mammosynth.synth.targets.discover_targets`); ``pixel_spacing``: mm per pixel for
     images whose spacing is not in their header or a CSV. ``placement``: seed001 | breast |
     mask:PATH (a region mask file for every image, or a folder of masks named like the images).
-    ``out_format``: auto (the input's) | png | tiff | pgm | dicom.
+    ``out_format``: auto (the input's) | png | tiff | pgm | dicom. ``lesion_type``:
+    "calcification" inserts one procedural calcification cluster per image instead (the two
+    methods may then be None); ``morphology`` / ``distribution`` fix its labels (default:
+    drawn per image).
     """
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -469,22 +519,49 @@ def insert_lesions(
         raise ConfigError(f"need 0 < --min-size-mm < --max-size-mm, got {min_size_mm} and {max_size_mm}")
     if skin_margin_mm < 0:
         raise ConfigError(f"--skin-margin-mm must be >= 0, got {skin_margin_mm}")
-    if not hasattr(infill_method, "infill") or not getattr(infill_method, "size", None):
-        raise ConfigError(f"{infill_run or 'infill model'}: not an infilling method (needs .size and .infill)")
+    if lesion_type not in INSERT_LESION_TYPES:
+        raise ConfigError(f"--lesion-type must be one of {', '.join(INSERT_LESION_TYPES)}, got {lesion_type!r}")
     rule, region_for = _region_loader(placement)
     t0 = time.perf_counter()
     report = InsertReport()
     inputs = [normals] if isinstance(normals, (str, Path)) else list(normals)
     infos = probe_targets(discover_targets(inputs, split), pixel_spacing)
-    size_model = size_model_for(size_from, infill_method)
-    context, trained = model_scale(infill_method)
-    factor = float(getattr(getattr(infill_method, "cfg", None), "margin_factor", PAPER_MARGIN_FACTOR))
-    if trained is None:
-        log.warning("insert: the infill run records no mm-per-pixel range; the scale of its patches cannot be checked")
-    device = _model_device(infill_method)
+    if lesion_type == "calcification":
+        labels = _cluster_labels(morphology, distribution)
+        size_model = cluster_size_model(size_from)
+        run, what = "procedural calcification clusters", "calcification clusters"
+
+        def insert_one(target: Target, i: int, rng: np.random.Generator, entry: dict[str, Any],
+                       writer: SyntheticSetWriter) -> None:
+            _insert_cluster(target, i, rng, entry, report, writer, size_model, rule, region_for, seed, skin_margin_mm,
+                            out_format, yolo, min_size_mm, max_size_mm, max_tries, max_resamples, labels)
+
+        def model_info() -> dict[str, Any]:
+            return {"procedural": "mammosynth.phantom.calcification", "morphology": labels[0] or "drawn per image",
+                    "distribution": labels[1] or "drawn per image", "assumed_compressed_thickness_mm": _ASSUMED_THICKNESS_MM}
+    else:
+        if not hasattr(infill_method, "infill") or not getattr(infill_method, "size", None):
+            raise ConfigError(f"{infill_run or 'infill model'}: not an infilling method (needs .size and .infill)")
+        size_model = size_model_for(size_from, infill_method)
+        context, trained = model_scale(infill_method)
+        factor = float(getattr(getattr(infill_method, "cfg", None), "margin_factor", PAPER_MARGIN_FACTOR))
+        if trained is None:
+            log.warning("insert: the infill run records no mm-per-pixel range; the scale of its patches cannot be checked")
+        device = _model_device(infill_method)
+        run, what = f"{mask_run}+{infill_run}", "masses"
+
+        def insert_one(target: Target, i: int, rng: np.random.Generator, entry: dict[str, Any],
+                       writer: SyntheticSetWriter) -> None:
+            _insert_one(target, i, rng, entry, report, writer, mask_method, infill_method, size_model, rule,
+                        region_for, context, trained, factor, device, seed, skin_margin_mm, out_format, yolo,
+                        min_size_mm, max_size_mm, max_tries, max_resamples, keep_detail)
+
+        def model_info() -> dict[str, Any]:
+            return {"size": int(infill_method.size), "context": context, "margin_factor": factor,
+                    "trained_mm_per_model_px": trained, **_synthesis_info(infill_method)}
     order = [i % len(infos) for i in range(n)]
-    with SyntheticSetWriter(Path(out_dir), method="insert", run=f"{mask_run}+{infill_run}", overwrite=overwrite,
-                            description="mammograms with inserted synthetic masses (mammosynth insert)") as writer, \
+    with SyntheticSetWriter(Path(out_dir), method="insert", run=run, overwrite=overwrite,
+                            description=f"mammograms with inserted synthetic {what} (mammosynth insert)") as writer, \
             Progress(TextColumn("[bold]insert"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                      console=Console(stderr=True), disable=not progress, transient=False) as bar:
         task = bar.add_task("insert", total=n)
@@ -497,16 +574,13 @@ def insert_lesions(
                 report.skipped_normals.append({"normal": infos[k].ref.name, "reason": str(target)})
                 bar.advance(task)
                 continue
-            _insert_one(target, i, rng, entry, report, writer, mask_method, infill_method, size_model, rule,
-                        region_for, context, trained, factor, device, seed, skin_margin_mm, out_format, yolo,
-                        min_size_mm, max_size_mm, max_tries, max_resamples, keep_detail)
+            insert_one(target, i, rng, entry, writer)
             del target  # one image in memory at a time
             bar.advance(task)
         report.seconds = time.perf_counter() - t0
         info = report.as_dict()
-        info.update(size_model=size_model.as_dict(), placement=placement, skin_margin_mm=skin_margin_mm, keep_detail=keep_detail,
-                    model={"size": int(infill_method.size), "context": context, "margin_factor": factor,
-                           "trained_mm_per_model_px": trained, **_synthesis_info(infill_method)})
+        info.update(lesion_type=lesion_type, size_model=size_model.as_dict(), placement=placement,
+                    skin_margin_mm=skin_margin_mm, keep_detail=keep_detail, model=model_info())
         writer.write_json("insert_report.json", info)
         if yolo:
             writer.write_yolo_dataset()
@@ -518,11 +592,11 @@ def insert_lesions(
     return report
 
 
-def _insert_one(t: Target, i: int, rng: np.random.Generator, entry: dict[str, Any], report: InsertReport,
-                writer: SyntheticSetWriter, mask_method: Any, infill_method: Any, size_model: SizeModel, rule: str,
-                region_for: Any, context: float, trained: dict[str, Any] | None, factor: float, device: torch.device,
-                seed: int, skin_margin_mm: float, out_format: str, yolo: bool, min_size_mm: float, max_size_mm: float,
-                max_tries: int, max_resamples: int, keep_detail: bool = True) -> None:
+def _target_anatomy(t: Target, i: int, entry: dict[str, Any], report: InsertReport, region_for: Any,
+                    skin_margin_mm: float) -> tuple[Any, np.ndarray, Anatomy, np.ndarray | None] | None:
+    """Left-orient a target and find its anatomy (and region mask): (flip, the left-oriented
+    stored pixels (a view: writes go to ``t.stored``), anatomy, region or None); None when
+    the image is skipped or failed (``entry`` and ``report`` say why)."""
     info = t.info
     spacing = float(info.spacing_mm)
     flip = (lambda a: a[:, ::-1]) if t.flipped else (lambda a: a)
@@ -544,15 +618,47 @@ def _insert_one(t: Target, i: int, rng: np.random.Generator, entry: dict[str, An
     if not anat.breast.any():
         entry.update(status="skipped", reason="no breast found")
         report.skipped_normals.append({"normal": info.ref.name, "reason": "no breast found"})
-        return
+        return None
     region = None
     if region_for is not None:
         region = region_for(t)
         if region is None:
             entry.update(status="failed", reason="no region mask for this image")
             report.failed.append({"index": i, "normal": info.ref.name, "reason": "no region mask for this image"})
-            return
+            return None
         region = flip(region)
+    return flip, stored_lo, anat, region
+
+
+def _failed(entry: dict[str, Any], report: InsertReport, i: int, name: str, reason: str,
+            reasons: Counter | None = None) -> None:
+    """Record image ``i`` as failed, with the top three placement rejections when given."""
+    if reasons is not None:
+        reason = f"{reason} ({', '.join(f'{k}: {v}' for k, v in reasons.most_common(3))})"
+    entry.update(status="failed", reason=reason)
+    report.failed.append({"index": i, "normal": name, "reason": reason})
+
+
+def _box_and_format(mask: np.ndarray, spacing: float, out_format: str, in_format: str):
+    """(box (x, y, w, h) px, size (h, w) mm, centre (x, y) px, output format) of an inserted lesion."""
+    x, y, bw, bh = mask_bbox(mask)
+    size_mm = (round(bh * spacing, 2), round(bw * spacing, 2))
+    centre = (round(x + bw / 2.0, 1), round(y + bh / 2.0, 1))
+    fmt = out_format if out_format != "auto" else ("png" if in_format == "store" else in_format)
+    return (x, y, bw, bh), size_mm, centre, fmt
+
+
+def _insert_one(t: Target, i: int, rng: np.random.Generator, entry: dict[str, Any], report: InsertReport,
+                writer: SyntheticSetWriter, mask_method: Any, infill_method: Any, size_model: SizeModel, rule: str,
+                region_for: Any, context: float, trained: dict[str, Any] | None, factor: float, device: torch.device,
+                seed: int, skin_margin_mm: float, out_format: str, yolo: bool, min_size_mm: float, max_size_mm: float,
+                max_tries: int, max_resamples: int, keep_detail: bool = True) -> None:
+    prepared = _target_anatomy(t, i, entry, report, region_for, skin_margin_mm)
+    if prepared is None:
+        return
+    flip, stored_lo, anat, region = prepared
+    info = t.info
+    spacing = float(info.spacing_mm)
     reasons: Counter = Counter()
     site = None
     tries = 0
@@ -576,10 +682,7 @@ def _insert_one(t: Target, i: int, rng: np.random.Generator, entry: dict[str, An
             break
     entry.update(tries=tries, masks_drawn=masks_drawn, reasons=dict(reasons))
     if site is None:
-        reason = f"no position after {masks_drawn} masks x {max_tries} tries ({', '.join(f'{k}: {v}' for k, v in reasons.most_common(3))})"
-        entry.update(status="failed", reason=reason)
-        report.failed.append({"index": i, "normal": info.ref.name, "reason": reason})
-        return
+        return _failed(entry, report, i, info.ref.name, f"no position after {masks_drawn} masks x {max_tries} tries", reasons)
     report.placement_tries.append(tries)
     # the window the model sees, cut as its training patches were
     # the window training patches were cut with: centred on the lesion box, shifted into the image
@@ -608,10 +711,7 @@ def _insert_one(t: Target, i: int, rng: np.random.Generator, entry: dict[str, An
     lesion_lo = np.zeros(stored_lo.shape, bool)
     lesion_lo[site.y0: site.y0 + site.mask.shape[0], site.x0: site.x0 + site.mask.shape[1]] = site.mask
     lesion_mask = np.ascontiguousarray(flip(lesion_lo))
-    x, y, bw, bh = mask_bbox(lesion_mask)
-    size_mm = (round(bh * spacing, 2), round(bw * spacing, 2))
-    centre = (round(x + bw / 2.0, 1), round(y + bh / 2.0, 1))
-    fmt = out_format if out_format != "auto" else ("png" if info.fmt == "store" else info.fmt)
+    (x, y, bw, bh), size_mm, centre, fmt = _box_and_format(lesion_mask, spacing, out_format, info.fmt)
     stem = f"{t.stem}_{i:06d}"
     extra = {"index": i, "laterality": info.laterality, "laterality_source": info.laterality_source, "view": info.view,
              "view_source": info.view_source, "flipped": t.flipped, "mask_seed": mask_seed,
@@ -630,4 +730,103 @@ def _insert_one(t: Target, i: int, rng: np.random.Generator, entry: dict[str, An
     )
     entry.update(status="written", file=f"images/{fname}", lesion_size_mm_hw=list(size_mm), center_xy=list(centre),
                  mm_per_model_px=round(mm_per_model_px, 5), out_of_trained_scale=out_of_scale)
+    report.written += 1
+
+
+# --------------------------------------------------------------------------------------
+# calcification clusters
+# --------------------------------------------------------------------------------------
+def _cluster_labels(morphology: str | None, distribution: str | None) -> tuple[str | None, str | None]:
+    """User-typed morphology / distribution (``fine-linear-branching``) as vocabulary terms."""
+    from mammosynth.data.birads import DISTRIBUTIONS, MORPHOLOGIES, parse_term
+
+    return (None if morphology is None else parse_term(morphology, MORPHOLOGIES, "calcification morphology"),
+            None if distribution is None else parse_term(distribution, DISTRIBUTIONS, "calcification distribution"))
+
+
+def cluster_footprint(centres_px: np.ndarray, spacing: float) -> tuple[np.ndarray, np.ndarray]:
+    """(footprint, centres): the tight bool mask (h, w) a cluster with ``centres_px`` (K, 2)
+    (x, y) needs (their hull grown by 2 mm) and the centres in its frame."""
+    from mammosynth.phantom.calcification import cluster_outline
+
+    m = int(math.ceil(_CLUSTER_FOOTPRINT_MM / spacing)) + 2
+    local = centres_px - centres_px.min(axis=0) + m
+    h, w = (int(math.ceil(v)) + m + 1 for v in local.max(axis=0)[::-1])
+    dots = np.zeros((h, w), bool)
+    ij = np.floor(local + 0.5).astype(int)
+    dots[ij[:, 1], ij[:, 0]] = True
+    foot = cluster_outline(dots, spacing, _CLUSTER_FOOTPRINT_MM)
+    x, y, bw, bh = mask_bbox(foot)
+    return foot[y: y + bh, x: x + bw], local - np.float64([x, y])
+
+
+def _insert_cluster(t: Target, i: int, rng: np.random.Generator, entry: dict[str, Any], report: InsertReport,
+                    writer: SyntheticSetWriter, size_model: SizeModel, rule: str, region_for: Any, seed: int,
+                    skin_margin_mm: float, out_format: str, yolo: bool, min_size_mm: float, max_size_mm: float,
+                    max_tries: int, max_resamples: int, labels: tuple[str | None, str | None]) -> None:
+    """One calcification cluster into one target (see the module docstring)."""
+    from mammosynth.data.birads import DISTRIBUTIONS, MORPHOLOGIES
+    from mammosynth.phantom.calcification import cluster_centres_mm, draw_calcifications
+
+    morphology = labels[0] or MORPHOLOGIES[int(rng.integers(len(MORPHOLOGIES)))]
+    distribution = labels[1] or DISTRIBUTIONS[int(rng.integers(len(DISTRIBUTIONS)))]
+    prepared = _target_anatomy(t, i, entry, report, region_for, skin_margin_mm)
+    if prepared is None:
+        return
+    flip, stored_lo, anat, region = prepared
+    info, spacing = t.info, float(t.info.spacing_mm)
+    reasons: Counter = Counter()
+    site, tries = None, 0
+    for _ in range(max_resamples):
+        h_mm, w_mm = size_model.sample(rng, min_size_mm, max_size_mm)
+        centres_mm, axis = cluster_centres_mm(rng, distribution, extent_mm=max(h_mm, w_mm))
+        foot, centres = cluster_footprint(centres_mm / spacing, spacing)
+        if max(foot.shape) >= min(anat.shape):
+            reasons["cluster larger than the image"] += 1
+            continue
+        site = place(anat, foot, 1.0, rng, rule, region, max_tries, reasons)
+        tries += site.tries if site is not None else max_tries
+        if site is not None:
+            break
+    entry.update(tries=tries, reasons=dict(reasons), morphology=morphology, distribution=distribution)
+    if site is None:
+        return _failed(entry, report, i, info.ref.name, f"no position after {max_resamples} clusters x {max_tries} tries",
+                       reasons)
+    report.placement_tries.append(tries)
+    # the window: the footprint and the 2-pixel pad ``place`` kept inside the image
+    wy0, wx0 = site.y0 - 2, site.x0 - 2
+    wy1, wx1 = site.y0 + foot.shape[0] + 2, site.x0 + foot.shape[1] + 2
+    window = stored_lo[wy0:wy1, wx0:wx1]
+    tissue = t.imap.forward(window).astype(np.float32)
+    allowed = anat.crop("changeable", wy0, wx0, wy1 - wy0, wx1 - wx0).astype(bool)
+    drawn, cmask, points, sizes = draw_calcifications(tissue, allowed, centres + 2.0, axis, morphology, rng, spacing,
+                                                      compressed_mm=_ASSUMED_THICKNESS_MM, style="ffdm")
+    if not len(points) or not cmask.any():
+        return _failed(entry, report, i, info.ref.name, "no calcification of the cluster fell in the allowed region")
+    # only the pixels the calcium changed, inside the cluster's outline: all else bit-identical
+    alpha = ((drawn != tissue) & cmask).astype(np.float32)
+    changed = composite(window, drawn, alpha, t.imap)
+    cluster_lo = np.zeros(stored_lo.shape, bool)
+    cluster_lo[wy0:wy1, wx0:wx1] = cmask
+    cluster_mask = np.ascontiguousarray(flip(cluster_lo))
+    points_lo = points + np.float64([wx0, wy0])
+    if t.flipped:  # pixel centre x -> W - 1 - x in the image's own frame
+        points_lo[:, 0] = stored_lo.shape[1] - 1 - points_lo[:, 0]
+    (x, y, bw, bh), size_mm, centre, fmt = _box_and_format(cluster_mask, spacing, out_format, info.fmt)
+    attributes = {"lesion_type": "calcification", "morphology": morphology, "distribution": distribution,
+                  "n_calcifications": int(len(points_lo)), "points": points_lo.round(2).tolist(),
+                  "calcification_sizes_mm": sizes.round(3).tolist(), "source_file": info.ref.name,
+                  "size_mm_hw": list(size_mm), "center_xy": list(centre)}
+    extra = {"index": i, "laterality": info.laterality, "view": info.view, "flipped": t.flipped,
+             "spacing_source": info.spacing_source, "pixels_changed": changed, "intensity": t.imap.describe(),
+             "lesion_type": "calcification", "morphology": morphology, "distribution": distribution}
+    fname = writer.add_native(
+        t.stored, fmt, [Lesion(mask=cluster_mask, attributes=attributes, category="calcification", points=points_lo)],
+        seed=seed, source_ids=[t.source_id], extra=extra, stem=f"{t.stem}_{i:06d}",
+        dicom_source=t.dataset if fmt == "dicom" else None, pixel_spacing_mm=spacing, source_file=info.ref.name,
+        row={"lesion_h_mm": size_mm[0], "lesion_w_mm": size_mm[1], "center_x": centre[0], "center_y": centre[1]},
+        yolo=yolo, note=f"calcification cluster box x={x} y={y} w={bw} h={bh} px, {len(points_lo)} calcifications",
+    )
+    entry.update(status="written", file=f"images/{fname}", lesion_size_mm_hw=list(size_mm), center_xy=list(centre),
+                 n_calcifications=int(len(points_lo)))
     report.written += 1

@@ -54,6 +54,13 @@ MANIFEST_COLUMNS = (
 #: Image formats :meth:`SyntheticSetWriter.add_native` writes, and their file suffixes.
 NATIVE_SUFFIXES = {"png": ".png", "tiff": ".tif", "pgm": ".pgm", "dicom": ".dcm"}
 CATEGORIES = [{"id": 1, "name": "mass", "supercategory": "lesion"}]
+#: The category of an inserted calcification cluster, listed only in sets that hold one. Its
+#: annotations carry COCO ``keypoints`` (x, y, 2 per calcification, in the image's pixels)
+#: and ``num_keypoints``: one keypoint per calcification, so their number varies per cluster
+#: (COCO's keypoint evaluation, made for fixed skeletons, does not apply; loaders read them).
+CALCIFICATION_CATEGORY = {"id": 2, "name": "calcification", "supercategory": "lesion", "keypoints": ["calcification"],
+                          "skeleton": []}
+_CATEGORY_IDS = {"mass": 1, "calcification": 2}
 
 
 def save_png16(path: str | Path, img: np.ndarray) -> None:
@@ -169,6 +176,10 @@ class Lesion:
     margin: str | None = None
     pathology: str | None = None
     attributes: dict[str, Any] = field(default_factory=dict)
+    #: "mass" or "calcification" (the COCO category).
+    category: str = "mass"
+    #: (K, 2) centres (x, y) of a cluster's calcifications in image pixels, written as COCO keypoints.
+    points: np.ndarray | None = None
 
 
 # -- the output folder: refused when in use, filled in a temporary sibling, renamed at the end --
@@ -386,9 +397,10 @@ class SyntheticSetWriter:
             save_dataset(self._file("images", fname), ds)
         else:
             save_native(self._file("images", fname), pixels, fmt)
-        if yolo:
-            boxes = [b for b in (mask_bbox(les.mask) for les in lesions) if b is not None]
-            write_text_atomic(self._file("labels", f"{stem}.txt"), yolo_lines(boxes, pixels.shape))
+        if yolo:  # YOLO class = COCO category id - 1 (0 mass, 1 calcification)
+            lines = "".join(yolo_lines([b], pixels.shape, _CATEGORY_IDS[les.category] - 1)
+                            for les in lesions for b in [mask_bbox(les.mask)] if b is not None)
+            write_text_atomic(self._file("labels", f"{stem}.txt"), lines)
         self._register(fname, stem, pixels.shape, lesions, seed, source_ids, None, extra,
                        image_extra={"source_file": source_file, "pixel_spacing_mm": pixel_spacing_mm},
                        row={"source_file": source_file, "pixel_spacing_mm": "" if pixel_spacing_mm is None else pixel_spacing_mm,
@@ -402,7 +414,11 @@ class SyntheticSetWriter:
     def write_yolo_dataset(self) -> None:
         """``yolo.yaml`` for detection libraries that read YOLO labels (images/ beside labels/)."""
         write_text_atomic(self._file("yolo.yaml"), "# mammosynth synthetic set: YOLO labels in labels/, one line per lesion\n"
-                          "path: .\ntrain: images\nval: images\nnames:\n  0: mass\n")
+                          "path: .\ntrain: images\nval: images\nnames:\n  0: mass\n"
+                          + ("  1: calcification\n" if self._has_calcifications() else ""))
+
+    def _has_calcifications(self) -> bool:
+        return any(a["category_id"] == CALCIFICATION_CATEGORY["id"] for a in self._annotations)
 
     # -- one place for paths and bookkeeping -----------------------------------------
     def _file(self, *parts: str) -> Path:
@@ -442,16 +458,21 @@ class SyntheticSetWriter:
             attrs = {"shape": les.shape, "margin": les.margin, "pathology": les.pathology,
                      "method": self.method, "run": self.run, "seed": seed}
             attrs.update(les.attributes)
-            self._annotations.append({
+            ann = {
                 "id": len(self._annotations) + 1,
                 "image_id": image_id,
-                "category_id": 1,
+                "category_id": _CATEGORY_IDS[les.category],
                 "bbox": [float(v) for v in bbox],
                 "area": float(les.mask.sum()),
                 "segmentation": mask_to_rle(les.mask),
                 "iscrowd": 0,
                 "attributes": attrs,
-            })
+            }
+            if les.points is not None:
+                pts = np.asarray(les.points, np.float64).reshape(-1, 2)
+                ann["keypoints"] = [round(float(v), 2) for x, y in pts for v in (x, y, 2)]
+                ann["num_keypoints"] = int(len(pts))
+            self._annotations.append(ann)
         mask_name = f"{stem}_mask.png"
         save_mask_png(self._file("masks", mask_name), union)
         self._images.append({"id": image_id, "file_name": f"images/{fname}", "width": int(w), "height": int(h),
@@ -483,7 +504,7 @@ class SyntheticSetWriter:
             "licenses": [],
             "images": self._images,
             "annotations": self._annotations,
-            "categories": CATEGORIES,
+            "categories": CATEGORIES + ([CALCIFICATION_CATEGORY] if self._has_calcifications() else []),
         }
         try:
             write_json_atomic(self.work_dir / "annotations.json", coco, indent=None)
