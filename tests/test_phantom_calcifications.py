@@ -124,3 +124,5 @@ def test_phantom_cli_draws_calcification_clusters(tmp_path, capsys):
     assert rc == 0 and info["n_lesions"] == 7
     assert info["lesion_type"] == {"mass": 3, "non_mass": 0, "calcification": 4, "(none)": 0}
     assert sum(v for k, v in info["distribution"].items() if k != "(none)") == 4
+    rc = main(["data", "preview", str(out), "--out", str(tmp_path / "prev.png"), "--normals", "0"])
+    assert rc == 0 and (tmp_path / "prev.png").stat().st_size > 0  # captions morphology / distribution, marks points

@@ -7,17 +7,19 @@ from pathlib import Path
 
 import numpy as np
 
-from mammosynth.data.birads import MARGINS, PATHOLOGIES, SHAPES
+from mammosynth.data.birads import DISTRIBUTIONS, MARGINS, MORPHOLOGIES, PATHOLOGIES, SHAPES
 from mammosynth.data.store import Store
 from mammosynth.errors import DataError
 from mammosynth.io import atomic_path
 
 
-def _caption(shape: int, margin: int, pathology: int) -> str:
-    s = SHAPES[shape] if shape >= 0 else "-"
-    m = MARGINS[margin] if margin >= 0 else "-"
+def _caption(shape: int, margin: int, pathology: int, vocabs: tuple[tuple[str, ...], ...] = (SHAPES, MARGINS)) -> str:
+    """Two labels (shape and margin, or a calcification's morphology and distribution) and
+    the pathology's initial."""
+    s = vocabs[0][shape] if shape >= 0 else "-"
+    m = vocabs[1][margin] if margin >= 0 else "-"
     p = PATHOLOGIES[pathology][0].upper() if pathology >= 0 else ""
-    return f"{s}\n{m.replace('_', '-')}" + (f" ({p})" if p else "")
+    return f"{s.replace('_', ' ')}\n{m.replace('_', '-')}" + (f" ({p})" if p else "")
 
 
 def write_preview(
@@ -46,6 +48,7 @@ def write_preview(
             raise DataError(f"{store_path}: the store holds no lesions and no normals to preview")
         pick = np.sort(rng.choice(n_l, size=min(n_lesions, n_l), replace=False)) if n_l else np.zeros(0, int)
         les = store.lesions(indices=pick) if len(pick) else None
+        points = [store.lesion_points(int(i)) for i in pick]
         normals = [store.normal(int(i)) for i in range(min(n_normals, n_n))]
         title = f"{Path(store_path).name}: {n_l} lesions, {n_n} normals (patch {store.patch_size} px)"
     cols = max(1, columns)
@@ -66,7 +69,14 @@ def write_preview(
             ax.imshow(les.patch[k], cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
             if les.mask[k].any():
                 ax.contour(les.mask[k].astype(np.float32), levels=[0.5], colors="red", linewidths=0.8)
-            ax.set_title(_caption(int(les.shape[k]), int(les.margin[k]), int(les.pathology[k])), fontsize=6.5, pad=2)
+            if les.lesion_type[k] == "calcification":  # morphology / distribution, and each calcification
+                caption = _caption(int(les.morphology[k]), int(les.distribution[k]), int(les.pathology[k]),
+                                   (MORPHOLOGIES, DISTRIBUTIONS))
+                if len(points[k]):
+                    ax.plot(points[k][:, 0], points[k][:, 1], "+", color="cyan", markersize=3, markeredgewidth=0.5)
+            else:
+                caption = _caption(int(les.shape[k]), int(les.margin[k]), int(les.pathology[k]))
+            ax.set_title(caption, fontsize=6.5, pad=2)
     if normals:
         sub = grid[les_rows].subgridspec(1, max(norm_cols, 1))
         for c, nrm in enumerate(normals):
