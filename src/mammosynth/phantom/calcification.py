@@ -71,9 +71,11 @@ MORPHOLOGY_SHAPES: dict[str, CalcShape] = {
     "milk_of_calcium": CalcShape("crescent", (0.4, 1.0), (0.8, 1.0), purity=(0.7, 1.0)),
     "dystrophic": CalcShape("blob", (0.6, 1.0), (0.4, 0.9), purity=(0.9, 1.0)),
     "punctate": CalcShape("disc", (0.15, 0.5), (0.85, 1.0), purity=(0.7, 1.0)),
-    "amorphous": CalcShape("disc", (0.1, 0.4), (0.7, 1.0), purity=(0.3, 0.5), haze_mm=0.15),
+    # faint and hazy, yet seen: measured on real views (docs/insert.md), peak about the local tissue sd
+    "amorphous": CalcShape("disc", (0.2, 0.5), (0.7, 1.0), purity=(0.6, 0.9), haze_mm=0.08),
     "pleomorphic": CalcShape("blob", (0.2, 0.8), (0.4, 1.0), purity=(0.6, 1.0)),
-    "fine_linear_branching": CalcShape("rod", (0.5, 1.0), (0.12, 0.25), purity=(0.7, 1.0), along_axis=True),
+    # thin but dense casts of a duct: 0.1-0.3 mm wide
+    "fine_linear_branching": CalcShape("rod", (0.5, 1.0), (0.25, 0.4), purity=(0.9, 1.0), along_axis=True),
 }
 
 #: Distribution -> (calcifications per cluster, inclusive range; extent range, mm). The
