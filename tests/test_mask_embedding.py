@@ -198,3 +198,24 @@ def test_mask_adherence_scores():
     assert s["min"] == pytest.approx(0.5) and s["fraction_at_least_0.95"] == 0.5
     with pytest.raises(ValueError):
         mask_adherence(x[0], m[0])
+
+
+def test_he_init_gives_the_deep_critic_a_gradient_and_paper_keeps_torch_init():
+    """The critic's input gradient at its last phase: with PyTorch's default init it starts near 0
+    (the penalty (||grad|| - 1)^2 then sits at 1: the 'vanished critic' of issue 13); He init keeps
+    it of order 1. paper: true restores the previous (torch) init."""
+    size, levels = (128, 64), 5
+    norms = {}
+    for init in ("he", "torch"):
+        torch.manual_seed(0)
+        cfg = MaskEmbeddingConfig(final_size=list(size), n_levels=levels, phase_steps=[1] * levels, phase_batch_sizes=[2] * levels,
+                                  phase_lrs=[1e-4] * levels, first_kernels=32, init=init)
+        m = MaskEmbeddingGAN(cfg)
+        D = m.nets["discriminator"]
+        x = (torch.rand(4, 1, *size) * 2 - 1).requires_grad_(True)
+        (g,) = torch.autograd.grad(D(x, _mask(4, size), levels - 1, 1.0).sum(), x)
+        norms[init] = float(g.flatten(1).norm(dim=1).mean())
+    assert norms["he"] > 0.05 > 100 * norms["torch"]
+    paper = MaskEmbeddingConfig(paper=True)
+    paper.validate()
+    assert paper.init == "torch" and MaskEmbeddingConfig().init == "he"

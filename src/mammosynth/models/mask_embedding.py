@@ -56,6 +56,7 @@ from torch import nn
 from mammosynth.data.dataset import NormalDataset
 from mammosynth.errors import ConfigError, DataError
 from mammosynth.losses import d_loss_bce, d_loss_wgan, g_loss_bce, g_loss_wgan, gradient_penalty
+from mammosynth.nn.init import he_init
 from mammosynth.train.method import Method, StepContext, TrainConfig, requires_grad
 
 if TYPE_CHECKING:
@@ -88,8 +89,13 @@ class MaskEmbeddingConfig(TrainConfig):
     # ours (PAPER_RECIPE restores the paper): the generator paints only inside the skin mask it
     # is given; outside it the output is background (-1), as in the real images
     mask_output: bool = True
+    # ours: He initialisation of the progressive generator and critic (nn.init.he_init). The
+    # paper names none; PyTorch's default ("torch", what mammosynth used before) leaves the
+    # 5-7-level critic with an input gradient of ~1e-6 at its last phase, so the gradient
+    # penalty sits at ~1 and the critic gives no signal (docs/quality.md, full-mammogram rows)
+    init: Literal["he", "torch"] = "he"
 
-    PAPER_RECIPE: ClassVar[dict[str, Any]] = {"mask_output": False}
+    PAPER_RECIPE: ClassVar[dict[str, Any]] = {"mask_output": False, "init": "torch"}
 
     def validate(self) -> None:
         super().validate()
@@ -402,6 +408,9 @@ class MaskEmbeddingGAN(Method):
             self.nets["generator"] = MaskEmbeddingGenerator(size, c.n_levels, latent, c.embedding_dim, c.mask_features,
                                                             c.first_kernels, c.kernel_decay, use_embedding=emb)
             self.nets["discriminator"] = ProgressiveCritic(size, c.n_levels, c.first_kernels, c.kernel_decay)
+            if c.init == "he":
+                self.nets["generator"].apply(he_init)
+                self.nets["discriminator"].apply(he_init)
 
     def masked(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """With ``mask_output``: background (-1) outside the skin mask, the generator's pixels
