@@ -1,0 +1,170 @@
+"""Issue 17 part 3: the lesion methods on calcification clusters. lesion-dcgan trains on a
+store's calcifications (``lesion_types``) conditioned on morphology / distribution /
+lesion_type; infill and diffusion-infill fill calcification cluster masks. Tiny phantom
+stores (32 px patches), a couple of steps: seconds on a CPU."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mammosynth.config import from_dict
+from mammosynth.data.birads import DISTRIBUTIONS, LESION_TYPES, MORPHOLOGIES
+from mammosynth.data.dataset import LesionDataset
+from mammosynth.data.store import Store
+from mammosynth.errors import ConfigError, DataError
+from mammosynth.models.lesion_dcgan import LesionDCGAN, LesionDCGANConfig
+from mammosynth.phantom import write_phantom_store
+from mammosynth.train.method import EagerContext
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+DCGAN_TINY = dict(patch_size=32, g_channels=8, d_channels=8, max_channels=32, batch_size=6)
+
+
+@pytest.fixture(scope="module")
+def calc_store(tmp_path_factory) -> Path:
+    """4 phantom masses and 10 calcification clusters, all in the train split."""
+    path = tmp_path_factory.mktemp("calc") / "ph.h5"
+    write_phantom_store(path, 4, 0, 32, full_shape=(256, 208), seed=4, progress=False, n_calcifications=10)
+    return path
+
+
+def _store_labels(store: Path, name: str) -> np.ndarray:
+    with Store(store) as s:
+        keep = np.array(s.lesion_types("train")) == "calcification"
+        return s.h5[f"lesions/{name}"][...][s.split_indices("lesions", "train")][keep]
+
+
+def _dcgan(store: Path, **kw) -> LesionDCGAN:
+    m = LesionDCGAN(LesionDCGANConfig(**{**DCGAN_TINY, **kw}), {"patch_size": 32})
+    m.data_info.update(m.data_info_from_store(str(store)))
+    return m
+
+
+def _batch(ds, n: int) -> dict[str, torch.Tensor]:
+    return torch.utils.data.default_collate([ds[i] for i in range(n)])
+
+
+# -- the dataset ---------------------------------------------------------------------------
+
+
+def test_lesion_dataset_filters_by_type_and_returns_calcification_labels(calc_store):
+    both = LesionDataset(calc_store, augment=False)
+    calcs = LesionDataset(calc_store, augment=False, lesion_types=("calcification",))
+    masses = LesionDataset(calc_store, augment=False, lesion_types=("mass",))
+    assert (len(both), len(calcs), len(masses)) == (14, 10, 4)
+    b = _batch(calcs, 10)
+    assert (b["lesion_type"] == LESION_TYPES.index("calcification")).all()
+    assert (b["shape"] == -1).all() and (b["margin"] == -1).all()  # a calcification has no shape or margin
+    assert torch.equal(b["morphology"], torch.from_numpy(_store_labels(calc_store, "morphology").astype(np.int64)))
+    assert (b["distribution"] >= 0).all()
+    m = _batch(masses, 4)
+    assert (m["morphology"] == -1).all() and (m["lesion_type"] == LESION_TYPES.index("mass")).all()
+    with pytest.raises(ConfigError, match="unknown lesion type 'calc'"):
+        LesionDataset(calc_store, lesion_types=("calc",))
+
+
+# -- lesion-dcgan ----------------------------------------------------------------------------
+
+
+def test_lesion_dcgan_on_calcifications_conditioned_on_morphology(calc_store):
+    m = _dcgan(calc_store, condition="morphology", lesion_types="calcification")
+    assert m.n_classes == len(MORPHOLOGIES) and m.data_info["condition_vocab"] == list(MORPHOLOGIES)
+    counts = np.bincount(_store_labels(calc_store, "morphology"), minlength=len(MORPHOLOGIES))
+    assert m.data_info["class_counts"] == counts.tolist() and sum(counts) == 10  # masses are not counted
+    ds = m.make_dataset(str(calc_store))
+    assert len(ds) == 10
+    batch = _batch(ds, 6)
+    assert batch["image"].shape == (6, 1, 32, 32)
+    ctx = EagerContext(m, m.build_optimizers())
+    out = m.train_step(batch, ctx)
+    assert np.isfinite(float(out["loss_d"])) and np.isfinite(float(out["loss_g"]))
+    m.on_load()
+    samples = list(m.generate(3, seed=1, morphology="Fine-Linear-Branching", batch_size=2))
+    assert len(samples) == 3
+    for s in samples:
+        assert s.image.shape == (32, 32) and s.image.dtype == np.float32 and 0 <= s.image.min() <= s.image.max() <= 1
+        assert s.extra["condition"] == "morphology" and s.extra["morphology"] == "fine_linear_branching"
+        assert s.extra["label"] == "fine_linear_branching" and s.extra["lesion_types"] == "calcification"
+        assert s.shape is None and s.margin is None
+    drawn = {s.extra["morphology"] for s in m.generate(8, seed=2)}
+    assert drawn <= {MORPHOLOGIES[i] for i in np.flatnonzero(counts)}  # drawn with the training frequencies
+    with pytest.raises(ConfigError, match="conditioned on 'morphology'; it cannot control margin"):
+        list(m.generate(1, seed=0, margin="spiculated"))
+
+
+def test_unknown_morphology_is_a_one_line_config_error(calc_store):
+    m = _dcgan(calc_store, condition="morphology", lesion_types="calcification")
+    with pytest.raises(ConfigError) as err:
+        list(m.generate(1, seed=0, morphology="popcorn"))
+    msg = str(err.value)
+    assert "\n" not in msg and "unknown morphology 'popcorn'" in msg and "fine_linear_branching" in msg
+    with pytest.raises(ConfigError, match="lesion_types: 'calc' is not one of"):
+        from_dict(LesionDCGANConfig, {"lesion_types": "calc"})
+    with pytest.raises(ConfigError, match="condition: 'calc_type' is not one of .*'morphology'"):
+        from_dict(LesionDCGANConfig, {"condition": "calc_type"})
+
+
+@pytest.mark.parametrize("condition, vocab", [("distribution", DISTRIBUTIONS), ("lesion_type", LESION_TYPES)])
+def test_lesion_dcgan_conditions_on_distribution_and_lesion_type(calc_store, condition, vocab):
+    m = _dcgan(calc_store, condition=condition)  # all lesions: masses are the unknown distribution
+    assert m.n_classes == len(vocab)
+    batch = _batch(m.make_dataset(str(calc_store)), 6)
+    out = m.train_step(batch, EagerContext(m, m.build_optimizers()))
+    assert np.isfinite(float(out["loss_g"]))
+    if condition == "lesion_type":
+        assert m.data_info["class_counts"] == [4, 0, 10]
+        want = "calcification"
+    else:
+        assert sum(m.data_info["class_counts"]) == 10  # masses have no distribution
+        want = "linear"
+    m.on_load()
+    s = next(m.generate(1, seed=0, **{condition: want}))
+    assert s.extra[condition] == want and s.image.shape == (32, 32)
+
+
+def test_a_store_without_the_asked_type_is_a_data_error(tmp_path):
+    masses = tmp_path / "masses.h5"
+    write_phantom_store(masses, 4, 0, 32, full_shape=(256, 208), seed=1, progress=False)
+    with pytest.raises(DataError, match="no calcification lesions in the train split"):
+        _dcgan(masses, lesion_types="calcification")
+
+
+def test_run_round_trip_keeps_the_condition_vocabulary(calc_store, tmp_path, capsys):
+    from mammosynth.train.run import load_method
+    from mammosynth.train.trainer import train
+
+    cfg = LesionDCGANConfig(**{**DCGAN_TINY, "batch_size": 4}, condition="morphology", lesion_types="calcification",
+                            steps=2, log_every=1, sample_every=2, ckpt_every=2, n_samples=4, device="cpu")
+    run = train("lesion-dcgan", calc_store, tmp_path / "runs", cfg, progress=False)
+    assert not list(run.rglob("*.pt")) and not list(run.rglob("*.pkl")) and list(run.rglob("*.safetensors"))
+    doc = json.loads((run / "config.json").read_text())
+    assert doc["data"]["condition_vocab"] == list(MORPHOLOGIES)
+    assert doc["config"]["condition"] == "morphology" and doc["config"]["lesion_types"] == "calcification"
+    m = load_method(run, device="cpu", expect="lesion-dcgan")
+    assert m.vocab == MORPHOLOGIES
+    a = [s.image for s in m.generate(2, seed=3, morphology="punctate")]
+    b = [s.image for s in load_method(run, device="cpu").generate(2, seed=3, morphology="punctate")]
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    # the CLI: --morphology reaches the run and the manifest records the conditioning label
+    import csv
+
+    from mammosynth.cli import main
+
+    out = tmp_path / "gen"
+    assert main(["generate", str(run), "--n", "2", "--out", str(out), "--morphology", "punctate", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["morphology"] == "punctate"
+    rows = list(csv.DictReader((out / "manifest.csv").open()))
+    assert len(rows) == 2 and all(json.loads(r["extra"])["morphology"] == "punctate" for r in rows)
+    # a bad label is one line naming the value and the choices, before anything is written
+    assert main(["generate", str(run), "--n", "1", "--out", str(tmp_path / "bad"), "--morphology", "popcorn"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unknown morphology 'popcorn'" in err[0] and "punctate" in err[0], err
+    assert not (tmp_path / "bad" / "manifest.csv").exists()
+    assert main(["generate", str(run), "--n", "1", "--out", str(tmp_path / "bad2"), "--distribution", "linear"]) == 2
+    assert "conditioned on 'morphology'; it cannot control distribution" in capsys.readouterr().err
