@@ -92,6 +92,7 @@ def test_lesion_dcgan_on_calcifications_conditioned_on_morphology(calc_store):
         assert s.extra["condition"] == "morphology" and s.extra["morphology"] == "fine_linear_branching"
         assert s.extra["label"] == "fine_linear_branching" and s.extra["lesion_types"] == "calcification"
         assert s.shape is None and s.margin is None
+        assert s.morphology == "fine_linear_branching" and s.lesion_type == "calcification"
     drawn = {s.extra["morphology"] for s in m.generate(8, seed=2)}
     assert drawn <= {MORPHOLOGIES[i] for i in np.flatnonzero(counts)}  # drawn with the training frequencies
     with pytest.raises(ConfigError, match="conditioned on 'morphology'; it cannot control margin"):
@@ -168,3 +169,92 @@ def test_run_round_trip_keeps_the_condition_vocabulary(calc_store, tmp_path, cap
     assert not (tmp_path / "bad" / "manifest.csv").exists()
     assert main(["generate", str(run), "--n", "1", "--out", str(tmp_path / "bad2"), "--distribution", "linear"]) == 2
     assert "conditioned on 'morphology'; it cannot control distribution" in capsys.readouterr().err
+
+
+# -- infill and diffusion-infill on calcification cluster masks ----------------------------------
+
+
+@pytest.fixture(scope="module")
+def calc_only(tmp_path_factory) -> Path:
+    """A store of 6 phantom calcification clusters and nothing else."""
+    path = tmp_path_factory.mktemp("calc-only") / "calcs.h5"
+    write_phantom_store(path, 0, 0, 32, full_shape=(256, 208), seed=4, progress=False, n_calcifications=6)
+    return path
+
+
+def _calc_batch(store: Path, n: int = 2) -> dict[str, torch.Tensor]:
+    return _batch(LesionDataset(store, augment=False, lesion_types=("calcification",)), n)
+
+
+def _check_calc_samples(samples, store: Path, tmp_path: Path, method: str) -> None:
+    """Samples painted into calcification contexts: labelled as calcifications, written as such."""
+    import csv
+
+    from pycocotools.coco import COCO
+
+    from mammosynth.cli.common import write_samples
+
+    with Store(store) as s:
+        morph = {sid: MORPHOLOGIES[k] for sid, k in zip(s.lesions().source_id, s.lesions().morphology)}
+    for smp in samples:
+        assert smp.image.shape == (32, 32) and smp.image.dtype == np.float32 and 0 <= smp.image.min() <= smp.image.max() <= 1
+        assert smp.mask.any() and smp.shape is None and smp.margin is None
+        assert smp.lesion_type == "calcification" and smp.morphology == morph[smp.source_ids[0]]
+        assert smp.distribution in DISTRIBUTIONS and smp.extra["morphology"] == smp.morphology
+    out = tmp_path / f"{method}-set"
+    write_samples(samples, out, method, "test-run", total=len(samples), progress=False)
+    coco = COCO(str(out / "annotations.json"))
+    anns = coco.loadAnns(coco.getAnnIds())
+    assert len(anns) == len(samples) and {a["category_id"] for a in anns} == {2}  # COCO category calcification
+    assert [a["attributes"]["morphology"] for a in anns] == [smp.morphology for smp in samples]
+    rows = list(csv.DictReader((out / "manifest.csv").open()))
+    assert [json.loads(r["extra"])["lesion_type"] for r in rows] == ["calcification"] * len(samples)
+
+
+def test_infill_gan_trains_on_and_fills_calcification_masks(calc_store, calc_only, tmp_path):
+    from mammosynth.data.context import composite_alpha
+    from mammosynth.models.infill import InfillConfig, InfillGAN
+
+    m = InfillGAN(InfillConfig(ngf=8, ndf=8, batch_size=2, fm_weights="discriminator"),
+                  {"patch_size": 32, "store_path": str(calc_store)})
+    batch = _calc_batch(calc_store)
+    ctx = EagerContext(m.nets, m.build_optimizers())
+    outs = [m.train_step(batch, ctx) for _ in range(2)]
+    assert all(torch.isfinite(torch.as_tensor(o[k])) for o in outs for k in ("loss_d", "loss_g", "l1"))
+    tissue, mask = batch["image"], batch["mask"]
+    filled = m.infill(tissue, mask, torch.Generator().manual_seed(0))
+    assert filled.shape == (2, 1, 32, 32) and float(filled.abs().max()) <= 1
+    outside = composite_alpha(mask, m.cfg.margin_factor) == 0
+    assert outside.any() and torch.equal(filled[outside], tissue[outside])  # only the cluster and its ring change
+    assert not torch.equal(filled[mask > 0.5], tissue[mask > 0.5])
+    samples = list(m.generate(3, seed=1, data=str(calc_only), batch_size=2))
+    assert len(samples) == 3
+    _check_calc_samples(samples, calc_only, tmp_path, "infill")
+
+
+def test_diffusion_infill_trains_on_and_fills_calcification_masks(calc_store, calc_only, tmp_path):
+    pytest.importorskip("monai")
+    from mammosynth.data.context import enlarge_mask
+    from mammosynth.models.diffusion_infill import DiffusionInfill, DiffusionInfillConfig
+
+    tiny = dict(channels=(8, 16), attention_levels=(False, False), num_res_blocks=1, norm_groups=8, num_head_channels=8,
+                batch_size=2, sampler_steps=3, ema_decay=0.0, device="cpu", amp="off", channels_last=False)
+    m = DiffusionInfill(DiffusionInfillConfig(**tiny), {"patch_size": 32, "store_path": str(calc_store)})
+    batch = _calc_batch(calc_store)
+    assert (m.batch_labels(batch, torch.device("cpu")) == 0).all()  # no shape or margin: the null label
+    ctx = EagerContext(m.nets, m.build_optimizers())
+    outs = [m.train_step(batch, ctx) for _ in range(2)]
+    assert all(torch.isfinite(torch.as_tensor(o["loss"])) for o in outs)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # MONAI zero-initialises the output conv: small random weights so the fill differs
+        for p in m.nets.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.1)
+    tissue, mask = batch["image"], batch["mask"]
+    filled = m.infill(tissue, mask, torch.Generator().manual_seed(0))
+    assert filled.shape == (2, 1, 32, 32) and float(filled.abs().max()) <= 1
+    outside = ~(enlarge_mask(mask, m.cfg.margin_factor) | (mask > 0.5))
+    assert outside.any() and torch.equal(filled[outside], tissue[outside])
+    assert not torch.equal(filled[mask > 0.5], tissue[mask > 0.5])
+    samples = list(m.generate(3, seed=1, data=str(calc_only), batch_size=2))
+    assert len(samples) == 3
+    _check_calc_samples(samples, calc_only, tmp_path, "diffusion-infill")

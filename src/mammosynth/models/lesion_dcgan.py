@@ -295,10 +295,10 @@ class LesionDCGAN(Method):
                 if labels is not None:
                     term = self.vocab[int(labels[i + k])]
                     extra["label"] = term  # the conditioning class, whatever the attribute
-                    if self.cfg.condition in ("shape", "margin", "pathology"):
-                        lab[self.cfg.condition] = term
-                    else:
+                    lab[self.cfg.condition] = term
+                    if self.cfg.condition not in ("shape", "margin", "pathology"):  # no manifest column of its own
                         extra[self.cfg.condition] = term
                 if self.cfg.lesion_types != "all":
                     extra["lesion_types"] = self.cfg.lesion_types
+                    lab.setdefault("lesion_type", self.cfg.lesion_types)
                 yield Sample(image=img.astype(np.float32), seed=int(seed), extra=extra, **lab)
