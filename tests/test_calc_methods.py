@@ -129,11 +129,15 @@ def test_lesion_dcgan_conditions_on_distribution_and_lesion_type(calc_store, con
     assert s.extra[condition] == want and s.image.shape == (32, 32)
 
 
-def test_a_store_without_the_asked_type_is_a_data_error(tmp_path):
+def test_a_store_without_the_asked_type_or_label_is_a_data_error(calc_store, tmp_path):
     masses = tmp_path / "masses.h5"
     write_phantom_store(masses, 4, 0, 32, full_shape=(256, 208), seed=1, progress=False)
     with pytest.raises(DataError, match="no calcification lesions in the train split"):
         _dcgan(masses, lesion_types="calcification")
+    with pytest.raises(DataError, match="no calcification lesion of the train split has a known margin"):
+        _dcgan(calc_store, lesion_types="calcification", condition="margin")
+    with pytest.raises(DataError, match="has a known morphology"):
+        _dcgan(masses, condition="morphology")
 
 
 def test_run_round_trip_keeps_the_condition_vocabulary(calc_store, tmp_path, capsys):

@@ -195,6 +195,10 @@ class LesionDCGAN(Method):
                 labels = np.asarray(col).astype(np.int64)[idx][keep]
                 vocab = VOCABS[self.cfg.condition]
                 counts = np.bincount(labels[labels >= 0], minlength=len(vocab))
+                if not counts.sum():  # every lesion would be "unknown": the condition could learn nothing
+                    raise DataError(f"{store_path}: no {self.cfg.lesion_types} lesion of the train split has a known "
+                                    f"{self.cfg.condition}; condition on a label the data has (calcifications: morphology, "
+                                    f"distribution) or set condition=none")
                 info["class_counts"] = [int(v) for v in counts]
                 info["condition_vocab"] = list(vocab)
         return info
