@@ -262,3 +262,72 @@ def test_diffusion_infill_trains_on_and_fills_calcification_masks(calc_store, ca
     samples = list(m.generate(3, seed=1, data=str(calc_only), batch_size=2))
     assert len(samples) == 3
     _check_calc_samples(samples, calc_only, tmp_path, "diffusion-infill")
+
+
+# -- birads-aegan with calcification label sets ------------------------------------------------
+
+
+def test_birads_aegan_embeds_morphology_and_distribution_on_a_calcification_run(calc_store, tmp_path, capsys):
+    import csv
+
+    from mammosynth.cli import main
+    from mammosynth.models.birads_aegan import BiradsAEGAN, BiradsAEGANConfig
+    from mammosynth.train.run import load_method
+    from mammosynth.train.trainer import train
+
+    small = dict(patch_size=32, base_channels=8, max_channels=32, feature_dim=32, embed_hidden=16, batch_size=4)
+    m = BiradsAEGAN(BiradsAEGANConfig(**small, labels="calcification"), {"patch_size": 32})
+    # same architecture, other label sets: E1/D1 over the 13 morphologies, E2/D2 over the 5 distributions
+    assert m.nets["embed_margin"].n_classes == len(MORPHOLOGIES) and m.nets["embed_shape"].n_classes == len(DISTRIBUTIONS)
+    assert m.nets["disc_margin"].classifier.out_features == len(MORPHOLOGIES)
+    assert m.nets["disc_shape"].classifier.out_features == len(DISTRIBUTIONS)
+    ds = m.make_dataset(str(calc_store))
+    assert len(ds) == 10  # the clusters only
+    out = m.train_step(_batch(ds, 4), EagerContext(m.nets, m.build_optimizers()))
+    assert all(torch.isfinite(torch.as_tensor(v)) for v in out.values())
+    with pytest.raises(ConfigError, match="calcification labels"):
+        m.categories(store=str(calc_store))
+
+    cfg = BiradsAEGANConfig(**small, labels="calcification", n_features=2, steps=2, log_every=1, sample_every=2,
+                            ckpt_every=2, n_samples=4, device="cpu")
+    run = train("birads-aegan", calc_store, tmp_path / "runs", cfg, progress=False)
+    doc = json.loads((run / "config.json").read_text())
+    assert doc["config"]["labels"] == "calcification"
+    assert doc["data"]["labels"] == {"margin": list(MORPHOLOGIES), "shape": list(DISTRIBUTIONS)}
+    loaded = load_method(run, device="cpu", expect="birads-aegan")
+    morph = {MORPHOLOGIES[i] for i in _store_labels(calc_store, "morphology")}
+    want = sorted(morph)[0]
+    samples = list(loaded.generate(2, seed=0, morphology=want))
+    assert len(samples) == 2
+    for s in samples:
+        assert s.morphology == want and s.lesion_type == "calcification" and s.shape is None and s.margin is None
+        assert s.image.shape == (32, 32) and s.mask.shape == (32, 32)
+    drawn = list(loaded.generate(3, seed=1))  # categories drawn from the clusters' (distribution, morphology) pairs
+    assert all(s.morphology in morph and s.distribution in DISTRIBUTIONS for s in drawn)
+    with pytest.raises(ConfigError, match="calcification labels .*cannot control margin"):
+        list(loaded.generate(1, seed=0, margin="spiculated"))
+    with pytest.raises(ConfigError, match="unknown morphology 'popcorn'"):
+        list(loaded.generate(1, seed=0, morphology="popcorn"))
+    # through the CLI: --morphology reaches birads-aegan and the COCO annotation is a calcification
+    out_dir = tmp_path / "gen"
+    assert main(["generate", str(run), "--n", "2", "--out", str(out_dir), "--morphology", want, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["morphology"] == want
+    coco = json.loads((out_dir / "annotations.json").read_text())
+    assert {a["category_id"] for a in coco["annotations"]} == {2}
+    assert {a["attributes"]["morphology"] for a in coco["annotations"]} == {want}
+    assert len(list(csv.DictReader((out_dir / "manifest.csv").open()))) == 2
+
+
+def test_birads_aegan_calcification_labels_need_clusters(tmp_path):
+    from mammosynth.models.birads_aegan import BiradsAEGAN, BiradsAEGANConfig
+
+    masses = tmp_path / "masses.h5"
+    write_phantom_store(masses, 4, 0, 32, full_shape=(256, 208), seed=1, progress=False)
+    m = BiradsAEGAN(BiradsAEGANConfig(patch_size=32, base_channels=8, max_channels=32, feature_dim=32, embed_hidden=16,
+                                      labels="calcification"), {"patch_size": 32})
+    with pytest.raises(DataError, match="labels=calcification needs calcification clusters"):
+        m.data_info_from_store(str(masses))
+    mass_run = BiradsAEGAN(BiradsAEGANConfig(patch_size=32, base_channels=8, max_channels=32, feature_dim=32,
+                                             embed_hidden=16), {"patch_size": 32, "store_path": str(masses)})
+    with pytest.raises(ConfigError, match="mass labels .*cannot control morphology"):
+        list(mass_run.generate(1, seed=0, morphology="punctate"))
