@@ -136,8 +136,9 @@ def test_a_store_without_the_asked_type_or_label_is_a_data_error(calc_store, tmp
         _dcgan(masses, lesion_types="calcification")
     with pytest.raises(DataError, match="no calcification lesion of the train split has a known margin"):
         _dcgan(calc_store, lesion_types="calcification", condition="margin")
-    with pytest.raises(DataError, match="has a known morphology"):
+    with pytest.raises(DataError, match="no lesion of the train split has a known morphology"):
         _dcgan(masses, condition="morphology")
+    assert _dcgan(masses).data_info["patch_size"] == 32  # all lesions, unconditioned: nothing to refuse
 
 
 def test_run_round_trip_keeps_the_condition_vocabulary(calc_store, tmp_path, capsys):

@@ -185,7 +185,7 @@ class LesionDCGAN(Method):
             idx = s.split_indices("lesions", "train")
             types = np.asarray(s._label_column("lesion_type")).astype(str)[idx]
             keep = np.ones(len(idx), bool) if self._types() is None else np.isin(types, self._types())
-            if not keep.any():
+            if self._types() is not None and not keep.any():
                 raise DataError(f"{store_path}: no {self.cfg.lesion_types} lesions in the train split (it has "
                                 f"{', '.join(sorted(set(types))) or 'none'}); set lesion_types to all or another type")
             if self.cfg.condition != "none":
@@ -196,7 +196,8 @@ class LesionDCGAN(Method):
                 vocab = VOCABS[self.cfg.condition]
                 counts = np.bincount(labels[labels >= 0], minlength=len(vocab))
                 if not counts.sum():  # every lesion would be "unknown": the condition could learn nothing
-                    raise DataError(f"{store_path}: no {self.cfg.lesion_types} lesion of the train split has a known "
+                    kind = "" if self._types() is None else f"{self.cfg.lesion_types} "
+                    raise DataError(f"{store_path}: no {kind}lesion of the train split has a known "
                                     f"{self.cfg.condition}; condition on a label the data has (calcifications: morphology, "
                                     f"distribution) or set condition=none")
                 info["class_counts"] = [int(v) for v in counts]
