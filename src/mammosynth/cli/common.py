@@ -50,7 +50,10 @@ def add_samples(writer: Any, samples: Iterable[Any], total: int | None, progress
         for s in samples:
             # no mask: an all-empty one writes no COCO annotation but keeps the labels in the manifest
             mask = np.zeros(np.shape(s.image), bool) if s.mask is None else np.asarray(s.mask, bool)
-            lesions = [Lesion(mask=mask, shape=s.shape, margin=s.margin, pathology=s.pathology)]
+            calc = {k: getattr(s, k, None) for k in ("lesion_type", "morphology", "distribution")}
+            lesions = [Lesion(mask=mask, shape=s.shape, margin=s.margin, pathology=s.pathology,
+                              attributes={k: v for k, v in calc.items() if v is not None},
+                              category="calcification" if calc["lesion_type"] == "calcification" else "mass")]
             writer.add(np.asarray(s.image, np.float32), lesions, seed=s.seed, source_ids=list(s.source_ids),
                        weights=list(s.weights), extra=dict(s.extra))
             images.append(np.asarray(s.image, np.float32))

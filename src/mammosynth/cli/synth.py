@@ -32,6 +32,9 @@ def register(app: typer.Typer) -> None:
         shape: Optional[str] = typer.Option(None, "--shape", help="BI-RADS shape to request (round, oval, lobulated, irregular); methods with shape control only."),
         margin: Optional[str] = typer.Option(None, "--margin", help="BI-RADS margin to request (circumscribed, obscured, microlobulated, ill_defined, spiculated)."),
         pathology: Optional[str] = typer.Option(None, "--pathology", help="benign or malignant (pathology-conditioned lesion-dcgan only)."),
+        morphology: Optional[str] = typer.Option(None, "--morphology", help="BI-RADS calcification morphology (punctate, amorphous, pleomorphic, fine_linear_branching, ...); lesion-dcgan runs with condition morphology, birads-aegan runs with labels calcification."),
+        distribution: Optional[str] = typer.Option(None, "--distribution", help="BI-RADS calcification distribution (diffuse, regional, clustered, linear, segmental); lesion-dcgan runs with condition distribution, birads-aegan runs with labels calcification."),
+        lesion_type: Optional[str] = typer.Option(None, "--lesion-type", help="mass, non_mass or calcification; lesion-dcgan runs with condition lesion_type only."),
         mask: Optional[Path] = typer.Option(None, "--mask", help="PNG mask to condition on (infill, mask-embedding); default: masks drawn from the training data."),
         seed: int = typer.Option(0, "--seed", help="Random seed; the same seed gives the same images."),
         batch_size: int = typer.Option(16, "--batch-size", min=1, help="Images per forward pass."),
@@ -48,7 +51,8 @@ def register(app: typer.Typer) -> None:
         json_out: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
     ) -> None:
         """Generate lesions (or mammograms) from a trained run, with labels written as COCO."""
-        from mammosynth.data.birads import MARGINS, PATHOLOGIES, SHAPES, parse_term
+        from mammosynth.data.birads import DISTRIBUTIONS, LESION_TYPES, MARGINS, MORPHOLOGIES, PATHOLOGIES, SHAPES, parse_term
+        from mammosynth.errors import ConfigError
         from mammosynth.synth.writer import prepare_output_dir
         from mammosynth.train.run import load_method, resolve_run
 
@@ -70,14 +74,25 @@ def register(app: typer.Typer) -> None:
             options["margin"] = parse_term(margin, MARGINS, "margin")
         if pathology:
             options["pathology"] = parse_term(pathology, PATHOLOGIES, "pathology")
+        calc_labels = {"morphology": (morphology, MORPHOLOGIES), "distribution": (distribution, DISTRIBUTIONS),
+                       "lesion_type": (lesion_type, LESION_TYPES)}
+        for key, (value, vocab) in calc_labels.items():
+            if value:
+                takers = ("lesion-dcgan",) if key == "lesion_type" else ("lesion-dcgan", "birads-aegan")
+                if method.name not in takers:
+                    raise ConfigError(f"--{key.replace('_', '-')} works with lesion-dcgan runs conditioned on {key}"
+                                      + ("" if key == "lesion_type" else " and birads-aegan runs with labels=calcification")
+                                      + f", not {method.name}; drop it")
+                options[key] = parse_term(value, vocab, key.replace("_", " "))
         if mask is not None:
             options["mask"] = _read_mask(mask)
         notes: dict = {}
         write_samples(_sample_notes(method.generate(n, seed, **options), notes), out, method.name, str(run_dir), total=n,
                       progress=not json_out, dicom=dicom, overwrite=overwrite)
         summary = {"out": str(out), "n": n, "method": method.name, "run": str(run_dir), "seed": seed,
-                   **{k: v for k, v in options.items() if k in ("shape", "margin", "pathology", "split", "truncation",
-                                                                "sampler_steps", "guidance_scale", "repaint")},
+                   **{k: v for k, v in options.items() if k in ("shape", "margin", "pathology", "morphology", "distribution",
+                                                                "lesion_type", "split", "truncation", "sampler_steps",
+                                                                "guidance_scale", "repaint")},
                    **_notes_summary(notes)}
         if json_out:
             print_json(summary)
@@ -331,8 +346,10 @@ def _sample_notes(samples, notes: dict):
     for s in samples:
         pool, k = s.extra.get("pool_size"), s.extra.get("n_features_requested")
         if pool is not None and k is not None and pool < k:
-            notes.setdefault("small_seed_pools", {})[(s.shape, s.margin)] = {
-                "shape": s.shape, "margin": s.margin, "pool_size": pool, "n_features_requested": k}
+            calc = getattr(s, "lesion_type", None) == "calcification"  # a calcification category: its own labels
+            cat = {"morphology": s.morphology, "distribution": s.distribution} if calc else {"shape": s.shape, "margin": s.margin}
+            notes.setdefault("small_seed_pools", {})[tuple(cat.values())] = {
+                **cat, "pool_size": pool, "n_features_requested": k}
         if s.extra.get("context_repeat"):
             notes["context_repeats"] = notes.get("context_repeats", 0) + 1
         yield s
@@ -349,7 +366,8 @@ def _notes_summary(notes: dict) -> dict:
 
 def _print_notes(notes: dict) -> None:
     for v in notes.get("small_seed_pools", {}).values():
-        console.print(f"[yellow]note[/] {v['shape'] or '-'}/{v['margin'] or '-'}: {v['pool_size']} seed lesions, fewer "
+        what = "/".join(v[k] or "-" for k in (("morphology", "distribution") if "morphology" in v else ("shape", "margin")))
+        console.print(f"[yellow]note[/] {what}: {v['pool_size']} seed lesions, fewer "
                       f"than K = {v['n_features_requested']}: every sample combines all {v['pool_size']} (less diverse; "
                       "manifest extra pool_size; see --n-features in `generate --help`)")
     if notes.get("context_repeats"):

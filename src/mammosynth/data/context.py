@@ -222,8 +222,24 @@ def draw_contexts(path: str, split: str, n: int, seed: int, who: str):
     pick = np.asarray(back).reshape(-1)
     arrays = type(uniq)(index=uniq.index[pick], patch=uniq.patch[pick], mask=uniq.mask[pick],
                         shape=uniq.shape[pick], margin=uniq.margin[pick], pathology=uniq.pathology[pick],
-                        source_id=[uniq.source_id[k] for k in pick], patient_id=[uniq.patient_id[k] for k in pick])
+                        source_id=[uniq.source_id[k] for k in pick], patient_id=[uniq.patient_id[k] for k in pick],
+                        morphology=uniq.morphology[pick], distribution=uniq.distribution[pick],
+                        lesion_type=[uniq.lesion_type[k] for k in pick])
     return arrays, repeat
+
+
+def context_labels(arrays, i: int) -> dict[str, str | None]:
+    """Lesion type, morphology and distribution of context ``i`` drawn by :func:`draw_contexts`
+    (None where unknown), so a lesion painted into a calcification cluster's own mask is
+    written as a calcification with its labels."""
+    from mammosynth.data.birads import DISTRIBUTIONS, MORPHOLOGIES
+
+    def term(vocab: tuple[str, ...], col) -> str | None:
+        k = -1 if col is None else int(col[i])
+        return vocab[k] if 0 <= k < len(vocab) else None
+
+    return {"lesion_type": None if arrays.lesion_type is None else str(arrays.lesion_type[i]),
+            "morphology": term(MORPHOLOGIES, arrays.morphology), "distribution": term(DISTRIBUTIONS, arrays.distribution)}
 
 
 def user_mask_at(mask, size: int, who: str) -> np.ndarray | None:

@@ -15,7 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from mammosynth.data.birads import LESION_TYPES
 from mammosynth.data.store import Store
+from mammosynth.errors import ConfigError
 
 
 #: Lesion sets smaller than this are read into memory once per process (the HDF5 read and
@@ -72,9 +74,15 @@ class LesionDataset(_H5Dataset):
     """Lesion patches with masks and labels from a store.
 
     Returns a dict: ``image`` (1,S,S) [-1,1]; ``mask`` (1,S,S) {0,1}; ``shape``, ``margin``,
-    ``pathology`` (int64, -1 = unknown: mask these out of auxiliary losses); ``index``.
-    ``size`` resizes patches to another side (e.g. 128 from a 256 store).
+    ``pathology``, ``morphology``, ``distribution`` (int64, -1 = unknown: mask these out of
+    auxiliary losses); ``lesion_type`` (int64 index into birads.LESION_TYPES); ``index``.
+    ``size`` resizes patches to another side (e.g. 128 from a 256 store). ``lesion_types``
+    keeps only lesions of those types (e.g. ``("calcification",)``; None = all).
     """
+
+    #: Per-lesion integer label columns, read once at construction (stores before format 3
+    #: imply morphology/distribution -1 and the lesion type from the shape status).
+    LABELS = ("shape", "margin", "pathology", "morphology", "distribution", "lesion_type")
 
     group = "lesions"
 
@@ -85,8 +93,20 @@ class LesionDataset(_H5Dataset):
         augment: bool = True,
         crop_scale: tuple[float, float] = (0.85, 1.0),
         size: int | None = None,
+        lesion_types: tuple[str, ...] | None = None,
     ) -> None:
         super().__init__(store_path, split)
+        with Store(self.store_path) as s:
+            cols = {name: s._label_column(name) for name in self.LABELS}
+        types = np.asarray(cols["lesion_type"]).astype(str)
+        if lesion_types is not None:
+            bad = [t for t in lesion_types if t not in LESION_TYPES]
+            if bad:
+                raise ConfigError(f"unknown lesion type {bad[0]!r}; choose among: {', '.join(LESION_TYPES)}")
+            self.indices = self.indices[np.isin(types[self.indices], list(lesion_types))]
+        cols["lesion_type"] = np.array([LESION_TYPES.index(t) for t in types], np.int64)
+        self._labels = {name: np.asarray(cols[name]).astype(np.int64)[self.indices] for name in self.LABELS}
+        self.lesion_types = lesion_types
         self.augment = augment
         self.crop_scale = crop_scale
         self.size = size
@@ -100,7 +120,7 @@ class LesionDataset(_H5Dataset):
         if self._cache is None:
             g = self._file()["lesions"]
             idx = np.asarray(self.indices)
-            self._cache = {k: g[k][...][idx] if len(idx) else g[k][:0] for k in ("patch", "mask", "shape", "margin", "pathology")}
+            self._cache = {k: g[k][...][idx] if len(idx) else g[k][:0] for k in ("patch", "mask")}
         return self._cache
 
     def __getstate__(self) -> dict[str, Any]:
@@ -127,9 +147,7 @@ class LesionDataset(_H5Dataset):
         return {
             "image": image * 2.0 - 1.0,
             "mask": mask,
-            "shape": torch.tensor(int(g["shape"][k]), dtype=torch.int64),
-            "margin": torch.tensor(int(g["margin"][k]), dtype=torch.int64),
-            "pathology": torch.tensor(int(g["pathology"][k]), dtype=torch.int64),
+            **{name: torch.tensor(int(col[i]), dtype=torch.int64) for name, col in self._labels.items()},
             "index": torch.tensor(j, dtype=torch.int64),
         }
 

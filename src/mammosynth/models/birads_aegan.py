@@ -30,6 +30,12 @@ under the auxiliary head, i.e. a cross-entropy; labels missing in the dataset (-
 out of those terms (:func:`mammosynth.losses.masked_cross_entropy`), never guessed. G uses
 the non-saturating form of its adversarial terms (Goodfellow et al.), as DCGAN-era code does.
 
+Calcifications (``labels: calcification``; our extension of seed 000): the same networks and
+losses with other label sets: E1/D1 carry the BI-RADS calcification *morphology* where they
+carried the margin, E2/D2 the *distribution* where they carried the shape, and the model
+trains on (and draws seeds from) the store's calcification clusters only. Network names stay
+``embed_margin``/``disc_margin``/... (the slots); :data:`LABEL_SETS` maps slots to labels.
+
 Generation (section 2.2-2.3, eq. 2) encodes seed lesions with their embedded labels and
 decodes convex combinations of the visual features; see :mod:`mammosynth.synth.latent` and
 :meth:`BiradsAEGAN.generate` / :meth:`BiradsAEGAN.interpolate`.
@@ -49,7 +55,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mammosynth.data.birads import MARGINS, PATHOLOGIES, SHAPES, parse_term
+from mammosynth.data.birads import DISTRIBUTIONS, MARGINS, MORPHOLOGIES, PATHOLOGIES, SHAPES, parse_term
 from mammosynth.errors import ConfigError, DataError
 from mammosynth.losses import d_loss_bce, g_loss_bce, masked_cross_entropy, r1_penalty
 from mammosynth.nn.augment import diff_augment, parse_policy
@@ -61,6 +67,12 @@ if TYPE_CHECKING:
     from mammosynth.synth.sample import Sample
 
 log = logging.getLogger(__name__)
+
+#: ``labels`` -> slot ("margin": E1/D1, "shape": E2/D2) -> (label name, vocabulary).
+LABEL_SETS: dict[str, dict[str, tuple[str, tuple[str, ...]]]] = {
+    "mass": {"margin": ("margin", MARGINS), "shape": ("shape", SHAPES)},
+    "calcification": {"margin": ("morphology", MORPHOLOGIES), "shape": ("distribution", DISTRIBUTIONS)},
+}
 
 @dataclass
 class BiradsAEGANConfig(TrainConfig):
@@ -85,6 +97,7 @@ class BiradsAEGANConfig(TrainConfig):
     n_features: int = 20  # category generation: features combined per sample (section 3.4)
     weight_step: float = 0.05  # category generation: convex weights are multiples of this
     seed_split: str = "train"  # store split the seed lesions for generation come from
+    labels: Literal["mass", "calcification"] = "mass"  # calcification: E1/D1 morphology, E2/D2 distribution, clusters only
     # Feature-mixing term (ours, off in the paper's losses; see module docstring): weight of the
     # adversarial + auxiliary terms on decoded convex mixtures of same-margin features.
     lambda_mix: float = 0.0
@@ -397,13 +410,47 @@ class BiradsAEGAN(Method):
     def patch_size(self) -> int:
         return int(self.cfg.patch_size or self.data_info.get("patch_size") or 64)
 
+    @property
+    def label_set(self) -> dict[str, tuple[str, tuple[str, ...]]]:
+        """Slot ("margin", "shape") -> (label name, vocabulary) for this run's ``labels``."""
+        return LABEL_SETS[self.cfg.labels]
+
+    @property
+    def lesion_types(self) -> tuple[str, ...] | None:
+        return ("calcification",) if self.cfg.labels == "calcification" else None
+
+    def _slot_index(self, slot: str, value: str | None) -> int | None:
+        name, vocab = self.label_set[slot]
+        return vocab.index(parse_term(value, vocab, name)) if value else None
+
+    def _requested(self, shape: str | None, margin: str | None, more: dict[str, Any]) -> tuple[str | None, str | None]:
+        """The (shape-slot, margin-slot) terms asked for: shape/margin on a mass run,
+        morphology/distribution on a calcification run; the other family is refused."""
+        asked = {"shape": shape, "margin": margin, "morphology": more.get("morphology"), "distribution": more.get("distribution")}
+        mine = {name for name, _ in self.label_set.values()}
+        wrong = [k for k, v in asked.items() if v and k not in mine]
+        if wrong:
+            raise ConfigError(f"this birads-aegan run has {self.cfg.labels} labels ({', '.join(sorted(mine))}); "
+                              f"it cannot control {wrong[0]}")
+        return asked[self.label_set["shape"][0]], asked[self.label_set["margin"][0]]
+
+    def _label_meta(self, s_i: int | None, m_i: int | None) -> dict[str, str | None]:
+        """Sample label fields for slot indices (None = not one category)."""
+        (s_name, s_vocab), (m_name, m_vocab) = self.label_set["shape"], self.label_set["margin"]
+        meta: dict[str, str | None] = {s_name: s_vocab[s_i] if s_i is not None else None,
+                                       m_name: m_vocab[m_i] if m_i is not None else None}
+        if self.cfg.labels == "calcification":
+            meta["lesion_type"] = "calcification"
+        return meta
+
     def build(self) -> None:
         c, S = self.cfg, check_patch_size(self.patch_size)
-        self.nets["embed_margin"] = LabelEmbedding(len(MARGINS), S, c.embed_hidden, c.leaky_slope)
-        self.nets["embed_shape"] = LabelEmbedding(len(SHAPES), S, c.embed_hidden, c.leaky_slope)
+        margins, shapes = self.label_set["margin"][1], self.label_set["shape"][1]
+        self.nets["embed_margin"] = LabelEmbedding(len(margins), S, c.embed_hidden, c.leaky_slope)
+        self.nets["embed_shape"] = LabelEmbedding(len(shapes), S, c.embed_hidden, c.leaky_slope)
         self.nets["encoder"] = Encoder(S, 3, c.feature_dim, c.base_channels, c.max_channels, c.leaky_slope)
         self.nets["decoder"] = Decoder(S, c.feature_dim, c.base_channels, c.max_channels, c.leaky_slope, c.upsampling)
-        for key, vocab in (("disc_margin", MARGINS), ("disc_shape", SHAPES)):
+        for key, vocab in (("disc_margin", margins), ("disc_shape", shapes)):
             disc = AuxDiscriminator(S, len(vocab), c.base_channels, c.max_channels, slope=c.leaky_slope)
             self.nets[key] = spectral_normalize(disc) if c.d_reg == "spectral" else disc
 
@@ -417,13 +464,21 @@ class BiradsAEGAN(Method):
     def data_info_from_store(self, store_path: str) -> dict[str, Any]:
         info = super().data_info_from_store(store_path)
         info["store_path"] = str(Path(store_path).resolve())  # default seed store for generate/interpolate
+        if self.cfg.labels == "calcification":
+            from mammosynth.data.store import Store
+
+            with Store(store_path) as s:
+                if "calcification" not in s.lesion_types("train"):
+                    raise DataError(f"{store_path}: labels=calcification needs calcification clusters in the train split "
+                                    f"and it has none; ingest with --lesions calcification or set labels=mass")
+            info["labels"] = {slot: list(vocab) for slot, (_, vocab) in self.label_set.items()}
         return info
 
     def make_dataset(self, store_path: str, split: str = "train") -> torch.utils.data.Dataset:
         from mammosynth.data.dataset import LesionDataset
 
         return LesionDataset(store_path, split=split, augment=split == "train", crop_scale=tuple(self.cfg.crop_scale),
-                             size=self.patch_size)
+                             size=self.patch_size, lesion_types=self.lesion_types)
 
     # -- G(I, E1(m), E2(s)), eq. 1 ------------------------------------------------------
     @staticmethod
@@ -435,8 +490,8 @@ class BiradsAEGAN(Method):
     def train_step(self, batch: dict[str, torch.Tensor], ctx: StepContext) -> dict[str, torch.Tensor | float]:
         nets = ctx.nets
         image = batch["image"].to(ctx.device, non_blocking=True)
-        shape = batch["shape"].to(ctx.device)
-        margin = batch["margin"].to(ctx.device)
+        shape = batch[self.label_set["shape"][0]].to(ctx.device)  # the slots: shape/margin, or distribution/morphology
+        margin = batch[self.label_set["margin"][0]].to(ctx.device)
         mix = None
         gen = ctx.generator()
 
@@ -464,7 +519,8 @@ class BiradsAEGAN(Method):
         store = self.data_info.get("store_path")
         if not store or not Path(store).exists():
             return None
-        bank = _load_seed_bank(store, "val", self.patch_size) or _load_seed_bank(store, "train", self.patch_size)
+        bank = (_load_seed_bank(store, "val", self.patch_size, self.cfg.labels)
+                or _load_seed_bank(store, "train", self.patch_size, self.cfg.labels))
         if bank is None:
             return None
         k = max(1, min(n // 2, len(bank.source_ids)))
@@ -513,9 +569,10 @@ class BiradsAEGAN(Method):
         cache = getattr(self, "_bank_cache", None)
         if cache is not None and cache[0] == key:
             return cache[1]
-        bank = _load_seed_bank(path, split, self.patch_size)
+        bank = _load_seed_bank(path, split, self.patch_size, self.cfg.labels)
         if bank is None:
-            raise DataError(f"{path}: no lesions in split {split or 'all'!r} to use as seeds")
+            kind = "calcification clusters" if self.cfg.labels == "calcification" else "lesions"
+            raise DataError(f"{path}: no {kind} in split {split or 'all'!r} to use as seeds")
         self._bank_cache = (key, bank)
         return bank
 
@@ -531,6 +588,9 @@ class BiradsAEGAN(Method):
         "present": [{"shape", "margin", "n_seeds"}], "absent": [{"shape", "margin"}]}`` where
         ``absent`` lists the vocabulary's categories (on the axes the data has) with no seed.
         """
+        if self.cfg.labels != "mass":
+            raise ConfigError("categories (generate --per-category) cover shape and margin; this birads-aegan run has "
+                              "calcification labels: generate with --morphology / --distribution instead")
         bank = self._seed_bank(store, split or self.cfg.seed_split)
         shape_i = SHAPES.index(parse_term(shape, SHAPES, "shape")) if shape else None
         margin_i = MARGINS.index(parse_term(margin, MARGINS, "margin")) if margin else None
@@ -549,14 +609,15 @@ class BiradsAEGAN(Method):
     def generate(self, n: int, seed: int, shape: str | None = None, margin: str | None = None,
                  pathology: str | None = None, batch_size: int = 64, store: str | None = None,
                  n_features: int | None = None, weight_step: float | None = None, spherical: bool = False,
-                 split: str | None = None, **_: Any) -> Iterator["Sample"]:
+                 split: str | None = None, **more: Any) -> Iterator["Sample"]:
         """Category-specific generation (section 3.4, eq. 2): per sample, pick ``n_features``
         (K = 20) seed lesions of the requested category, encode each with its embedded labels,
         combine the features with random convex weights on a ``weight_step`` (0.05) grid and
         decode. A margin-only request draws seeds of that margin whatever their shape (and vice
         versa). With no category requested, each sample's category is drawn in proportion to its
         frequency among the seeds (:meth:`categories`: per margin on margin-only data).
-        ``pathology`` also restricts seeds.
+        ``pathology`` also restricts seeds. A ``labels: calcification`` run takes ``morphology``
+        and ``distribution`` instead of ``margin`` and ``shape``.
 
         A category with fewer than K seeds uses its whole pool for every sample (samples then
         differ only in their weights: less diverse); each such sample records
@@ -564,9 +625,9 @@ class BiradsAEGAN(Method):
         """
         from mammosynth.synth import latent
 
+        shape, margin = self._requested(shape, margin, more)
         bank = self._seed_bank(store, split or self.cfg.seed_split)
-        shape_i = SHAPES.index(parse_term(shape, SHAPES, "shape")) if shape else None
-        margin_i = MARGINS.index(parse_term(margin, MARGINS, "margin")) if margin else None
+        shape_i, margin_i = self._slot_index("shape", shape), self._slot_index("margin", margin)
         path_i = PATHOLOGIES.index(parse_term(pathology, PATHOLOGIES, "pathology")) if pathology else None
         eligible = np.ones(len(bank.source_ids), bool)
         if path_i is not None:
@@ -577,7 +638,7 @@ class BiradsAEGAN(Method):
         feats = self._bank_features(bank, batch_size)
         s_arr, m_arr = bank.shape.numpy(), bank.margin.numpy()
         if shape_i is None and margin_i is None:
-            cats, counts, _ = _seed_categories(bank, path_i, None, None)
+            cats, counts, _ = _seed_categories(bank, path_i, None, None, self.label_set)
         warned: set[tuple[int | None, int | None]] = set()
         pending: list[tuple[torch.Tensor, dict[str, Any]]] = []
         for i in range(n):
@@ -591,18 +652,17 @@ class BiradsAEGAN(Method):
             if m_req is not None:
                 member &= m_arr == m_req
             pool = np.flatnonzero(member)
-            label = {"shape": SHAPES[s_req] if s_req is not None else None,
-                     "margin": MARGINS[m_req] if m_req is not None else None}
+            label = self._label_meta(s_req, m_req)
             if len(pool) == 0:
-                what = ", ".join(f"{k}={v}" for k, v in ({**label, "pathology": pathology}).items() if v)
-                missing = [k for k, col in (("shape", s_arr), ("margin", m_arr)) if not (col[eligible] >= 0).any()]
+                what = ", ".join(f"{k}={v}" for k, v in ({**label, "lesion_type": None, "pathology": pathology}).items() if v)
+                missing = [self.label_set[k][0] for k, col in (("shape", s_arr), ("margin", m_arr)) if not (col[eligible] >= 0).any()]
                 raise DataError(f"{bank.path}: no seed lesions with {what} in split {bank.split or 'all'!r}"
                                 + (f" (no seed has a {' or '.join(missing)} label)" if missing else ""))
             if len(pool) < k_feat and (s_req, m_req) not in warned:
                 warned.add((s_req, m_req))
                 log.warning("birads-aegan: %s has %d seed lesion(s) in split %r, fewer than K = %d: every sample "
                             "combines all %d (samples differ only in their weights; see `generate --help`, --n-features)",
-                            _category_name(label), len(pool), bank.split or "all", k_feat, len(pool))
+                            _category_name({k: v for k, v in label.items() if k != "lesion_type"}), len(pool), bank.split or "all", k_feat, len(pool))
             chosen = np.sort(rng.choice(pool, min(k_feat, len(pool)), replace=False))
             weights = latent.convex_weights(len(chosen), step, rng)
             v = latent.combine(feats[chosen], torch.from_numpy(weights)[None], spherical=spherical)[0]
@@ -628,7 +688,7 @@ class BiradsAEGAN(Method):
                     shape: str | None = None, margin: str | None = None, store: str | None = None,
                     split: str | None = None, n: int = 1, seed: int = 0, n_features: int | None = None,
                     weight_step: float | None = None, batch_size: int = 64, strip: str | None = None,
-                    **_: Any) -> Iterator["Sample"]:
+                    **more: Any) -> Iterator["Sample"]:
         """Visual-feature interpolation (section 3.3-3.4). Modes:
 
         * ``pair`` (2 sources): the two endpoint reconstructions and ``steps`` (8) equidistant
@@ -649,6 +709,7 @@ class BiradsAEGAN(Method):
         """
         from mammosynth.synth import latent
 
+        shape, margin = self._requested(shape, margin, more)  # calcification runs: distribution, morphology
         if mode is None:
             mode = "category" if not sources else {2: "pair", 3: "triangle"}.get(len(sources), "")
         if mode == "category":
@@ -667,9 +728,9 @@ class BiradsAEGAN(Method):
             raise ConfigError("extrapolate is available in pair mode only")
         images, s_lab, m_lab, ids, masks = self._resolve_sources(sources, store, split)
         if shape:
-            s_lab[:] = SHAPES.index(parse_term(shape, SHAPES, "shape"))
+            s_lab[:] = self._slot_index("shape", shape)
         if margin:
-            m_lab[:] = MARGINS.index(parse_term(margin, MARGINS, "margin"))
+            m_lab[:] = self._slot_index("margin", margin)
         feats = self.encode(images, s_lab, m_lab, batch_size)
         row_lengths = None
         if mode == "pair":
@@ -692,17 +753,17 @@ class BiradsAEGAN(Method):
         out_masks = latent.blend_masks(masks, weights) if masks is not None else None
         same_s = len(set(s_lab.tolist())) == 1 and int(s_lab[0]) >= 0
         same_m = len(set(m_lab.tolist())) == 1 and int(m_lab[0]) >= 0
+        (s_name, s_vocab), (m_name, m_vocab) = self.label_set["shape"], self.label_set["margin"]
         pending = []
         for k in range(len(feats_out)):
             pending.append((feats_out[k], {
-                "shape": SHAPES[int(s_lab[0])] if same_s else None,
-                "margin": MARGINS[int(m_lab[0])] if same_m else None,
+                **self._label_meta(int(s_lab[0]) if same_s else None, int(m_lab[0]) if same_m else None),
                 "pathology": None, "seed": seed, "source_ids": list(ids),
                 "weights": [float(w) for w in weights[k]],
                 "mask": None if out_masks is None else out_masks[k],
                 "extra": {"mode": mode, "index": k, "spherical": bool(spherical),
-                          "source_shapes": [SHAPES[v] if v >= 0 else None for v in s_lab.tolist()],
-                          "source_margins": [MARGINS[v] if v >= 0 else None for v in m_lab.tolist()],
+                          f"source_{s_name}s": [s_vocab[v] if v >= 0 else None for v in s_lab.tolist()],
+                          f"source_{m_name}s": [m_vocab[v] if v >= 0 else None for v in m_lab.tolist()],
                           **({"mask": "sdf_blend"} if out_masks is not None else {})},
             }))
         samples = list(self._emit(pending, batch_size))
@@ -794,7 +855,8 @@ def _category_name(label: dict[str, str | None]) -> str:
     return "category " + "/".join(f"{k} {v}" for k, v in label.items() if v)
 
 
-def _seed_categories(bank: SeedBank, path_i: int | None, shape_i: int | None, margin_i: int | None
+def _seed_categories(bank: SeedBank, path_i: int | None, shape_i: int | None, margin_i: int | None,
+                     label_set: dict[str, tuple[str, tuple[str, ...]]] | None = None,
                      ) -> tuple[list[tuple[int | None, int | None]], np.ndarray, tuple[str, ...]]:
     """Categories of the seeds (restricted to pathology/shape/margin when given) and their seed
     counts: (shape, margin) pairs when the seeds carry both labels, margins alone when none has
@@ -803,7 +865,9 @@ def _seed_categories(bank: SeedBank, path_i: int | None, shape_i: int | None, ma
     ok = np.ones(len(s_arr), bool) if path_i is None else bank.pathology.numpy() == path_i
     axes = tuple(k for k, col in (("shape", s_arr), ("margin", m_arr)) if (col[ok] >= 0).any())
     if not axes:
-        raise DataError(f"{bank.path}: no seed lesion in split {bank.split or 'all'!r} has a shape or a margin label")
+        names = (label_set or LABEL_SETS["mass"])
+        raise DataError(f"{bank.path}: no seed lesion in split {bank.split or 'all'!r} has a {names['shape'][0]} or a "
+                        f"{names['margin'][0]} label")
     for k, want in (("shape", shape_i), ("margin", margin_i)):
         if want is not None and k not in axes:
             raise DataError(f"{bank.path}: no seed lesion in split {bank.split or 'all'!r} has a {k} label; "
@@ -823,11 +887,19 @@ def _seed_categories(bank: SeedBank, path_i: int | None, shape_i: int | None, ma
     return cats, counts, axes
 
 
-def _load_seed_bank(path: str | os.PathLike, split: str | None, size: int) -> SeedBank | None:
+def _load_seed_bank(path: str | os.PathLike, split: str | None, size: int, labels: str = "mass") -> SeedBank | None:
+    """Seed lesions of ``split``; ``labels="calcification"``: the calcification clusters only,
+    their distribution in the shape slot and morphology in the margin slot (LABEL_SETS)."""
     from mammosynth.data.store import Store
 
     with Store(path) as s:
-        les = s.lesions(split=split)
+        if labels == "calcification":
+            idx = s.split_indices("lesions", split)
+            idx = idx[np.asarray(s.lesion_types(split)) == "calcification"]
+            les = s.lesions(indices=idx)
+            les.shape, les.margin = les.distribution, les.morphology
+        else:
+            les = s.lesions(split=split)
     if len(les.index) == 0:
         return None
     images = torch.from_numpy(les.patch).unsqueeze(1)

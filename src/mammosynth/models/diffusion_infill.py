@@ -455,7 +455,7 @@ class DiffusionInfill(Method):
         the conditioning labels in ``extra``.
         """
         from mammosynth.data.birads import PATHOLOGIES
-        from mammosynth.data.context import draw_contexts, user_mask_at
+        from mammosynth.data.context import context_labels, draw_contexts, user_mask_at
         from mammosynth.data.store import resize_image, resize_mask
         from mammosynth.synth.sample import Sample
 
@@ -496,11 +496,14 @@ class DiffusionInfill(Method):
             for k in range(out.shape[0]):
                 i = start + k
                 pathology = options.get("pathology") if user_mask is not None else term(PATHOLOGIES, int(own_path[i]))
+                calc = context_labels(uniq, i) if user_mask is None else {}
                 yield Sample(
                     image=((out[k, 0].cpu().numpy() + 1.0) * 0.5).astype(np.float32),
                     mask=masks[k].astype(bool),
                     shape=term(SHAPES, int(shape_idx[i])), margin=term(MARGINS, int(margin_idx[i])), pathology=pathology,
                     seed=int(seed), source_ids=[source_ids[i]],
                     extra={"tissue_split": split, "tissue_index": int(index[i]), "context_repeat": int(repeat[i]),
-                           "mask_source": "option" if user_mask is not None else "own", **info},
+                           "mask_source": "option" if user_mask is not None else "own", **info,
+                           **{k: v for k, v in calc.items() if v is not None}},
+                    **calc,
                 )

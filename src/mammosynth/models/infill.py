@@ -680,7 +680,7 @@ class InfillGAN(Method):
         every sample records ``context_repeat`` (0 on first use, k on the k-th reuse).
         """
         from mammosynth.data.birads import MARGINS, PATHOLOGIES, SHAPES
-        from mammosynth.data.context import draw_contexts, user_mask_at
+        from mammosynth.data.context import context_labels, draw_contexts, user_mask_at
         from mammosynth.data.store import resize_image, resize_mask
         from mammosynth.synth.sample import Sample
 
@@ -712,6 +712,7 @@ class InfillGAN(Method):
                 else:
                     labels = (term(SHAPES, int(arrays.shape[i])), term(MARGINS, int(arrays.margin[i])),
                               term(PATHOLOGIES, int(arrays.pathology[i])))
+                calc = context_labels(arrays, i) if user_mask is None else {}
                 yield Sample(
                     image=((out[k, 0].cpu().numpy() + 1.0) * 0.5).astype(np.float32),
                     mask=masks[k].astype(bool),
@@ -719,6 +720,8 @@ class InfillGAN(Method):
                     source_ids=[arrays.source_id[i]],
                     extra={"tissue_split": split, "tissue_index": int(arrays.index[i]), "context_repeat": int(repeat[i]),
                            "mask_source": "option" if user_mask is not None else "own",
-                           "generator": self.cfg.generator, "two_channel": bool(self.cfg.two_channel)},
+                           "generator": self.cfg.generator, "two_channel": bool(self.cfg.two_channel),
+                           **{k: v for k, v in calc.items() if v is not None}},
+                    **calc,
                 )
 

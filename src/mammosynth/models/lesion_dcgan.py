@@ -8,11 +8,15 @@ cites for its training techniques): G = a 4x4 valid transposed conv from the lat
 BatchNorm (not on the first) + LeakyReLU(0.2), a 4x4 valid conv to one logit; Adam
 lr 2e-4, beta1 0.5; weights initialised N(0, 0.02).
 
-Conditioning (``condition: margin | shape | pathology``, as medigan's conditional DCGANs):
+Conditioning (``condition: margin | shape | pathology``, as medigan's conditional DCGANs;
+for calcifications ``morphology | distribution``, and ``lesion_type`` for a store of masses
+and calcification clusters trained together, as seed 003 trained both):
 a learned class embedding is concatenated to z in G, and D adds a projection term
 <embed(y), phi(x)> to its logit (Miyato & Koyama 2018). Lesions whose label is unknown use
 an extra "unknown" class, so they still train the model without a guessed label;
-generation only asks for known classes.
+generation only asks for known classes. ``lesion_types: all | mass | calcification`` trains on
+a store's lesions of one type only. The run records its class vocabulary (data_info
+``condition_vocab``), so a loaded run decodes its classes as it was trained.
 """
 
 from __future__ import annotations
@@ -26,8 +30,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from mammosynth.data.birads import MARGINS, PATHOLOGIES, SHAPES, parse_term
-from mammosynth.errors import ConfigError
+from mammosynth.data.birads import DISTRIBUTIONS, LESION_TYPES, MARGINS, MORPHOLOGIES, PATHOLOGIES, SHAPES, parse_term
+from mammosynth.errors import ConfigError, DataError
 from mammosynth.losses import d_loss_bce, g_loss_bce, r1_penalty
 from mammosynth.nn.augment import diff_augment, parse_policy
 from mammosynth.nn.init import dcgan_init
@@ -38,7 +42,11 @@ from mammosynth.train.method import Method, StepContext, TrainConfig, requires_g
 if TYPE_CHECKING:
     from mammosynth.synth.sample import Sample
 
-VOCABS: dict[str, tuple[str, ...]] = {"margin": MARGINS, "shape": SHAPES, "pathology": PATHOLOGIES}
+VOCABS: dict[str, tuple[str, ...]] = {"margin": MARGINS, "shape": SHAPES, "pathology": PATHOLOGIES,
+                                       "morphology": MORPHOLOGIES, "distribution": DISTRIBUTIONS,
+                                       "lesion_type": LESION_TYPES}
+#: The labels ``generate`` accepts (one per conditionable attribute).
+LABEL_OPTIONS: tuple[str, ...] = tuple(VOCABS)
 
 
 @dataclass
@@ -54,7 +62,8 @@ class LesionDCGANConfig(TrainConfig):
     lr: float = 2e-4
     beta1: float = 0.5
     beta2: float = 0.999
-    condition: Literal["none", "margin", "shape", "pathology"] = "none"
+    condition: Literal["none", "margin", "shape", "pathology", "morphology", "distribution", "lesion_type"] = "none"
+    lesion_types: Literal["all", "mass", "calcification"] = "all"  # which of the store's lesions to train on
     embed_dim: int = 50  # class embedding concatenated to z
     augment: bool = True  # flips + random crops (LesionDataset)
     # -- where mammosynth departs from the paper (PAPER_RECIPE restores it; docs/quality.md) --
@@ -141,8 +150,18 @@ class LesionDCGAN(Method):
     cfg: LesionDCGANConfig
 
     @property
+    def vocab(self) -> tuple[str, ...]:
+        """The condition's class names: as the run recorded them, else the current vocabulary."""
+        if self.cfg.condition == "none":
+            return ()
+        return tuple(self.data_info.get("condition_vocab") or VOCABS[self.cfg.condition])
+
+    @property
     def n_classes(self) -> int:
-        return len(VOCABS[self.cfg.condition]) if self.cfg.condition != "none" else 0
+        return len(self.vocab)
+
+    def _types(self) -> tuple[str, ...] | None:
+        return None if self.cfg.lesion_types == "all" else (self.cfg.lesion_types,)
 
     def build(self) -> None:
         c = self.cfg
@@ -162,18 +181,34 @@ class LesionDCGAN(Method):
 
         info = super().data_info_from_store(store_path)
         info["store_path"] = str(Path(store_path).resolve())
-        if self.cfg.condition != "none":
-            with Store(store_path) as s:
-                idx = s.split_indices("lesions", "train")
-                labels = s.h5[f"lesions/{self.cfg.condition}"][...][idx]
-            counts = np.bincount(labels[labels >= 0], minlength=self.n_classes)
-            info["class_counts"] = [int(v) for v in counts]
+        with Store(store_path) as s:
+            idx = s.split_indices("lesions", "train")
+            types = np.asarray(s._label_column("lesion_type")).astype(str)[idx]
+            keep = np.ones(len(idx), bool) if self._types() is None else np.isin(types, self._types())
+            if self._types() is not None and not keep.any():
+                raise DataError(f"{store_path}: no {self.cfg.lesion_types} lesions in the train split (it has "
+                                f"{', '.join(sorted(set(types))) or 'none'}); set lesion_types to all or another type")
+            if self.cfg.condition != "none":
+                col = s._label_column(self.cfg.condition)
+                if self.cfg.condition == "lesion_type":
+                    col = np.array([LESION_TYPES.index(str(t)) for t in col], np.int64)
+                labels = np.asarray(col).astype(np.int64)[idx][keep]
+                vocab = VOCABS[self.cfg.condition]
+                counts = np.bincount(labels[labels >= 0], minlength=len(vocab))
+                if not counts.sum():  # every lesion would be "unknown": the condition could learn nothing
+                    kind = "" if self._types() is None else f"{self.cfg.lesion_types} "
+                    raise DataError(f"{store_path}: no {kind}lesion of the train split has a known "
+                                    f"{self.cfg.condition}; condition on a label the data has (calcifications: morphology, "
+                                    f"distribution) or set condition=none")
+                info["class_counts"] = [int(v) for v in counts]
+                info["condition_vocab"] = list(vocab)
         return info
 
     def make_dataset(self, store_path: str, split: str = "train") -> torch.utils.data.Dataset:
         from mammosynth.data.dataset import LesionDataset
 
-        return LesionDataset(store_path, split=split, augment=self.cfg.augment and split == "train", size=self.cfg.patch_size)
+        return LesionDataset(store_path, split=split, augment=self.cfg.augment and split == "train", size=self.cfg.patch_size,
+                             lesion_types=self._types())
 
     def _class_of(self, batch: dict[str, torch.Tensor], device: torch.device) -> torch.Tensor | None:
         if not self.n_classes:
@@ -211,9 +246,9 @@ class LesionDCGAN(Method):
     def _labels_for(self, n: int, rng: np.random.Generator, requested: str | None) -> np.ndarray | None:
         if not self.n_classes:
             return None
-        vocab = VOCABS[self.cfg.condition]
+        vocab = self.vocab
         if requested is not None:
-            return np.full(n, vocab.index(parse_term(requested, vocab, self.cfg.condition)), np.int64)
+            return np.full(n, vocab.index(parse_term(requested, vocab, self.cfg.condition.replace("_", " "))), np.int64)
         counts = np.asarray(self.data_info.get("class_counts") or [1] * self.n_classes, np.float64)
         if counts.sum() <= 0:
             counts = np.ones(self.n_classes)
@@ -234,14 +269,16 @@ class LesionDCGAN(Method):
             G.train(was)
 
     def generate(self, n: int, seed: int, shape: str | None = None, margin: str | None = None,
-                 pathology: str | None = None, batch_size: int = 64, **_: Any) -> Iterator["Sample"]:
+                 pathology: str | None = None, batch_size: int = 64, morphology: str | None = None,
+                 distribution: str | None = None, lesion_type: str | None = None, **_: Any) -> Iterator["Sample"]:
         """``n`` patches (S,S) in [0,1] from z ~ N(0, I) seeded by ``seed`` (sample i uses the
         i-th draw, so the same seed gives the same images whatever the batch size). A
         conditioned model takes its class from the matching option (or draws it with the
         training frequencies) and records it; a label for an unconditioned attribute is refused."""
         from mammosynth.synth.sample import Sample
 
-        requested = {"shape": shape, "margin": margin, "pathology": pathology}
+        requested = {"shape": shape, "margin": margin, "pathology": pathology, "morphology": morphology,
+                     "distribution": distribution, "lesion_type": lesion_type}
         for key, val in requested.items():
             if val is not None and key != self.cfg.condition:
                 raise ConfigError(f"this lesion-dcgan run is conditioned on {self.cfg.condition!r}; it cannot control {key}")
@@ -258,7 +295,15 @@ class LesionDCGAN(Method):
             with torch.no_grad():
                 imgs = ((G(z, y).float().cpu()[:, 0] + 1.0) / 2.0).clamp(0, 1).numpy()
             for k, img in enumerate(imgs):
+                extra: dict[str, Any] = {"index": i + k, "condition": self.cfg.condition}
                 lab = {}
                 if labels is not None:
-                    lab[self.cfg.condition] = VOCABS[self.cfg.condition][int(labels[i + k])]
-                yield Sample(image=img.astype(np.float32), seed=int(seed), extra={"index": i + k, "condition": self.cfg.condition}, **lab)
+                    term = self.vocab[int(labels[i + k])]
+                    extra["label"] = term  # the conditioning class, whatever the attribute
+                    lab[self.cfg.condition] = term
+                    if self.cfg.condition not in ("shape", "margin", "pathology"):  # no manifest column of its own
+                        extra[self.cfg.condition] = term
+                if self.cfg.lesion_types != "all":
+                    extra["lesion_types"] = self.cfg.lesion_types
+                    lab.setdefault("lesion_type", self.cfg.lesion_types)
+                yield Sample(image=img.astype(np.float32), seed=int(seed), extra=extra, **lab)

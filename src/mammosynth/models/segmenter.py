@@ -135,7 +135,8 @@ class NormalTiles(NormalDataset):
         if tile.shape[-1] != self.size or tile.shape[-2] != self.size:
             tile = F.pad(tile, (0, self.size - tile.shape[-1], 0, self.size - tile.shape[-2]), value=-1.0)
         return {"image": tile, "mask": torch.zeros_like(tile), "shape": torch.tensor(-1), "margin": torch.tensor(-1),
-                "pathology": torch.tensor(-1), "index": torch.tensor(-1)}
+                "pathology": torch.tensor(-1), "morphology": torch.tensor(-1), "distribution": torch.tensor(-1),
+                "lesion_type": torch.tensor(-1), "index": torch.tensor(-1)}
 
 
 def tile_from_normal(image: torch.Tensor, breast: torch.Tensor, size: int, rng: np.random.Generator) -> dict[str, torch.Tensor]:
@@ -152,7 +153,8 @@ def tile_from_normal(image: torch.Tensor, breast: torch.Tensor, size: int, rng: 
     if tile.shape[-1] != size or tile.shape[-2] != size:
         tile = F.pad(tile, (0, size - tile.shape[-1], 0, size - tile.shape[-2]), value=-1.0)
     return {"image": tile, "mask": torch.zeros_like(tile), "shape": torch.tensor(-1), "margin": torch.tensor(-1),
-            "pathology": torch.tensor(-1), "index": torch.tensor(-1)}
+            "pathology": torch.tensor(-1), "morphology": torch.tensor(-1), "distribution": torch.tensor(-1),
+            "lesion_type": torch.tensor(-1), "index": torch.tensor(-1)}
 
 
 class Segmenter(Method):

@@ -16,6 +16,8 @@ class Sample:
     method has no mask; the writer then records no annotation). ``source_ids`` and
     ``weights``: the real lesions and convex weights a latent operation combined, so every
     sample is traceable. ``extra``: anything else worth a manifest column (JSON-able).
+    ``lesion_type`` ("calcification" makes the COCO annotation a calcification), ``morphology``
+    and ``distribution``: a calcification cluster's labels (None when not known).
     """
 
     image: np.ndarray
@@ -27,3 +29,6 @@ class Sample:
     source_ids: list[str] = field(default_factory=list)
     weights: list[float] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
+    lesion_type: str | None = None
+    morphology: str | None = None
+    distribution: str | None = None
