@@ -121,3 +121,16 @@ def test_paper_switch_and_improved_variants(tmp_path):
         out = [m.train_step(batch, ctx) for _ in range(3)][-1]
         assert all(np.isfinite(float(v)) for v in out.values())
         assert ("r1" in out) == (knobs["d_reg"] == "r1")
+
+
+def test_projection_term_starts_at_the_unconditioned_logit_scale():
+    """The class projection of the conditioned discriminator starts at the scale of its plain
+    4x4 output conv (both N(0, 0.02)), not ~100x above it (PyTorch's N(0, 1) embedding)."""
+    from mammosynth.models.lesion_dcgan import DCGANDiscriminator
+
+    torch.manual_seed(0)
+    x = torch.rand(8, 1, 64, 64) * 2 - 1
+    plain = DCGANDiscriminator(64, 16, 128, n_classes=0)(x)
+    torch.manual_seed(0)
+    cond = DCGANDiscriminator(64, 16, 128, n_classes=5)(x, torch.arange(8) % 6)
+    assert cond.abs().mean() < 5 * plain.abs().mean() + 1.0
