@@ -219,3 +219,20 @@ def test_he_init_gives_the_deep_critic_a_gradient_and_paper_keeps_torch_init():
     paper = MaskEmbeddingConfig(paper=True)
     paper.validate()
     assert paper.init == "torch" and MaskEmbeddingConfig().init == "he"
+
+
+def test_resize_upsampling_by_default_and_old_runs_rebuild_transposed():
+    """mammosynth's generator upsamples by resize-conv (no checkerboard); the paper's transposed
+    convolutions stay one switch away, and a run saved before the field existed is rebuilt with
+    them, so its weights load."""
+    kw = dict(final_size=[32, 16], n_levels=3, phase_steps=[1, 1, 1], phase_batch_sizes=[2, 2, 2], phase_lrs=[1e-4] * 3,
+              first_kernels=16)
+    new = MaskEmbeddingGAN(MaskEmbeddingConfig(**kw)).nets["generator"]
+    assert not any(isinstance(m, torch.nn.ConvTranspose2d) for m in new.modules())
+    old_saved = {k: v for k, v in MaskEmbeddingConfig(**kw).__dict__.items() if k not in ("init", "upsampling", "mask_output")}
+    old = MaskEmbeddingConfig(**MaskEmbeddingConfig.from_saved(old_saved))
+    assert (old.upsampling, old.init, old.mask_output) == ("transposed", "torch", False)
+    g = MaskEmbeddingGAN(old).nets["generator"]
+    assert sum(isinstance(m, torch.nn.ConvTranspose2d) for m in g.modules()) == 3
+    out = g(torch.randn(2, 100), _mask(2, (32, 16)), 2, 1.0)
+    assert out.shape == (2, 1, 32, 16)

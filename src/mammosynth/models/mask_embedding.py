@@ -57,6 +57,7 @@ from mammosynth.data.dataset import NormalDataset
 from mammosynth.errors import ConfigError, DataError
 from mammosynth.losses import d_loss_bce, d_loss_wgan, g_loss_bce, g_loss_wgan, gradient_penalty
 from mammosynth.nn.init import he_init
+from mammosynth.nn.upsample import up_conv
 from mammosynth.train.method import Method, StepContext, TrainConfig, requires_grad
 
 if TYPE_CHECKING:
@@ -94,8 +95,11 @@ class MaskEmbeddingConfig(TrainConfig):
     # 5-7-level critic with an input gradient of ~1e-6 at its last phase, so the gradient
     # penalty sits at ~1 and the critic gives no signal (docs/quality.md, full-mammogram rows)
     init: Literal["he", "torch"] = "he"
+    # ours: nearest-neighbour 2x + 3x3 conv instead of the paper's 4x4 stride-2 transposed
+    # convolutions, whose uneven overlap paints a checkerboard (Odena et al. 2016)
+    upsampling: Literal["transposed", "resize", "transposed_blur"] = "resize"
 
-    PAPER_RECIPE: ClassVar[dict[str, Any]] = {"mask_output": False, "init": "torch"}
+    PAPER_RECIPE: ClassVar[dict[str, Any]] = {"mask_output": False, "init": "torch", "upsampling": "transposed"}
 
     def validate(self) -> None:
         super().validate()
@@ -205,7 +209,8 @@ class MaskEmbeddingGenerator(nn.Module):
     """
 
     def __init__(self, final_size: tuple[int, int], n_levels: int = 7, latent_dim: int = 100, embedding_dim: int = 32,
-                 mask_features: int = 8, first_kernels: int = 128, kernel_decay: float = 0.8, use_embedding: bool = True) -> None:
+                 mask_features: int = 8, first_kernels: int = 128, kernel_decay: float = 0.8, use_embedding: bool = True,
+                 upsampling: str = "transposed") -> None:
         super().__init__()
         H, W = final_size
         self.n_levels = n_levels
@@ -232,7 +237,7 @@ class MaskEmbeddingGenerator(nn.Module):
         ups = []
         for k in range(n_levels):
             c_in = first_kernels if k == 0 else kernels[k - 1] + mf  # skip concat except at the dense level
-            ups.append(nn.ConvTranspose2d(c_in, kernels[k], 4, stride=2, padding=1))
+            ups.append(up_conv(c_in, kernels[k], upsampling))
         self.up = nn.ModuleList(ups)
         self.to_image = nn.ModuleList([nn.Conv2d(c, 1, 1) for c in kernels])
         self.norm = PixelNorm()
@@ -406,7 +411,8 @@ class MaskEmbeddingGAN(Method):
             emb = c.variant == "embedding"
             latent = c.latent_dim if emb else c.latent_dim + c.embedding_dim  # 132-d without embedding
             self.nets["generator"] = MaskEmbeddingGenerator(size, c.n_levels, latent, c.embedding_dim, c.mask_features,
-                                                            c.first_kernels, c.kernel_decay, use_embedding=emb)
+                                                            c.first_kernels, c.kernel_decay, use_embedding=emb,
+                                                            upsampling=c.upsampling)
             self.nets["discriminator"] = ProgressiveCritic(size, c.n_levels, c.first_kernels, c.kernel_decay)
             if c.init == "he":
                 self.nets["generator"].apply(he_init)
