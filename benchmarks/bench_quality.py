@@ -411,8 +411,6 @@ def picture(path: Path, real: np.ndarray, synth: np.ndarray, title: str, n: int 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from mammosynth.io import atomic_path
-
     rng = np.random.default_rng(seed)
     n = min(n, len(real), len(synth))
     rows = (("held-out real", real[rng.choice(len(real), n, replace=False)]),
@@ -426,6 +424,15 @@ def picture(path: Path, real: np.ndarray, synth: np.ndarray, title: str, n: int 
             if c == 0:
                 ax.set_ylabel(name, fontsize=7)
     fig.suptitle(title, fontsize=8)
+    return save_figure(fig, path)
+
+
+def save_figure(fig, path: Path) -> Path:
+    """Tighten ``fig``, write it to ``path`` as PNG atomically, close it."""
+    import matplotlib.pyplot as plt
+
+    from mammosynth.io import atomic_path
+
     fig.tight_layout(pad=0.2)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
