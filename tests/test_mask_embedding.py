@@ -221,14 +221,16 @@ def test_he_init_gives_the_deep_critic_a_gradient_and_paper_keeps_torch_init():
     assert paper.init == "torch" and MaskEmbeddingConfig().init == "he"
 
 
-def test_resize_upsampling_by_default_and_old_runs_rebuild_transposed():
-    """mammosynth's generator upsamples by resize-conv (no checkerboard); the paper's transposed
-    convolutions stay one switch away, and a run saved before the field existed is rebuilt with
-    them, so its weights load."""
+def test_resize_upsampling_option_and_old_runs_rebuild_transposed():
+    """upsampling: resize builds a generator with no transposed convolution (no checkerboard);
+    the default stays the paper's transposed convolutions (measured better at a short budget),
+    and a run saved before the field existed is rebuilt with them, so its weights load."""
     kw = dict(final_size=[32, 16], n_levels=3, phase_steps=[1, 1, 1], phase_batch_sizes=[2, 2, 2], phase_lrs=[1e-4] * 3,
               first_kernels=16)
-    new = MaskEmbeddingGAN(MaskEmbeddingConfig(**kw)).nets["generator"]
-    assert not any(isinstance(m, torch.nn.ConvTranspose2d) for m in new.modules())
+    resize = MaskEmbeddingGAN(MaskEmbeddingConfig(upsampling="resize", **kw)).nets["generator"]
+    assert not any(isinstance(m, torch.nn.ConvTranspose2d) for m in resize.modules())
+    default = MaskEmbeddingGAN(MaskEmbeddingConfig(**kw)).nets["generator"]
+    assert sum(isinstance(m, torch.nn.ConvTranspose2d) for m in default.modules()) == 3
     old_saved = {k: v for k, v in MaskEmbeddingConfig(**kw).__dict__.items() if k not in ("init", "upsampling", "mask_output")}
     old = MaskEmbeddingConfig(**MaskEmbeddingConfig.from_saved(old_saved))
     assert (old.upsampling, old.init, old.mask_output) == ("transposed", "torch", False)
