@@ -379,7 +379,10 @@ def bench_one(dataset: str, key: str, spec: MethodSpec, recipe: str, stores: lis
             import shutil
 
             shutil.rmtree(out)
-        run, secs = train_run(spec, recipe, store, out, steps, seed + f, extra)
+        # a mini-MIAS fold trains on ~25 lesions: a config's batch (lesion-dcgan's 32) may not fit
+        batch = int(make_config(spec, recipe, steps, seed, extra).batch_size)
+        fold_extra = {**(extra or {}), "batch_size": min(batch, n_train)} if batch > n_train else extra
+        run, secs = train_run(spec, recipe, store, out, steps, seed + f, fold_extra)
         train_s += secs
         n_syn = synth_per_real * int(keep.sum())
         images, masks, secs = synthesize(spec, run, store, n_syn, seed + 1000 + f, test.margin[keep])
