@@ -97,15 +97,14 @@ class LesionDataset(_H5Dataset):
     ) -> None:
         super().__init__(store_path, split)
         with Store(self.store_path) as s:
-            cols = {name: s._label_column(name) for name in self.LABELS}
-        types = np.asarray(cols["lesion_type"]).astype(str)
+            cols = {name: s.label_codes(name) for name in self.LABELS}
+        types = np.asarray(LESION_TYPES)[cols["lesion_type"]]
         if lesion_types is not None:
             bad = [t for t in lesion_types if t not in LESION_TYPES]
             if bad:
                 raise ConfigError(f"unknown lesion type {bad[0]!r}; choose among: {', '.join(LESION_TYPES)}")
             self.indices = self.indices[np.isin(types[self.indices], list(lesion_types))]
-        cols["lesion_type"] = np.array([LESION_TYPES.index(t) for t in types], np.int64)
-        self._labels = {name: np.asarray(cols[name]).astype(np.int64)[self.indices] for name in self.LABELS}
+        self._labels = {name: cols[name][self.indices] for name in self.LABELS}
         self.lesion_types = lesion_types
         self.augment = augment
         self.crop_scale = crop_scale

@@ -602,6 +602,15 @@ class Store:
             return np.where(status == "non_mass", "non_mass", "mass").astype(object)
         return np.full(self.n_lesions, -1, np.int8)
 
+    def label_codes(self, name: str) -> np.ndarray:
+        """A whole per-lesion label column as int64 codes (-1 = unknown): the stored indices for
+        shape, margin, pathology, morphology and distribution; for ``lesion_type`` its index in
+        :data:`birads.LESION_TYPES` (what datasets and class-conditioned models consume)."""
+        col = self._label_column(name)
+        if name == "lesion_type":
+            return np.array([LESION_TYPES.index(str(v)) for v in col], np.int64)
+        return np.asarray(col).astype(np.int64)
+
     def lesion_types(self, split: str | None = None) -> list[str]:
         """Lesion type (mass | non_mass | calcification) of each lesion of ``split``."""
         return [str(t) for t in self._label_column("lesion_type")[self.split_indices("lesions", split)]]

@@ -188,16 +188,13 @@ class LesionDCGAN(Method):
         info["store_path"] = str(Path(store_path).resolve())
         with Store(store_path) as s:
             idx = s.split_indices("lesions", "train")
-            types = np.asarray(s._label_column("lesion_type")).astype(str)[idx]
+            types = np.asarray(s.lesion_types("train"))
             keep = np.ones(len(idx), bool) if self._types() is None else np.isin(types, self._types())
             if self._types() is not None and not keep.any():
                 raise DataError(f"{store_path}: no {self.cfg.lesion_types} lesions in the train split (it has "
                                 f"{', '.join(sorted(set(types))) or 'none'}); set lesion_types to all or another type")
             if self.cfg.condition != "none":
-                col = s._label_column(self.cfg.condition)
-                if self.cfg.condition == "lesion_type":
-                    col = np.array([LESION_TYPES.index(str(t)) for t in col], np.int64)
-                labels = np.asarray(col).astype(np.int64)[idx][keep]
+                labels = s.label_codes(self.cfg.condition)[idx][keep]
                 vocab = VOCABS[self.cfg.condition]
                 counts = np.bincount(labels[labels >= 0], minlength=len(vocab))
                 if not counts.sum():  # every lesion would be "unknown": the condition could learn nothing
