@@ -86,7 +86,7 @@ def held_out(store: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return np.stack(images).astype(np.float32), np.stack(masks), np.asarray(patients)
 
 
-def make_config(key: str, recipe: str, scale: float, seed: int):
+def make_config(key: str, recipe: str, scale: float, seed: int, extra: dict[str, Any] | None = None):
     import yaml
 
     from mammosynth.config import from_dict
@@ -95,6 +95,7 @@ def make_config(key: str, recipe: str, scale: float, seed: int):
     method, config, overrides = METHODS[key]
     data = yaml.safe_load((ROOT / "configs" / config).read_text()) or {}
     data.update(overrides)
+    data.update(extra or {})
     if recipe == "paper":
         data["paper"] = True
     if "phase_steps" in data:
@@ -107,12 +108,12 @@ def make_config(key: str, recipe: str, scale: float, seed: int):
 
 
 def bench_one(dataset: str, store: Path, key: str, recipe: str, work: Path, scale: float, per_real: int,
-              seed: int) -> dict[str, Any]:
+              seed: int, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     from mammosynth.evaluate.fullmammo import mask_adherence
     from mammosynth.train.run import load_method
     from mammosynth.train.trainer import Trainer
 
-    method, cfg = make_config(key, recipe, scale, seed)
+    method, cfg = make_config(key, recipe, scale, seed, extra)
     real, masks, patients = held_out(store)
     out = work / "runs" / f"fullmammo-{dataset}" / f"{key}-{recipe}"
     if out.exists():
@@ -233,10 +234,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--docs", type=Path, default=bq.DOCS)
     ap.add_argument("--table-only", action="store_true", help="only rebuild the table from --results")
     ap.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default 2)")
+    ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                    help="config override for every run (repeatable), e.g. --set init=torch")
     args = ap.parse_args(argv)
     if args.table_only:
         write_table(args.results, args.docs)
         return
+    from mammosynth.config import parse_overrides
+
     torch.set_num_threads(max(1, args.threads))
     args.work.mkdir(parents=True, exist_ok=True)
     for dataset in args.datasets.split(","):
@@ -245,7 +250,8 @@ def main(argv: list[str] | None = None) -> None:
             recipes = ("default",) if key != "mask-embedding" else (("default", "paper") if args.recipe == "both" else (args.recipe,))
             for recipe in recipes:
                 t0 = time.perf_counter()
-                row = bench_one(dataset, store, key, recipe, args.work, args.scale, args.synth_per_real, args.seed)
+                row = bench_one(dataset, store, key, recipe, args.work, args.scale, args.synth_per_real, args.seed,
+                                parse_overrides(args.sets))
                 row.update({"label": args.label, "commit": bq.commit(), "scale": args.scale,
                             "wall_seconds": time.perf_counter() - t0})
                 rows = json.loads(args.results.read_text()) if args.results.exists() else []
