@@ -9,6 +9,7 @@ import pytest
 
 from dicom_fixtures import disk, synthetic_breast, truncate, write_dicom, write_image_dicom, write_pgm, write_png
 from mammosynth.data.imaging import (
+    STORE_OPEN_FRAC,
     breast_mask,
     ellipse_in_box,
     extract_roi,
@@ -120,6 +121,34 @@ def test_breast_mask_otsu_largest_component_holes_filled():
     m_small = breast_mask(img, work_size=64)
     assert m_small.shape == img.shape and (m_small == m).mean() > 0.97
     assert not breast_mask(np.zeros((20, 20), np.float32)).any()
+
+
+def test_breast_mask_cuts_a_label_bridged_to_the_breast_by_a_film_strip():
+    """Digitised film: a bright film-edge strip joins a label to the breast, so the largest
+    Otsu component takes the label in. The opening cuts the strip; the skin line comes back."""
+    img = synthetic_breast(200, 160, "L", seed=3)
+    truth = img > 0.1
+    img = np.where(truth, img, 0.02).astype(np.float32)
+    img[10:30, 120:150] = 0.9  # a label in the air...
+    img[0:200, 150:153] = 0.8  # ...touching a 3 px film-edge strip that also touches the breast
+    img[100:103, 60:153] = 0.8
+    plain = breast_mask(img)
+    m = breast_mask(img, open_frac=STORE_OPEN_FRAC)
+    assert plain[20, 135] and not m[20, 135] and not m[150, 151]  # label and strip out
+    assert (m & truth).sum() / (m | truth).sum() > 0.95  # the breast whole, skin line included
+    assert not (m & ~plain).any()  # the opening only ever removes
+
+
+def test_breast_mask_drops_mini_mias_film_labels():
+    from conftest import shared_data
+
+    path = shared_data("mini-mias", "mdb111.pgm")  # its label touches the breast through a film strip
+    img = read_image(path)
+    plain, m = breast_mask(img), breast_mask(img, open_frac=STORE_OPEN_FRAC)
+    label = (slice(40, 260), slice(100, 300))  # the "J JM" film label, top left
+    assert plain[label].sum() > 1000 and not m[label].any()
+    assert 0.03 < (plain & ~m).sum() / plain.sum() < 0.1  # label and strips: a few % of the old mask
+    assert 0.3 < m.mean() < 0.9
 
 
 def test_laterality_and_flip():

@@ -176,7 +176,7 @@ def store_normal_films(store_path: str | Path, res: float) -> list[Film]:
 def reader_lesion_films(store_path: str | Path, res: float, progress: bool = False) -> list[Film]:
     """Lesion films read back through the source reader recorded in the store's manifest: one
     film per image file, holding every lesion of it that the store kept."""
-    from mammosynth.data.imaging import breast_mask
+    from mammosynth.data.imaging import STORE_OPEN_FRAC, breast_mask
     from mammosynth.data.readers import iter_records
 
     with Store(store_path) as st:
@@ -204,7 +204,7 @@ def reader_lesion_films(store_path: str | Path, res: float, progress: bool = Fal
         shape = _film_shape(rec.full_image.shape, spacing, res)
         if key not in films:
             img = _resample(np.asarray(rec.full_image, np.float32), spacing, res)
-            films[key] = Film(f"lesion:{Path(key).name}", rec.patient_id, img, resize_mask(breast_mask(img), shape),
+            films[key] = Film(f"lesion:{Path(key).name}", rec.patient_id, img, resize_mask(breast_mask(img, open_frac=STORE_OPEN_FRAC), shape),
                               np.zeros(shape, bool), np.zeros((0, 4)))
         f = films[key]
         m = resize_mask(rec.full_mask, shape)

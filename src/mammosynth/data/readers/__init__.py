@@ -36,7 +36,7 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 
 from mammosynth.data.birads import Label
-from mammosynth.data.imaging import breast_mask, extract_roi, laterality_from_image, mask_bbox, one_line_error, roi_window
+from mammosynth.data.imaging import STORE_OPEN_FRAC, breast_mask, extract_roi, laterality_from_image, mask_bbox, one_line_error, roi_window
 from mammosynth.data.records import DEFAULT_CONTEXT, LesionRecord, MammogramRecord, SkipRecord, WarningRecord
 from mammosynth.errors import ConfigError, DataError
 
@@ -291,7 +291,7 @@ def normal_from_image(
     disagrees with where the tissue is, the image wins and the metadata's value is kept in
     ``extra["laterality_meta"]``.
     """
-    bmask = breast_mask(image)
+    bmask = breast_mask(image, open_frac=STORE_OPEN_FRAC)  # film labels and strips cut off
     if not bmask.any():
         return SkipRecord(source, source_id, path, "no breast found in the image")
     side = laterality_from_image(image)
