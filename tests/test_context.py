@@ -117,3 +117,36 @@ def test_tri_label_channels_and_range() -> None:
     xn = tri_label(patch[0, 0].numpy(), mask[0, 0].numpy(), generator=np.random.default_rng(0))
     assert xn.shape == (3, 32, 32) and xn.dtype == np.float32
     np.testing.assert_array_equal(xn[2], x[0, 2].numpy())
+
+
+def test_match_grain_adds_the_context_noise_to_a_smooth_fill_and_nothing_outside_the_ring():
+    import torch
+
+    from mammosynth.data.context import composite, composite_alpha, immerkaer_sd, match_grain
+
+    g = torch.Generator().manual_seed(0)
+    S = 64
+    yy, xx = torch.meshgrid(torch.arange(S), torch.arange(S), indexing="ij")
+    mask = (((yy - 32) ** 2 + (xx - 32) ** 2) < 12 ** 2).float()[None, None].repeat(2, 1, 1, 1)
+    context = torch.zeros(2, 1, S, S)
+    context[0] += 0.05 * torch.randn(1, S, S, generator=g)  # grainy tissue
+    smooth = torch.full((2, 1, S, S), 0.3)  # a fill with no grain at all
+    composed = composite(smooth, context, mask)
+    out = match_grain(composed, context, mask, generator=torch.Generator().manual_seed(1))
+    alpha = composite_alpha(mask)
+    assert torch.equal(out[alpha == 0], context[alpha == 0])  # bit-identical outside the ring
+    sd_fill = immerkaer_sd(out, mask > 0.5)
+    assert abs(float(sd_fill[0]) - 0.05) < 0.01  # the fill now has the context's grain
+    assert torch.equal(out[1], composed[1])  # a noise-free context adds nothing
+    again = match_grain(composed, context, mask, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(out, again)  # seeded: deterministic
+
+
+def test_infill_grain_needs_composite():
+    import pytest
+
+    from mammosynth.errors import ConfigError
+    from mammosynth.models.infill import InfillConfig
+
+    with pytest.raises(ConfigError, match="composite"):
+        InfillConfig(grain="match", composite=False).validate()

@@ -195,6 +195,41 @@ def composite(generated: torch.Tensor, context: torch.Tensor, mask: torch.Tensor
     return torch.where(alpha > 0, out, context.to(generated.dtype))
 
 
+#: Immerkaer's (1996) noise kernel (a difference of two discrete Laplacians): its response to
+#: white noise of sd s has sd 6 s, and to any plane exactly 0 (phantom.realism uses the same).
+_IMMERKAER = torch.tensor([[1.0, -2.0, 1.0], [-2.0, 4.0, -2.0], [1.0, -2.0, 1.0]])
+
+
+def immerkaer_sd(image: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
+    """Per-image noise sd (B,) of ``image`` (B,1,H,W) inside ``region`` (B,1,H,W bool, eroded by
+    1 px so region edges do not count): sqrt(pi/2) / 6 x the mean |Immerkaer response|.
+    NaN for an image whose eroded region is empty."""
+    k = _IMMERKAER.to(image.device, image.dtype)[None, None]
+    resp = F.conv2d(F.pad(image, (1, 1, 1, 1), mode="reflect"), k).abs()
+    inner = -F.max_pool2d(-region.to(image.dtype), 3, stride=1, padding=1) > 0.5  # 3x3 erosion
+    n = inner.sum(dim=(1, 2, 3))
+    mean = (resp * inner).sum(dim=(1, 2, 3)) / n.clamp(min=1)
+    return torch.where(n > 0, mean * (np.pi / 2.0) ** 0.5 / 6.0, torch.full_like(mean, float("nan")))
+
+
+def match_grain(composed: torch.Tensor, context: torch.Tensor, mask: torch.Tensor, factor: float = PAPER_MARGIN_FACTOR,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+    """Give an infilled lesion the grain of its context: white Gaussian noise of variance
+    sd_context^2 - sd_fill^2 (Immerkaer estimates: the context outside the enlarged mask, the
+    fill inside the mask; none where the fill is already as grainy), weighted by the composite's
+    alpha, so pixels outside the margin ring stay bit-identical. A generator trained for a few
+    hundred steps paints smooth lesions while quantum noise and film grain run over real ones
+    (docs/quality.md: the phantom v2 row). Torch (B,1,H,W) in [-1, 1]; returns the same."""
+    alpha = composite_alpha(mask, factor).to(composed.dtype)
+    sd_ctx = immerkaer_sd(context.to(composed.dtype), alpha == 0)
+    sd_fill = immerkaer_sd(composed, mask > 0.5)
+    add = torch.nan_to_num((sd_ctx ** 2 - sd_fill ** 2).clamp(min=0.0).sqrt(), nan=0.0)
+    noise = torch.randn(composed.shape, generator=generator, device=composed.device if generator is None else generator.device,
+                        dtype=composed.dtype).to(composed.device)
+    out = composed + alpha * add.view(-1, 1, 1, 1) * noise
+    return torch.where(alpha > 0, out.clamp(-1.0, 1.0), composed)
+
+
 def draw_contexts(path: str, split: str, n: int, seed: int, who: str):
     """The tissue contexts an infilling method's ``generate`` paints into: ``n`` lesion patches
     of ``split`` of the store at ``path``, drawn in rounds (each round a fresh permutation, so a

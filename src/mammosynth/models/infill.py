@@ -48,7 +48,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mammosynth.data.context import PAPER_MARGIN_FACTOR, composite, margin_ring, tri_label
+from mammosynth.data.context import PAPER_MARGIN_FACTOR, composite, margin_ring, match_grain, tri_label
 from mammosynth.errors import ConfigError, DataError, WeightsError
 from mammosynth.losses import d_loss_bce, g_loss_bce, r1_penalty
 from mammosynth.nn.augment import diff_augment, parse_policy
@@ -100,14 +100,19 @@ class InfillConfig(TrainConfig):
     diffaug: str = "color,translation,cutout"  # DiffAugment policy on D's inputs ("" = off)
     d_reg: Literal["none", "spectral", "r1"] = "none"  # discriminator regularisation
     r1_gamma: float = 1.0  # R1 weight (d_reg: r1), on real pairs every step
+    grain: Literal["off", "match"] = "off"  # sampling only: match: add the context's noise level to the fill (data.context.match_grain)
 
     PAPER_RECIPE: ClassVar[dict[str, Any]] = {
-        "composite": False, "upsampling": "transposed", "diffaug": "", "d_reg": "none"}
+        "composite": False, "upsampling": "transposed", "diffaug": "", "d_reg": "none", "grain": "off"}
 
     def validate(self) -> None:
         super().validate()
         if self.generator not in ("unet", "crn"):
             raise ConfigError(f"generator must be 'unet' or 'crn', got {self.generator!r}")
+        if self.grain not in ("off", "match"):
+            raise ConfigError(f"grain must be 'off' or 'match', got {self.grain!r}")
+        if self.grain == "match" and not self.composite:
+            raise ConfigError("grain: match adds noise to the composited fill only; it needs composite: true")
         if self.patch_size and (self.patch_size < 16 or self.patch_size & (self.patch_size - 1)):
             raise ConfigError(f"patch_size must be a power of two >= 16 (or 0 for the store's), got {self.patch_size}")
         if self.crn_start not in (2, 4):
@@ -620,7 +625,10 @@ class InfillGAN(Method):
         if in_hw != (self.size, self.size):
             out = F.interpolate(out, size=in_hw, mode="bilinear", align_corners=False).clamp(-1.0, 1.0)
             tissue, mask = tissue_in, mask_in
-        return self.compose(out, tissue, mask)
+        out = self.compose(out, tissue, mask)
+        if self.cfg.grain == "match" and self.cfg.composite:
+            out = match_grain(out, tissue, mask, self.cfg.margin_factor, generator)
+        return out
 
     def _store_path(self, options: dict[str, Any] | None = None) -> str:
         path = ((options or {}).get("data") or (options or {}).get("store") or self.data_info.get("store_path")
