@@ -1,7 +1,10 @@
 """BI-RADS shape/margin classifier on lesion patches (``classifier``), the judge of label fidelity.
 
 A small VGG-style CNN (four stages of two 3x3 conv-BN-ReLU and a 2x2 max-pool, global
-average pooling, dropout) with two linear heads: shape (4 classes) and margin (5 classes).
+average pooling, dropout) with linear heads: shape (4 classes) and margin (5 classes) for
+masses, BI-RADS morphology and distribution for calcification clusters. A run saved before the
+calcification heads existed (its config.json's ``train_labels`` has no morphology) is rebuilt
+with shape and margin only, so its weights load; it reports those heads as untrained.
 Trained on the store's real lesions with cross-entropy per head; a label missing in the
 data (-1) is masked out of its head's loss (:func:`mammosynth.losses.masked_cross_entropy`),
 so a lesion with only a margin still teaches the margin head. Evaluated on the test split
