@@ -161,7 +161,8 @@ def test_margin_only_store_trains_without_a_shape_head(tmp_path, caplog):
         run = train("classifier", store, tmp_path / "runs", cfg, progress=False)
     assert "shape head is NOT trained" in caplog.text
     doc = json.loads((run / "config.json").read_text())
-    assert set(doc["data"]["untrained_heads"]) == {"shape"} and "no lesion of split 'train'" in doc["data"]["untrained_heads"]["shape"]
+    # a mass-only store has no calcification labels either: those heads stay untrained too
+    assert set(doc["data"]["untrained_heads"]) == {"shape", "morphology", "distribution"} and "no lesion of split 'train'" in doc["data"]["untrained_heads"]["shape"]
     assert doc["data"]["train_labels"]["shape"] == 0 and doc["data"]["train_labels"]["margin"] > 0
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert all(r["acc_shape"] is None and "loss_shape" not in r for r in records)  # absent, never NaN
@@ -240,7 +241,7 @@ def test_label_fidelity_refuses_a_judge_that_saw_the_seeds_and_follows_the_proto
     rep = label_fidelity(on_val, synth, device="cpu")  # the protocol: judge on val, real accuracy on test
     p = rep["protocol"]
     assert p["checked"] and p["clean"] and not rep["leaked"] and p["judge"]["split"] == "val" and p["real"]["split"] == "test"
-    assert rep["judge_untrained_heads"].keys() == {"shape"} and rep["real"]["shape_accuracy"] is None
+    assert rep["judge_untrained_heads"].keys() == {"shape", "morphology", "distribution"} and rep["real"]["shape_accuracy"] is None
     assert all(c["generated_shape_accuracy"] is None and c["generated_margin_accuracy"] is not None for c in rep["categories"])
     with pytest.raises(DataError, match=r"6 of the 6 real 'val' lesions its real accuracy is measured on"):
         label_fidelity(on_val, synth, split="val", device="cpu")

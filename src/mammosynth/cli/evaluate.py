@@ -27,14 +27,18 @@ def register(app: typer.Typer) -> None:
         downstream_amounts: str = typer.Option("0,0.5,1", "--downstream-amounts", help="Synthetic lesions added, as fractions of the real training lesions, comma-separated (0 = real only)."),
         detector: str = typer.Option("unet", "--detector", help="Downstream detector: unet (U-Net segmentation -> boxes; CPU or GPU) or retinanet (MONAI; needs torchvision + monai)."),
         allow_leakage: bool = typer.Option(False, "--allow-leakage", help="Evaluate even when synthetic images were made from lesions of the evaluation splits (val/test; manifest source_ids), reporting them as leaked. Default: refuse. Also lets label fidelity run with a judge that saw the seeds (flagged)."),
+        lesion_type: str = typer.Option("all", "--lesion-type", help="all (default: every lesion pooled, plus every section per lesion type when the store or the set holds more than one), mass, calcification or non_mass (only that type, real and synthetic, in every section)."),
         seed: int = typer.Option(0, "--seed", help="Random seed for sampling, splits and bootstraps."),
         device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
         json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
     ) -> None:
         """Measure realism, diversity, memorisation, label/mask fidelity and downstream benefit of a synthetic set."""
         from mammosynth.errors import ConfigError
+        from mammosynth.evaluate.run import LESION_TYPE_CHOICES
         from mammosynth.evaluate.run import evaluate as run_eval
 
+        if lesion_type not in LESION_TYPE_CHOICES:
+            raise ConfigError(f"--lesion-type must be one of {', '.join(LESION_TYPE_CHOICES)}, got {lesion_type!r}")
         try:
             amounts = tuple(float(a) for a in downstream_amounts.split(",") if a.strip())
         except ValueError as err:
@@ -46,9 +50,11 @@ def register(app: typer.Typer) -> None:
         metrics = run_eval(real, synthetic, out, quick=quick, downstream=downstream, classifier=classifier, segmenter=segmenter,
                            weights_dir=weights_dir, max_images=max_images, seed=seed, device=device, downstream_steps=downstream_steps,
                            downstream_seeds=tuple(range(downstream_seeds)), downstream_amounts=amounts, detector=detector,
-                           allow_leakage=allow_leakage)
+                           allow_leakage=allow_leakage, lesion_type=lesion_type)
         if json_out:
             print_json({"summary": metrics["summary"], "skipped": metrics["skipped"], "leakage": metrics["leakage"],
+                        "summary_by_type": {t: b["summary"] for t, b in metrics["results_by_type"].items()},
+                        "types_not_evaluated": metrics["types_not_evaluated"],
                         "seconds": metrics["seconds"],
                         "report": str(out / "report.html"), "metrics": str(out / "metrics.json")})
         else:
@@ -56,4 +62,10 @@ def register(app: typer.Typer) -> None:
                 console.print(f"  {k}: {v:.4g}" if isinstance(v, float) else f"  {k}: {v}")
             for k, v in metrics["skipped"].items():
                 console.print(f"  [yellow]skipped[/] {k}: {v}")
+            for t, block in metrics["results_by_type"].items():
+                console.print(f"[bold]{t}[/] ({block['n_real_test']} real test, {block['n_synthetic']} synthetic):")
+                for k, v in block["summary"].items():
+                    console.print(f"  {k}: {v:.4g}" if isinstance(v, float) else f"  {k}: {v}")
+            for t, why in metrics["types_not_evaluated"].items():
+                console.print(f"  [yellow]{t} not evaluated on its own[/]: {why}")
             console.print(f"report: [bold]{out / 'report.html'}[/]")

@@ -106,7 +106,9 @@ def write_report(metrics: dict, out: str | Path) -> Path:
 
     out = Path(out)
     inp = metrics["inputs"]
+    lt = inp.get("lesion_type") or "all"
     rep = HtmlReport("mammosynth evaluation",
+                     ("" if lt == "all" else f"{lt} lesions only (--lesion-type {lt}) — ") +
                      f"real: {inp['real']} ({inp['n_real_train']} train / {inp['n_real_test']} test lesions) — "
                      f"synthetic: {inp['synthetic']} ({inp['n_synthetic']} images, {inp.get('n_synthetic_with_mask', 0)} with masks)"
                      f" — patch {inp['patch_size']} px{' — quick mode' if inp.get('quick') else ''}")
@@ -169,7 +171,44 @@ def write_report(metrics: dict, out: str | Path) -> Path:
         for fname, cap in _PLOTS.get(key, []):
             if (out / fname).exists():
                 rep.figure(fname, cap)
+    _per_type(rep, metrics)
     rep.h2("Timing")
     cpu = metrics.get("cpu_seconds", {})
     rep.table(["section", "wall seconds", "CPU seconds"], [(k, v, cpu.get(k)) for k, v in metrics["seconds"].items()])
     return rep.write(out / "report.html")
+
+
+def _per_type(rep: HtmlReport, metrics: dict) -> None:
+    """The "Per lesion type" section: every summary number per type, side by side, and the
+    types that were too small to evaluate on their own, with the reason."""
+    by_type = metrics.get("results_by_type") or {}
+    missing = metrics.get("types_not_evaluated") or {}
+    counts = (metrics.get("inputs") or {}).get("n_by_type") or {}
+    if not by_type and not missing:
+        return
+    rep.raw('<a id="by_type"></a>')
+    rep.h2("Per lesion type")
+    rep.p("Every section again on the lesions of one type only (real splits from the store's labels, synthetic images "
+          "from their manifest row: lesion_type, else category, else mass). Features are those of the pooled pass, "
+          "restricted to the type. Plots of each type are in by_type/<type>/.")
+    types = list(by_type)
+    if types:
+        rep.table(["images"] + types, [(k, *(by_type[t][k] for t in types))
+                                       for k in ("n_real_train", "n_real_test", "n_real_val", "n_synthetic")])
+        keys: list[str] = []
+        for t in types:
+            keys += [k for k in by_type[t]["summary"] if k not in keys]
+        rep.table(["metric"] + types, [(k, *(_fmt(by_type[t]["summary"].get(k)) for t in types)) for k in keys])
+        skipped_rows = [(t, name, why) for t in types for name, why in sorted(by_type[t].get("skipped", {}).items())]
+        if skipped_rows:
+            rep.table(["type", "section skipped", "why"], skipped_rows)
+        for t in types:
+            for name, cap in (("tsne", "t-SNE"), ("memorisation", "memorisation pairs")):
+                r = by_type[t]["results"].get(name) or {}
+                png = r.get("png") or r.get("pairs_png")
+                if png:
+                    rep.figure(png, f"{t}: {cap}")
+    if missing:
+        rep.table(["type not evaluated on its own", "images (real train / test / val, synthetic)", "why"],
+                  [(t, "/".join(str(counts.get(t, {}).get(k, 0)) for k in ("real_train", "real_test", "real_val"))
+                    + f", {counts.get(t, {}).get('synthetic', 0)}", why) for t, why in missing.items()])

@@ -23,8 +23,9 @@ from typing import Any, Callable
 
 import numpy as np
 
+from mammosynth.data.birads import LESION_TYPES
 from mammosynth.data.store import Store, read_lesion_split
-from mammosynth.errors import DataError, MammosynthError, WeightsError
+from mammosynth.errors import ConfigError, DataError, MammosynthError, WeightsError
 from mammosynth.evaluate.leakage import evaluation_leakage
 from mammosynth.evaluate.report import SECTIONS, write_report
 from mammosynth.evaluate.synthetic import SyntheticPatches, load_synthetic_patches
@@ -35,6 +36,11 @@ log = logging.getLogger(__name__)
 #: The real splits evaluate compares synthetic images with (FD/KID/PRDC/LPIPS/diversity/t-SNE
 #: against test, the two-sample test against val + test); the generator learns from train.
 HELD_OUT = ("val", "test")
+#: ``--lesion-type`` values: every lesion pooled (plus per-type blocks), or one type only.
+LESION_TYPE_CHOICES: tuple[str, ...] = ("all",) + LESION_TYPES
+#: A lesion type gets its own block in ``results_by_type`` with at least this many real
+#: held-out (test) lesions and synthetic images of that type.
+MIN_PER_TYPE = 2
 
 
 def _section(results: dict, skipped: dict, seconds: dict, name: str, fn: Callable[[], Any]) -> None:
@@ -69,6 +75,7 @@ def evaluate(
     downstream_amounts: tuple[float, ...] = (0.0, 0.5, 1.0),
     detector: str = "unet",
     allow_leakage: bool = False,
+    lesion_type: str = "all",
 ) -> dict:
     """Evaluate the synthetic set ``synthetic`` against the store ``real``; returns metrics.json's dict.
 
@@ -84,27 +91,47 @@ def evaluate(
     the two-sample test's quick mode (3 folds, 200 bootstrap resamples; still cross-fitted),
     real training images capped at 200. ``detector``: "unet" (default, CPU) or "retinanet" (needs
     torchvision + MONAI). Raises MammosynthError when the inputs cannot be evaluated at all.
+
+    ``lesion_type`` (:data:`LESION_TYPE_CHOICES`): a single type restricts the real splits
+    (store labels) and the synthetic set (manifest rows, :func:`row_lesion_type`) to that type
+    before every section. ``"all"`` (default) pools every lesion as before and, when the store
+    or the synthetic set holds more than one type, also computes every section per type present
+    on both sides with at least :data:`MIN_PER_TYPE` real test lesions and synthetic images
+    (``results_by_type``; the others are listed with the reason under ``types_not_evaluated``).
+    The per-type pass reuses the features already extracted.
     """
+    if lesion_type not in LESION_TYPE_CHOICES:
+        raise ConfigError(f"--lesion-type must be one of {', '.join(LESION_TYPE_CHOICES)}, got {lesion_type!r}")
+    want = None if lesion_type == "all" else lesion_type
+    if want is not None and downstream:
+        raise ConfigError(f"--downstream cannot be restricted to --lesion-type {want}: the detection experiment trains on "
+                          "every lesion of the store; run it without --lesion-type (or with --lesion-type all)")
     out = Path(out)  # created only once the inputs have been read: a failed run leaves no empty report folder
     t_start, c_start = time.perf_counter(), time.process_time()
     dev = None if device == "auto" else device
     with Store(real) as st:
         S = st.patch_size
         rng = np.random.default_rng(seed)
+        store_types = np.asarray(LESION_TYPES, dtype=object)[st.label_codes("lesion_type")]
 
-        def take(split: str, cap: int) -> np.ndarray:
+        def take(split: str, cap: int) -> tuple[np.ndarray, np.ndarray]:
             idx = st.split_indices("lesions", split)
+            if want is not None:
+                idx = idx[store_types[idx] == want]
             if len(idx) > cap:
                 idx = np.sort(rng.choice(idx, cap, replace=False))
-            return st.lesions(indices=idx).patch
+            return st.lesions(indices=idx).patch, store_types[idx]
 
-        real_train = take("train", min(max_images, 200) if quick else max_images)
-        real_test = take("test", max_images)
-        real_val = take("val", max_images)
+        real_train, train_t = take("train", min(max_images, 200) if quick else max_images)
+        real_test, test_t = take("test", max_images)
+        real_val, val_t = take("val", max_images)
         if len(real_test) < 2 or len(real_train) < 2:
-            raise MammosynthError(f"{real}: need at least 2 train and 2 test lesions to evaluate against "
-                                  f"(found {len(real_train)} and {len(real_test)})")
-        syn = load_synthetic_patches(synthetic, S, limit=max_images)
+            what = "lesions" if want is None else f"{want} lesions"
+            hint = "" if want is None else f" (the store's lesion types: {_type_counts(store_types)}; choose another --lesion-type)"
+            raise MammosynthError(f"{real}: need at least 2 train and 2 test {what} to evaluate against "
+                                  f"(found {len(real_train)} and {len(real_test)}){hint}")
+        syn = load_synthetic_patches(synthetic, S, limit=max_images, lesion_type=want)
+        syn_t = syn.lesion_types
         leakage = evaluation_leakage(syn.rows, real, HELD_OUT)
         leakage["allowed"] = bool(allow_leakage)
         if leakage["n_leaked"] and not allow_leakage:
@@ -122,8 +149,6 @@ def evaluate(
     seconds: dict[str, float] = {}
     feats: dict[str, dict[str, np.ndarray]] = {}
 
-    from mammosynth.evaluate import lpips
-
     nets = ("effnet",) if quick else ("vgg16", "effnet", "inception")
     _section(results, skipped, seconds, "feature_distances", lambda: _feature_distances(
         real_train, real_test, syn.images, weights_dir, dev, seed, feats, nets))
@@ -133,30 +158,22 @@ def evaluate(
     for name, r in list(results.get("feature_distances", {}).items()):
         if isinstance(r, dict) and "skipped" in r:
             skipped[f"feature_distances.{name}"] = r["skipped"]
-    _section(results, skipped, seconds, "lpips", lambda: {
-        net: lpips.mean_lpips(real_test, syn.images, net=net, seed=seed, weights_dir=weights_dir, device=dev).to_dict()
-        for net in ("alex", "vgg")})
+    _section(results, skipped, seconds, "lpips", lambda: _lpips(real_test, syn.images, seed, weights_dir, dev))
     _section(results, skipped, seconds, "prdc", lambda: _prdc(feats))
     _section(results, skipped, seconds, "diversity", lambda: _diversity(real_test, syn.images, seed, dev))
     _section(results, skipped, seconds, "memorisation", lambda: _memorisation(real_train, syn.images, out, feats))
     _section(results, skipped, seconds, "tsne", lambda: _tsne(real_test, syn.images, normal_tiles, out, quick, seed))
-    from mammosynth.evaluate.two_sample import classifier_two_sample_test
-
-    # held-out real lesions only: a generator's copies of its training lesions would pass as "real"
-    real_pool = np.concatenate([real_test, real_val])
-    _section(results, skipped, seconds, "two_sample", lambda: {
-        **classifier_two_sample_test(real_pool, syn.images, seed=seed, size=S, quick=quick, device=dev),
-        "real_pool": f"real held-out lesions: test + val ({len(real_test)} + {len(real_val)}), never the generator's "
-                     "training split"})
+    _section(results, skipped, seconds, "two_sample", lambda: _two_sample(real_test, real_val, syn.images, seed, S, quick, dev))
     if classifier is not None:
         from mammosynth.evaluate.label_fidelity import label_fidelity
 
         _section(results, skipped, seconds, "label_fidelity", lambda: label_fidelity(
-            classifier, synthetic, real_store=real, device=device, allow_leakage=allow_leakage))
+            classifier, synthetic, real_store=real, device=device, allow_leakage=allow_leakage, lesion_type=want))
     else:
         skipped["label_fidelity"] = "no --classifier run given (train one with `mammosynth train classifier`)"
     if segmenter is not None:
-        _section(results, skipped, seconds, "mask_fidelity", lambda: mask_fidelity(segmenter, syn, real, out=out, device=device))
+        _section(results, skipped, seconds, "mask_fidelity", lambda: mask_fidelity(
+            segmenter, syn, real, out=out, device=device, lesion_type=want))
     else:
         skipped["mask_fidelity"] = "no --segmenter run given (train one with `mammosynth train segmenter`)"
     if downstream:
@@ -168,15 +185,38 @@ def evaluate(
     else:
         skipped["downstream"] = "not requested (pass --downstream)"
     _grid(real_test, syn.images, out, seed)
+
+    # -- per lesion type: every section again on each type's images, reusing the features --
+    types = {"real_train": train_t, "real_test": test_t, "real_val": val_t, "synthetic": syn_t}
+    n_by_type = {t: {k: int((v == t).sum()) for k, v in types.items()}
+                 for t in LESION_TYPES if any((v == t).any() for v in types.values())}
+    by_type: dict[str, Any] = {}
+    not_evaluated: dict[str, str] = {}
+    t_types = time.perf_counter()
+    if want is None and len(n_by_type) > 1:
+        for t, n in n_by_type.items():
+            why = _type_too_small(n)
+            if why:
+                not_evaluated[t] = why
+                log.warning("evaluate: lesion type %s not evaluated on its own: %s", t, why)
+                continue
+            sel = {k: v == t for k, v in types.items()}
+            by_type[t] = _type_block(
+                t, sel, real_train, real_test, real_val, syn, normal_tiles, feats, results, skipped, out, quick, seed,
+                S, weights_dir, dev, device, classifier, segmenter, synthetic, real, allow_leakage)
+        seconds["by_type"] = round(time.perf_counter() - t_types, 2)
     metrics = {
         "inputs": {"real": str(real), "synthetic": str(synthetic), "patch_size": S, "n_real_train": int(len(real_train)),
                    "n_real_test": int(len(real_test)), "n_real_val": int(len(real_val)), "n_synthetic": int(len(syn.images)),
                    "n_synthetic_with_mask": int(syn.masks.any(axis=(1, 2)).sum()), "n_normal_tiles": int(len(normal_tiles)),
-                   "seed": seed, "quick": quick, "max_images": max_images, "weights_dir": str(weights_dir) if weights_dir else None},
+                   "seed": seed, "quick": quick, "max_images": max_images, "weights_dir": str(weights_dir) if weights_dir else None,
+                   "lesion_type": lesion_type, "n_by_type": n_by_type},
         "leakage": leakage,
         "summary": {**_leakage_summary(leakage), **summarise(results)},
         "results": results,
         "skipped": skipped,
+        "results_by_type": by_type,
+        "types_not_evaluated": not_evaluated,
         "seconds": {**{k: v for k, v in seconds.items() if k != "cpu"}, "total": round(time.perf_counter() - t_start, 2)},
         "cpu_seconds": {**seconds.get("cpu", {}), "total": round(time.process_time() - c_start, 2)},
     }
@@ -185,6 +225,124 @@ def evaluate(
 
     write_report(metrics, out)
     return metrics
+
+
+def _type_counts(types: np.ndarray) -> str:
+    counts = {t: int((types == t).sum()) for t in LESION_TYPES if (types == t).any()}
+    return ", ".join(f"{n} {t}" for t, n in counts.items()) or "no lesions"
+
+
+def _type_too_small(n: dict[str, int]) -> str | None:
+    """Why a lesion type gets no per-type block (None when it can be evaluated on its own)."""
+    if not n["synthetic"]:
+        return f"only in the real store ({n['real_test']} test lesions), no synthetic image of this type"
+    if not (n["real_test"] or n["real_train"] or n["real_val"]):
+        return f"only in the synthetic set ({n['synthetic']} images), no real lesion of this type"
+    if n["real_test"] < MIN_PER_TYPE or n["synthetic"] < MIN_PER_TYPE:
+        return (f"{n['real_test']} real held-out (test) lesions and {n['synthetic']} synthetic images of this type; "
+                f"need at least {MIN_PER_TYPE} of each")
+    return None
+
+
+def _type_block(t: str, sel: dict[str, np.ndarray], real_train, real_test, real_val, syn: SyntheticPatches,
+                normal_tiles, feats: dict, overall: dict, overall_skipped: dict, out: Path, quick: bool, seed: int,
+                S: int, weights_dir, dev, device: str, classifier, segmenter, synthetic, real, allow_leakage: bool) -> dict:
+    """Every section on the images of lesion type ``t`` (``sel``: boolean masks per population).
+    Feature distances, PRDC and feature-space memorisation reuse the features of the pooled pass;
+    plots go to ``OUT/by_type/<t>/``."""
+    tr, te, va = real_train[sel["real_train"]], real_test[sel["real_test"]], real_val[sel["real_val"]]
+    sy = syn.subset(sel["synthetic"])
+    sub = {net: {"train": f["train"][sel["real_train"]], "test": f["test"][sel["real_test"]],
+                 "synthetic": f["synthetic"][sel["synthetic"]]} for net, f in feats.items()}
+    tdir = out / "by_type" / t
+    tdir.mkdir(parents=True, exist_ok=True)
+    results: dict[str, Any] = {}
+    skipped: dict[str, str] = {}
+    seconds: dict[str, float] = {}
+    _section(results, skipped, seconds, "feature_distances", lambda: _feature_distances_from(
+        tr, te, sy.images, sub, overall.get("feature_distances") or {}, seed))
+    for name, r in list(results.get("feature_distances", {}).items()):
+        if isinstance(r, dict) and "skipped" in r:
+            skipped[f"feature_distances.{name}"] = r["skipped"]
+    if "lpips" in overall:
+        _section(results, skipped, seconds, "lpips", lambda: _lpips(te, sy.images, seed, weights_dir, dev))
+    if "prdc" in overall:
+        _section(results, skipped, seconds, "prdc", lambda: _prdc(sub))
+    _section(results, skipped, seconds, "diversity", lambda: _diversity(te, sy.images, seed, dev))
+    _section(results, skipped, seconds, "memorisation", lambda: _prefix_pngs(
+        _memorisation(tr, sy.images, tdir, sub), f"by_type/{t}/"))
+    _section(results, skipped, seconds, "tsne", lambda: _prefix_pngs(
+        _tsne(te, sy.images, normal_tiles, tdir, quick, seed), f"by_type/{t}/"))
+    _section(results, skipped, seconds, "two_sample", lambda: _two_sample(te, va, sy.images, seed, S, quick, dev))
+    if classifier is not None and "label_fidelity" in overall:
+        from mammosynth.evaluate.label_fidelity import label_fidelity
+
+        _section(results, skipped, seconds, "label_fidelity", lambda: label_fidelity(
+            classifier, synthetic, real_store=real, device=device, allow_leakage=allow_leakage, lesion_type=t))
+    if segmenter is not None and "mask_fidelity" in overall:
+        _section(results, skipped, seconds, "mask_fidelity", lambda: _prefix_pngs(mask_fidelity(
+            segmenter, sy, real, out=tdir, device=device, lesion_type=t), f"by_type/{t}/"))
+    for name in SECTIONS:  # what the pooled pass skipped is skipped here for the same reason
+        if name not in results and name not in skipped and name in overall_skipped:
+            skipped[name] = overall_skipped[name]
+    if "downstream" in overall:
+        skipped["downstream"] = ("run once on the pooled set (it trains several detectors); for one type run "
+                                 "`mammosynth evaluate --lesion-type TYPE` (downstream is not restricted per type yet)")
+    return {"n_real_train": int(len(tr)), "n_real_test": int(len(te)), "n_real_val": int(len(va)),
+            "n_synthetic": int(len(sy.images)), "n_synthetic_with_mask": int(sy.masks.any(axis=(1, 2)).sum()),
+            "summary": summarise(results), "results": results, "skipped": skipped,
+            "seconds": {k: v for k, v in seconds.items() if k != "cpu"}}
+
+
+def _prefix_pngs(r: dict, prefix: str) -> dict:
+    """PNG names of a per-type section, relative to the report folder."""
+    for key in ("png", "histogram_png", "pairs_png"):
+        if r.get(key):
+            r[key] = prefix + str(r[key])
+    return r
+
+
+def _lpips(real_test: np.ndarray, synth: np.ndarray, seed: int, weights_dir, dev) -> dict:
+    from mammosynth.evaluate import lpips
+
+    return {net: lpips.mean_lpips(real_test, synth, net=net, seed=seed, weights_dir=weights_dir, device=dev).to_dict()
+            for net in ("alex", "vgg")}
+
+
+def _two_sample(real_test: np.ndarray, real_val: np.ndarray, synth: np.ndarray, seed: int, size: int, quick: bool, dev) -> dict:
+    """Held-out real lesions only: a generator's copies of its training lesions would pass as "real"."""
+    from mammosynth.evaluate.two_sample import classifier_two_sample_test
+
+    real_pool = np.concatenate([real_test, real_val])
+    return {**classifier_two_sample_test(real_pool, synth, seed=seed, size=size, quick=quick, device=dev),
+            "real_pool": f"real held-out lesions: test + val ({len(real_test)} + {len(real_val)}), never the generator's "
+                         "training split"}
+
+
+def _feature_distances_from(real_train, real_test, synth, feats: dict, overall: dict, seed: int) -> dict:
+    """As :func:`_feature_distances`, from features already extracted (a per-type subset);
+    a feature space the pooled pass skipped is skipped here with its reason."""
+    from mammosynth.evaluate import frechet
+    from mammosynth.evaluate.features import FEATURE_NETS, pixel_features
+
+    res: dict[str, Any] = {}
+    by_name = {FEATURE_NETS[net]: net for net in FEATURE_NETS}
+    for name, r in overall.items():
+        if name == "FD-pixels16":
+            continue
+        if isinstance(r, dict) and "skipped" in r:
+            res[name] = {"skipped": r["skipped"]}
+            continue
+        net = next((n for (fd, _), n in by_name.items() if fd == name), None)
+        if net is None or net not in feats:
+            continue
+        f = feats[net]
+        res[name] = frechet.fd_with_floor(f["train"], f["test"], f["synthetic"], name, FEATURE_NETS[net][1],
+                                          seed=seed).to_dict()
+    px = {k: pixel_features(v, size=16) for k, v in (("train", real_train), ("test", real_test), ("synthetic", synth))}
+    res["FD-pixels16"] = frechet.fd_with_floor(px["train"], px["test"], px["synthetic"], "FD-pixels16", "KID-pixels16",
+                                               seed=seed).to_dict()
+    return res
 
 
 def _leakage_summary(leakage: dict) -> dict[str, Any]:
@@ -294,11 +452,12 @@ def _tsne(real: np.ndarray, synth: np.ndarray, normal: np.ndarray, out: Path, qu
 
 
 def mask_fidelity(segmenter_run: str | Path | Any, syn: SyntheticPatches, real_store: str | Path, out: Path | None = None,
-                  device: str = "auto", threshold: float = 0.5) -> dict:
+                  device: str = "auto", threshold: float = 0.5, lesion_type: str | None = None) -> dict:
     """Dice between the mask each synthetic lesion was asked to fill and the lesion the
     segmenter finds in it (``prob >= threshold``), next to the segmenter's Dice on the real
-    test split (its ceiling). ``segmenter_run``: a run folder or a loaded Segmenter. Writes
-    ``mask_fidelity.png`` (requested = green, segmented = red) when ``out`` is given."""
+    test split (its ceiling; only its ``lesion_type`` lesions when given). ``segmenter_run``: a
+    run folder or a loaded Segmenter. Writes ``mask_fidelity.png`` (requested = green,
+    segmented = red) when ``out`` is given."""
     import torch
 
     from mammosynth.models.segmenter import dice_coefficient
@@ -312,6 +471,11 @@ def mask_fidelity(segmenter_run: str | Path | Any, syn: SyntheticPatches, real_s
     pred = seg.predict(x)[:, 0].numpy() >= threshold
     d_syn = np.array([dice_coefficient(p, m) for p, m in zip(pred, syn.masks[has])])
     les = read_lesion_split(real_store, "test", "measure the segmenter's own Dice on")
+    if lesion_type is not None:
+        keep = np.asarray(les.lesion_type if les.lesion_type is not None else ["mass"] * len(les.index)) == lesion_type
+        if not keep.any():
+            raise MammosynthError(f"{real_store}: no {lesion_type} lesion in the test split to measure the segmenter's own Dice on")
+        les.patch, les.mask = les.patch[keep], les.mask[keep]
     pr = seg.predict(torch.from_numpy(les.patch)[:, None] * 2 - 1)[:, 0].numpy() >= threshold
     d_real = np.array([dice_coefficient(p, m) for p, m in zip(pr, les.mask)])
     ms, mr = float(d_syn.mean()), float(d_real.mean())

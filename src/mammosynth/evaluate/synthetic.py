@@ -7,10 +7,13 @@ patches are framed alike before any comparison.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from mammosynth.data.birads import LESION_TYPES
 
 from mammosynth.data.records import DEFAULT_CONTEXT
 from mammosynth.data.store import resize_image, resize_mask
@@ -24,6 +27,41 @@ class SyntheticPatches:
     images: np.ndarray  # (N, S, S) float32 [0, 1]
     masks: np.ndarray  # (N, S, S) bool (all False where the set has no mask)
     rows: list[dict[str, str]]  # manifest rows, aligned
+
+    @property
+    def lesion_types(self) -> np.ndarray:
+        """(N,) lesion type of each image (:func:`row_lesion_type`), as str."""
+        return np.asarray([row_lesion_type(r) for r in self.rows], dtype=object)
+
+    def subset(self, keep: np.ndarray) -> "SyntheticPatches":
+        """The images where the boolean ``keep`` is True."""
+        keep = np.asarray(keep, bool)
+        return SyntheticPatches(self.images[keep], self.masks[keep], [r for r, k in zip(self.rows, keep) if k])
+
+
+def _extra(row: dict[str, str]) -> dict:
+    try:
+        extra = json.loads(row.get("extra") or "{}")
+    except (TypeError, ValueError):
+        return {}
+    return extra if isinstance(extra, dict) else {}
+
+
+def row_label(row: dict[str, str], key: str) -> str:
+    """A manifest row's label ``key`` (``morphology``, ``distribution``, ``lesion_type``): its
+    own column, else the same key in its ``extra`` JSON (sets written before those columns); "" if none."""
+    value = (row.get(key) or "").strip()
+    return value or str(_extra(row).get(key) or "").strip()
+
+
+def row_lesion_type(row: dict[str, str], manifest: str | Path = "manifest.csv") -> str:
+    """A synthetic image's lesion type: its ``lesion_type`` column (or ``extra`` key), else its
+    COCO ``category`` column, else mass (every set written before lesion types held masses).
+    Raises DataError for a type outside :data:`LESION_TYPES`."""
+    t = row_label(row, "lesion_type") or (row.get("category") or "").strip() or "mass"
+    if t not in LESION_TYPES:
+        raise DataError(f"{manifest}: {row.get('file', '?')} has lesion type {t!r}; expected one of {', '.join(LESION_TYPES)}")
+    return t
 
 
 def crop_around(image: np.ndarray, mask: np.ndarray, context: float = DEFAULT_CONTEXT) -> tuple[np.ndarray, np.ndarray]:
@@ -42,12 +80,22 @@ def crop_around(image: np.ndarray, mask: np.ndarray, context: float = DEFAULT_CO
     return out_i, out_m
 
 
-def load_synthetic_patches(directory: str | Path, size: int, limit: int | None = None) -> SyntheticPatches:
-    """All images of a synthetic set as (N, size, size) patches with their requested masks."""
+def load_synthetic_patches(directory: str | Path, size: int, limit: int | None = None,
+                           lesion_type: str | None = None) -> SyntheticPatches:
+    """All images of a synthetic set as (N, size, size) patches with their requested masks;
+    with ``lesion_type`` only the rows of that type (:func:`row_lesion_type`), before ``limit``."""
     d = Path(directory)
     if not (d / "manifest.csv").exists():
         raise DataError(f"{d}: not a synthetic set (no manifest.csv); write one with `mammosynth generate` or `insert`")
-    rows = read_manifest(d)[:limit]
+    rows = read_manifest(d)
+    types = [row_lesion_type(r, d / "manifest.csv") for r in rows]
+    if lesion_type is not None:
+        present = sorted(set(types))
+        rows = [r for r, t in zip(rows, types) if t == lesion_type]
+        if not rows:
+            raise DataError(f"{d / 'manifest.csv'}: no synthetic image of lesion type {lesion_type!r} (the set holds "
+                            f"{', '.join(present) or 'no images'}); choose --lesion-type among those or all")
+    rows = rows[:limit]
     images, masks = [], []
     for r in rows:
         path = d / r["file"]

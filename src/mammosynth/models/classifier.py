@@ -1,7 +1,10 @@
 """BI-RADS shape/margin classifier on lesion patches (``classifier``), the judge of label fidelity.
 
 A small VGG-style CNN (four stages of two 3x3 conv-BN-ReLU and a 2x2 max-pool, global
-average pooling, dropout) with two linear heads: shape (4 classes) and margin (5 classes).
+average pooling, dropout) with linear heads: shape (4 classes) and margin (5 classes) for
+masses, BI-RADS morphology and distribution for calcification clusters. A run saved before the
+calcification heads existed (its config.json's ``train_labels`` has no morphology) is rebuilt
+with shape and margin only, so its weights load; it reports those heads as untrained.
 Trained on the store's real lesions with cross-entropy per head; a label missing in the
 data (-1) is masked out of its head's loss (:func:`mammosynth.losses.masked_cross_entropy`),
 so a lesion with only a margin still teaches the margin head. Evaluated on the test split
@@ -30,15 +33,24 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mammosynth.data.birads import MARGINS, SHAPES
+from mammosynth.data.birads import DISTRIBUTIONS, MARGINS, MORPHOLOGIES, SHAPES
 from mammosynth.errors import ConfigError, DataError
 from mammosynth.losses import masked_cross_entropy
 from mammosynth.train.method import Method, StepContext, TrainConfig
 
 log = logging.getLogger(__name__)
 
-#: The two heads: (name, label column, vocabulary).
-HEADS: tuple[tuple[str, tuple[str, ...]], ...] = (("shape", SHAPES), ("margin", MARGINS))
+#: The heads: (name = label column, vocabulary). Shape and margin judge masses; BI-RADS
+#: morphology and distribution judge calcifications.
+HEADS: tuple[tuple[str, tuple[str, ...]], ...] = (("shape", SHAPES), ("margin", MARGINS),
+                                                  ("morphology", MORPHOLOGIES), ("distribution", DISTRIBUTIONS))
+MASS_HEADS: tuple[str, ...] = ("shape", "margin")
+CALC_HEADS: tuple[str, ...] = ("morphology", "distribution")
+_VOCAB = dict(HEADS)
+#: Why a classifier run saved before the calcification heads cannot judge calcifications.
+PREDATES_CALC_HEADS = ("this classifier run predates the calcification heads (its weights hold only shape and margin); "
+                       "retrain it with `mammosynth train classifier` on a store with calcification labels to judge "
+                       "calcification morphology/distribution")
 
 @dataclass
 class ClassifierConfig(TrainConfig):
@@ -63,9 +75,12 @@ class ClassifierConfig(TrainConfig):
 
 
 class BiradsCNN(nn.Module):
-    """(B, 1, S, S) in [-1, 1] -> (shape logits (B, 4), margin logits (B, 5))."""
+    """(B, 1, S, S) in [-1, 1] -> (shape logits (B, 4), margin logits (B, 5)); with the
+    calcification heads (``heads`` includes them, the default) :meth:`forward_heads` also
+    gives morphology (B, 9) and distribution (B, 5) logits."""
 
-    def __init__(self, width: int = 32, n_stages: int = 4, dropout: float = 0.3) -> None:
+    def __init__(self, width: int = 32, n_stages: int = 4, dropout: float = 0.3,
+                 heads: tuple[str, ...] = tuple(h for h, _ in HEADS)) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         cin = 1
@@ -77,12 +92,18 @@ class BiradsCNN(nn.Module):
             layers.append(nn.MaxPool2d(2))
         self.features = nn.Sequential(*layers)
         self.dropout = nn.Dropout(dropout)
-        self.shape_head = nn.Linear(cin, len(SHAPES))
-        self.margin_head = nn.Linear(cin, len(MARGINS))
+        self.heads = tuple(h for h, _ in HEADS if h in heads or h in MASS_HEADS)
+        for head in self.heads:
+            setattr(self, f"{head}_head", nn.Linear(cin, len(_VOCAB[head])))
+
+    def forward_heads(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        """{head: logits} for every head this network has."""
+        h = self.dropout(self.features(image).mean(dim=(2, 3)))
+        return {head: getattr(self, f"{head}_head")(h) for head in self.heads}
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = self.dropout(self.features(image).mean(dim=(2, 3)))
-        return self.shape_head(h), self.margin_head(h)
+        out = self.forward_heads(image)
+        return out["shape"], out["margin"]
 
 
 class BiradsClassifier(Method):
@@ -98,20 +119,35 @@ class BiradsClassifier(Method):
     def patch_size(self) -> int:
         return int(self.cfg.patch_size or self.data_info.get("patch_size") or 64)
 
+    @property
+    def head_names(self) -> tuple[str, ...]:
+        """The heads this classifier's network has: all of :data:`HEADS`, except for a run saved
+        before the calcification heads (its ``data`` names ``train_labels`` without them)."""
+        labels = self.data_info.get("train_labels")
+        if isinstance(labels, dict) and not any(h in labels for h in CALC_HEADS):
+            return MASS_HEADS
+        return tuple(h for h, _ in HEADS)
+
     def build(self) -> None:
-        self.nets["classifier"] = BiradsCNN(self.cfg.width, self.cfg.n_stages, self.cfg.dropout)
+        self.nets["classifier"] = BiradsCNN(self.cfg.width, self.cfg.n_stages, self.cfg.dropout, heads=self.head_names)
 
     def build_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         net = self.nets["classifier"]
         for head in self.untrained_heads:  # frozen and out of the optimizer: AdamW's decay would still move it
-            getattr(net, f"{head}_head").requires_grad_(False)
+            if hasattr(net, f"{head}_head"):
+                getattr(net, f"{head}_head").requires_grad_(False)
         params = [p for p in net.parameters() if p.requires_grad]
         return {"C": torch.optim.AdamW(params, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)}
 
     @property
     def untrained_heads(self) -> dict[str, str]:
-        """{head: why it was not trained} for heads whose label the training split never has."""
-        return dict(self.data_info.get("untrained_heads") or {})
+        """{head: why it was not trained} for heads whose label the training split never has
+        (and, for a run saved before the calcification heads, those heads: it has none)."""
+        out = dict(self.data_info.get("untrained_heads") or {})
+        for head, _ in HEADS:
+            if head not in self.head_names:
+                out[head] = PREDATES_CALC_HEADS
+        return out
 
     def data_info_from_store(self, store_path: str) -> dict[str, Any]:
         """Store facts + the training split, its known-label counts and the heads left untrained."""
@@ -122,17 +158,19 @@ class BiradsClassifier(Method):
         split = self.cfg.train_split
         with Store(store_path) as s:
             les = s.lesions(split=split)
-        labels = {"n": int(len(les.index)), "shape": int((les.shape >= 0).sum()), "margin": int((les.margin >= 0).sum())}
+        labels = {"n": int(len(les.index)), **{head: int((_column(les, head) >= 0).sum()) for head, _ in HEADS},
+                  "n_calcification": int(sum(t == "calcification" for t in (les.lesion_type or [])))}
         info["train_split"] = split
         info["train_labels"] = labels
         info["untrained_heads"] = {
             head: f"no lesion of split {split!r} of {store_path} has a {head} label ({labels['n']} lesions)"
             for head, _ in HEADS if labels[head] == 0}
         if len(info["untrained_heads"]) == len(HEADS):
-            raise DataError(f"{store_path}: no lesion of split {split!r} has a shape or a margin label; "
+            raise DataError(f"{store_path}: no lesion of split {split!r} has a shape, margin, morphology or distribution label; "
                             "the classifier has nothing to learn (choose another train_split)")
         for head, why in info["untrained_heads"].items():
-            log.warning("classifier: the %s head is NOT trained: %s; its accuracy is logged as absent and "
+            # a store without calcifications has no morphology/distribution by nature: no warning
+            (log.info if head in CALC_HEADS and labels["n_calcification"] == 0 else log.warning)("classifier: the %s head is NOT trained: %s; its accuracy is logged as absent and "
                         "label fidelity reports no %s numbers for this judge", head, why, head)
         return info
 
@@ -147,16 +185,17 @@ class BiradsClassifier(Method):
     def train_step(self, batch: dict[str, torch.Tensor], ctx: StepContext) -> dict[str, torch.Tensor | float | None]:
         net = ctx.nets["classifier"]
         image = batch["image"].to(ctx.device, non_blocking=True)
-        targets = {"shape": batch["shape"].to(ctx.device), "margin": batch["margin"].to(ctx.device)}
+        heads = self.head_names
+        targets = {h: batch[h].to(ctx.device) for h in heads}
         untrained = self.untrained_heads
         with ctx.autocast():
-            logits = dict(zip(("shape", "margin"), net(image)))
-            losses = {f"loss_{h}": masked_cross_entropy(logits[h].float(), targets[h]) for h, _ in HEADS if h not in untrained}
+            logits = net.forward_heads(image)
+            losses = {f"loss_{h}": masked_cross_entropy(logits[h].float(), targets[h]) for h in heads if h not in untrained}
             loss = sum(losses.values())
         ctx.backward_step(loss, "C")
         out: dict[str, torch.Tensor | float | None] = {"loss": loss.detach(), **{k: v.detach() for k, v in losses.items()}}
         with torch.no_grad():
-            for head, _ in HEADS:
+            for head in heads:
                 y = targets[head]
                 known = y >= 0
                 # a batch without a known label of this head (or an untrained head) measures nothing: absent
@@ -185,13 +224,36 @@ class BiradsClassifier(Method):
             return torch.zeros(0, len(SHAPES)), torch.zeros(0, len(MARGINS))
         return torch.cat(outs_s), torch.cat(outs_m)
 
+    @torch.no_grad()
+    def predict_head_logits(self, images: torch.Tensor, batch_size: int = 128) -> dict[str, torch.Tensor]:
+        """(N,1,H,W) in [-1,1] -> {head: (N, classes) logits} for every head the network has."""
+        net = self.nets["classifier"]
+        net.eval()
+        dev = next(net.parameters()).device
+        dtype = next(net.parameters()).dtype
+        S = self.patch_size
+        outs: dict[str, list[torch.Tensor]] = {h: [] for h in net.heads}
+        for i in range(0, len(images), batch_size):
+            x = images[i:i + batch_size].to(dev, dtype)
+            if x.shape[-1] != S or x.shape[-2] != S:
+                x = F.interpolate(x, size=(S, S), mode="bilinear", antialias=True, align_corners=False)
+            for h, v in net.forward_heads(x).items():
+                outs[h].append(v.float().cpu())
+        return {h: torch.cat(v) if v else torch.zeros(0, len(_VOCAB[h])) for h, v in outs.items()}
+
+    def predict_head_labels(self, images: torch.Tensor) -> dict[str, np.ndarray]:
+        """(N,1,H,W) in [-1,1] -> {head: predicted index (N,) int64} for every head of
+        :data:`HEADS`; -1 throughout for an untrained or absent head (:attr:`untrained_heads`)."""
+        logits = self.predict_head_logits(images)
+        pred = {h: v.argmax(1).numpy().astype(np.int64) for h, v in logits.items()}
+        for head in self.untrained_heads:
+            pred[head] = np.full(len(images), -1, np.int64)
+        return pred
+
     def predict_labels(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         """(N,1,H,W) in [-1,1] -> predicted (shape index (N,), margin index (N,)) int64; -1
         throughout for an untrained head (:attr:`untrained_heads`): it cannot say."""
-        s, m = self.predict_logits(images)
-        pred = {"shape": s.argmax(1).numpy(), "margin": m.argmax(1).numpy()}
-        for head in self.untrained_heads:
-            pred[head] = np.full(len(images), -1, np.int64)
+        pred = self.predict_head_labels(images)
         return pred["shape"], pred["margin"]
 
     def evaluate_store(self, store_path: str | None = None, split: str = "test") -> dict[str, Any]:
@@ -203,14 +265,20 @@ class BiradsClassifier(Method):
             raise ConfigError("no store to evaluate on: pass store_path")
         les = read_lesion_split(path, split, "evaluate on")
         images = torch.from_numpy(les.patch).unsqueeze(1) * 2.0 - 1.0
-        ps, pm = self.predict_labels(images)
+        pred = self.predict_head_labels(images)
         out = {"store": str(path), "split": split, "n": int(len(les.index)),
-               "shape": per_class_accuracy(ps, les.shape, SHAPES), "margin": per_class_accuracy(pm, les.margin, MARGINS)}
+               **{head: per_class_accuracy(pred[head], _column(les, head), vocab) for head, vocab in HEADS}}
         for head, vocab in HEADS:
             if head in self.untrained_heads:  # no numbers from a head that never learned
                 out[head] = {"n": out[head]["n"], "accuracy": None, "per_class": {t: {"n": v["n"], "accuracy": None}
                              for t, v in out[head]["per_class"].items()}, "untrained": self.untrained_heads[head]}
         return out
+
+
+def _column(les: Any, head: str) -> np.ndarray:
+    """A head's true labels (-1 unknown) from LesionArrays (morphology/distribution -1 when absent)."""
+    col = getattr(les, head, None)
+    return np.full(len(les.index), -1, np.int64) if col is None else np.asarray(col, np.int64)
 
 
 def per_class_accuracy(pred: np.ndarray, true: np.ndarray, vocab: tuple[str, ...]) -> dict[str, Any]:

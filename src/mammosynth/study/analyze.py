@@ -26,7 +26,7 @@ from mammosynth.io import atomic_path, write_json_atomic, write_text_atomic
 from mammosynth.study import db, stats
 
 ANSWER_COLUMNS = (
-    "reader", "position", "presentation_id", "item_id", "truth", "origin", "is_retest",
+    "reader", "position", "presentation_id", "item_id", "truth", "lesion_type", "origin", "is_retest",
     "level", "level_label", "p_real", "call", "correct", "realism", "elapsed_ms", "answered_at",
 )
 BOOTSTRAP_SEED = 0
@@ -111,7 +111,9 @@ def compute_metrics(study_dir: str | Path) -> tuple[dict[str, Any], list[dict[st
         ]
     finally:
         con.close()
+    item_types = meta.get("item_lesion_types") or {}  # studies created before lesion types: unknown
     for r in answers:
+        r["lesion_type"] = item_types.get(r["item_id"], "unknown")
         r["level_label"] = stats.LEVELS[r["level"]][0]
         r["call"] = "real" if r["p_real"] > stats.THRESHOLD else "synthetic"
         r["correct"] = int(r["call"] == r["truth"])
@@ -135,8 +137,10 @@ def compute_metrics(study_dir: str | Path) -> tuple[dict[str, Any], list[dict[st
     pooled["mean_reader_accuracy"] = (
         float(np.nanmean([m["accuracy"] for m in per_reader if m["n_answers"]])) if any(m["n_answers"] for m in per_reader) else float("nan")
     )
+    by_type, by_type_skipped = _by_lesion_type(all_first, all_pairs)
     metrics = {
-        "study": {k: meta.get(k) for k in ("created", "seed", "n_per_class", "retest", "realism_score", "image_shape", "notes", "simulated")},
+        "study": {k: meta.get(k) for k in ("created", "seed", "n_per_class", "retest", "realism_score", "image_shape", "notes",
+                                           "simulated", "lesion_types")},
         "n_answers": len(answers),
         "levels": {str(k): {"label": lab, "p_real": pr} for k, (lab, pr) in stats.LEVELS.items()},
         "methods": {
@@ -151,8 +155,32 @@ def compute_metrics(study_dir: str | Path) -> tuple[dict[str, Any], list[dict[st
         },
         "readers": per_reader,
         "pooled": pooled,
+        # pooled over readers, per lesion type (only when the study mixes types)
+        "by_lesion_type": by_type,
+        "by_lesion_type_skipped": by_type_skipped,
     }
     return _clean(metrics), answers
+
+
+def _by_lesion_type(first: list[dict[str, Any]], pairs: list[tuple[dict, dict]]) -> tuple[dict[str, Any], dict[str, str]]:
+    """Pooled reader metrics per lesion type, when the answers cover more than one type; a type
+    without both real and synthetic answers is listed with the reason instead."""
+    types = sorted({r["lesion_type"] for r in first})
+    if len(types) < 2:
+        return {}, {}
+    out: dict[str, Any] = {}
+    skipped: dict[str, str] = {}
+    for t in types:
+        rows = [r for r in first if r["lesion_type"] == t]
+        n_real = sum(r["truth"] == "real" for r in rows)
+        if n_real == 0 or n_real == len(rows):
+            skipped[t] = f"{n_real} real and {len(rows) - n_real} synthetic answers: AUC needs both"
+            continue
+        m = reader_metrics(rows, [(a, b) for a, b in pairs if a["lesion_type"] == t])
+        m["realism"] = _realism_summary(rows, pooled=True)
+        m.pop("roc", None)
+        out[t] = m
+    return out, skipped
 
 
 def _plots(metrics: dict[str, Any], out: Path) -> list[str]:
@@ -228,6 +256,19 @@ def _ci(pair: list[Any]) -> str:
     return f"[{_fmt(pair[0])}, {_fmt(pair[1])}]"
 
 
+def _by_type_html(metrics: dict[str, Any]) -> str:
+    by_type, skipped = metrics.get("by_lesion_type") or {}, metrics.get("by_lesion_type_skipped") or {}
+    if not by_type and not skipped:
+        return ""
+    rows = "".join(
+        "<tr>" + "".join(f"<td>{c}</td>" for c in (
+            html.escape(t), f"{m['n_real']} / {m['n_synthetic']}", _fmt(m["accuracy"]), _fmt(m["auc"]),
+            _ci(m["auc_ci95_delong"]), _fmt(m["d_prime"]))) + "</tr>" for t, m in by_type.items())
+    rows += "".join(f"<tr><td>{html.escape(t)}</td><td colspan=5>{html.escape(why)}</td></tr>" for t, why in skipped.items())
+    return ("<h2>Per lesion type (all readers pooled)</h2><table><thead><tr><th>lesion type</th><th>answers real / synthetic</th>"
+            f"<th>accuracy</th><th>AUC</th><th>95% CI (DeLong)</th><th>d&prime;</th></tr></thead><tbody>{rows}</tbody></table>\n")
+
+
 def _html(metrics: dict[str, Any], plots: list[str]) -> str:
     rows = []
     for m in metrics["readers"] + [dict(metrics["pooled"], reader="all readers (pooled)", answered=metrics["n_answers"], total=None)]:
@@ -268,7 +309,7 @@ AUC 0.5 / d&prime; 0 = readers could not tell real from synthetic.</p>
 <th>95% CI (bootstrap)</th><th>d&prime;</th><th>hit rate</th><th>false-alarm rate</th><th>test-retest (Sokal-Michener)</th>
 <th>realism: real</th><th>realism: synthetic</th></tr></thead>
 <tbody>{''.join(rows)}</tbody></table>
-<p>Mean of per-reader AUCs: {_fmt(metrics['pooled'].get('mean_reader_auc'))};
+{_by_type_html(metrics)}<p>Mean of per-reader AUCs: {_fmt(metrics['pooled'].get('mean_reader_auc'))};
 mean of per-reader accuracies: {_fmt(metrics['pooled'].get('mean_reader_accuracy'))}.</p>
 {imgs}
 <h2>Methods</h2><ul>{methods}</ul>

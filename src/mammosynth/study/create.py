@@ -54,6 +54,8 @@ class Source:
 
     origin: str
     load: Callable[[], np.ndarray]
+    #: mass | non_mass | calcification (store label, or the synthetic set's manifest); None = unknown
+    lesion_type: str | None = None
 
 
 @dataclass
@@ -100,6 +102,8 @@ def real_sources(path: str | Path, split: str = "test") -> list[Source]:
         if len(idx) == 0:
             raise DataError(f"{p}: the store has no lesions in the {split!r} split to show as real images")
         sids = store.h5["lesions/source_id"].asstr()[...]
+        types = store.label_codes("lesion_type")
+    from mammosynth.data.birads import LESION_TYPES
 
     def loader(i: int) -> Callable[[], np.ndarray]:
         def load() -> np.ndarray:
@@ -107,14 +111,49 @@ def real_sources(path: str | Path, split: str = "test") -> list[Source]:
                 return from_uint16(s.h5["lesions/patch"][int(i)])
         return load
 
-    return [Source(f"{p}#lesions/{int(i)} ({sids[int(i)]})", loader(int(i))) for i in idx]
+    return [Source(f"{p}#lesions/{int(i)} ({sids[int(i)]})", loader(int(i)), LESION_TYPES[int(types[int(i)])]) for i in idx]
 
 
 def synthetic_sources(path: str | Path) -> list[Source]:
+    """The synthetic set's PNGs; each with its lesion type when the set has a manifest.csv."""
     p = Path(path)
     if not p.is_dir():
         raise DataError(f"{p}: no such synthetic-set folder for --synthetic")
-    return _png_sources(p, "synthetic")
+    sources = _png_sources(p, "synthetic")
+    if (p / "manifest.csv").is_file():
+        from mammosynth.evaluate.synthetic import row_lesion_type
+        from mammosynth.synth.writer import read_manifest
+
+        by_file = {str((p / r["file"]).resolve()): row_lesion_type(r, p / "manifest.csv") for r in read_manifest(p) if r.get("file")}
+        for src in sources:
+            src.lesion_type = by_file.get(str(Path(src.origin).resolve()))
+    return sources
+
+
+def _pick(sources: list[Source], quota: dict[str, int] | None, k: int, rng: np.random.Generator) -> list[int]:
+    """k indices into ``sources``: at random, or (``quota``: {type: n}) that many of each lesion
+    type first, the rest filled at random from what is left."""
+    if quota is None:
+        return sorted(int(i) for i in rng.choice(len(sources), size=k, replace=False))
+    chosen: list[int] = []
+    for t, n in quota.items():
+        pool = [i for i, s in enumerate(sources) if s.lesion_type == t]
+        chosen += [pool[int(j)] for j in rng.choice(len(pool), size=min(n, len(pool)), replace=False)]
+    rest = sorted(set(range(len(sources))) - set(chosen))
+    chosen += [rest[int(j)] for j in rng.choice(len(rest), size=k - len(chosen), replace=False)]
+    return sorted(chosen)
+
+
+def _type_quota(reals: list[Source], synths: list[Source], k: int, rng: np.random.Generator) -> dict[str, int] | None:
+    """Equal numbers of each lesion type present on both sides, the same for real and synthetic
+    (so a lesion type never hints at the truth); None when there is nothing to stratify."""
+    rt, st = Counter(s.lesion_type for s in reals), Counter(s.lesion_type for s in synths)
+    common = sorted(t for t in set(rt) & set(st) if t is not None)
+    if len(common) < 2 or None in rt or None in st:
+        return None
+    order = [common[int(i)] for i in rng.permutation(len(common))]  # who gets the odd ones: random
+    quota = {t: k // len(common) + (j < k % len(common)) for j, t in enumerate(order)}
+    return {t: min(n, rt[t], st[t]) for t, n in sorted(quota.items())}
 
 
 def _resize(img: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -202,9 +241,12 @@ def create_study(
         raise ConfigError(f"--retest {retest} is more than the {k} images in the first half of each sequence")
 
     rng = np.random.default_rng(seed)
-    picked = [("real", reals[i]) for i in sorted(rng.choice(len(reals), size=k, replace=False))]
-    picked += [("synthetic", synths[i]) for i in sorted(rng.choice(len(synths), size=k, replace=False))]
+    quota = _type_quota(reals, synths, k, rng)
+    picked = [("real", reals[i]) for i in _pick(reals, quota, k, rng)]
+    picked += [("synthetic", synths[i]) for i in _pick(synths, quota, k, rng)]
     images = [(truth, src, src.load()) for truth, src in picked]
+    type_counts = {truth: dict(sorted(Counter(src.lesion_type or "unknown" for t, src in picked if t == truth).items()))
+                   for truth in ("real", "synthetic")}
     for truth, src, img in images:
         if img.ndim != 2:
             raise DataError(f"{src.origin}: expected a 2-D grayscale image, got shape {img.shape}")
@@ -217,6 +259,9 @@ def create_study(
     else:
         target = Counter(img.shape for t, _, img in images if t == "real").most_common(1)[0][0]
         notes.append(f"images come in {len(shapes)} sizes, which would reveal their source; all resized to {target[0]}x{target[1]}")
+    if quota is not None and type_counts["real"] != type_counts["synthetic"]:
+        notes.append(f"lesion types could not be drawn equally for real and synthetic images (real {type_counts['real']}, "
+                     f"synthetic {type_counts['synthetic']}): a reader may use the type as a cue")
 
     out.parent.mkdir(parents=True, exist_ok=True)
     build = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".building", dir=out.parent))
@@ -225,10 +270,12 @@ def create_study(
 
         (build / db.IMAGES_DIR).mkdir()
         items: list[tuple[str, str, str, tuple[int, int]]] = []
+        item_types: dict[str, str] = {}
         for truth, src, img in images:
             item_id = secrets.token_hex(16)
             save_png16(build / db.IMAGES_DIR / f"{item_id}.png", np.clip(_resize(img, target), 0.0, 1.0))
             items.append((item_id, truth, src.origin, target))
+            item_types[item_id] = src.lesion_type or "unknown"
         meta = {
             "format": db.FORMAT,
             "format_version": db.FORMAT_VERSION,
@@ -244,6 +291,9 @@ def create_study(
             "synthetic_source": str(synthetic),
             "levels": {str(n): {"label": lab, "p_real": p} for n, (lab, p) in LEVELS.items()},
             "notes": notes,
+            # the truth side of the case metadata (never served): each item's lesion type, and the draw
+            "item_lesion_types": item_types,
+            "lesion_types": {**type_counts, "stratified": quota is not None},
         }
         con = db.connect(build / db.DB_NAME, create=True)
         invitations: list[Invitation] = []

@@ -50,6 +50,9 @@ MANIFEST_COLUMNS = (
     "bbox_x", "bbox_y", "bbox_w", "bbox_h", "source_ids", "weights", "extra",
     # insert: where the image came from and the first lesion's physical size and centre (pixels)
     "source_file", "pixel_spacing_mm", "lesion_h_mm", "lesion_w_mm", "center_x", "center_y",
+    # the first lesion's type (mass | non_mass | calcification), its COCO category (mass |
+    # calcification) and, for calcifications, BI-RADS morphology / distribution (evaluate per type)
+    "lesion_type", "category", "morphology", "distribution",
 )
 #: Image formats :meth:`SyntheticSetWriter.add_native` writes, and their file suffixes.
 NATIVE_SUFFIXES = {"png": ".png", "tiff": ".tif", "pgm": ".pgm", "dicom": ".dcm"}
@@ -487,6 +490,7 @@ class SyntheticSetWriter:
             "source_ids": ";".join(source_ids or []),
             "weights": ";".join(f"{x:.6g}" for x in (weights or [])),
             "extra": json.dumps(extra or {}, sort_keys=True, default=str),
+            **_type_columns(lesions),
             **(row or {}),
         })
 
@@ -554,6 +558,16 @@ class SyntheticSetWriter:
                 parent.rmdir()
             except OSError:
                 break
+
+
+def _type_columns(lesions: list[Lesion]) -> dict[str, str]:
+    """Manifest columns naming the first lesion's type and calcification labels ("" without a lesion)."""
+    if not lesions:
+        return {"lesion_type": "", "category": "", "morphology": "", "distribution": ""}
+    first = lesions[0]
+    attrs = first.attributes or {}
+    return {"lesion_type": str(attrs.get("lesion_type") or first.category), "category": first.category,
+            "morphology": str(attrs.get("morphology") or ""), "distribution": str(attrs.get("distribution") or "")}
 
 
 def read_manifest(out_dir: str | Path) -> list[dict[str, str]]:
