@@ -29,6 +29,11 @@ Layout (N lesions, M normals, S = patch size, (H, W) = normal size)::
     /normals/scale         (M,)       float32  canvas pixels per source pixel
     /normals/pixel_spacing_mm (M,)    float32  source image spacing (mm per source pixel), NaN unknown
     /normals/split         (M,)       int8
+    /normals/marker_mask   (M, H, W)  uint8    optional (stores written with markers=True):
+                                               0 = no marker, k = the image's k-th row in /markers
+    /markers/{normal,label}        (K,) int32, uint8   the normal's index, its marker_mask value
+    /markers/{kind,text,category}  (K,) str    "laterality" ("L CC") | "nipple"; category "marker"
+    /markers/bbox                  (K, 4) int32 (x, y, w, h) in store canvas pixels
     /skips/{source_id,path,reason}      (K,) str   records that could not be used
     /warnings/{source_id,path,reason}   (K',) str  kept, but worth a look (optional group:
                                                    absent in files written before it)
@@ -169,6 +174,7 @@ class StoreWriter:
         provenance: dict[str, Any] | None = None,
         split_fractions: tuple[float, float, float] | str = DEFAULT_FRACTIONS,
         split_seed: int = 0,
+        markers: bool = False,
     ) -> None:
         if patch_size < 8:
             raise DataError(f"patch size must be at least 8 pixels, got {patch_size}")
@@ -193,6 +199,8 @@ class StoreWriter:
         self._split_hints: dict[str, str] = {}
         self._patients: dict[str, Patient] = {}  # lesion patients: label counts for the splits
         self._closed = False
+        self._markers = bool(markers)
+        self._n_markers = 0
         S = self.patch_size
         H, W = self.normal_size
         les = self._h5.create_group("lesions")
@@ -216,6 +224,15 @@ class StoreWriter:
         nor.create_dataset("pixel_spacing_mm", (0,), maxshape=(None,), dtype=np.float32, chunks=(1024,))
         for name in self._NORMAL_STR:
             nor.create_dataset(name, (0,), maxshape=(None,), dtype=_STR, chunks=(1024,))
+        if self._markers:  # radio-opaque markers: labelled apart from the lesions (category "marker")
+            nor.create_dataset("marker_mask", (0, H, W), maxshape=(None, H, W), dtype=np.uint8,
+                               chunks=(1, min(H, 256), min(W, 256)), **_COMP)
+            mk = self._h5.create_group("markers")
+            mk.create_dataset("normal", (0,), maxshape=(None,), dtype=np.int32, chunks=(1024,))
+            mk.create_dataset("label", (0,), maxshape=(None,), dtype=np.uint8, chunks=(1024,))
+            mk.create_dataset("bbox", (0, 4), maxshape=(None, 4), dtype=np.int32, chunks=(1024, 4))
+            for name in ("kind", "text", "category"):
+                mk.create_dataset(name, (0,), maxshape=(None,), dtype=_STR, chunks=(1024,))
 
     _LESION_STR = (
         "source_id", "patient_id", "laterality", "view", "source",
@@ -330,6 +347,13 @@ class StoreWriter:
         if bad:
             raise DataError(f"{rec.source_id}: the image has {bad} non-finite (NaN/inf) pixels")
         self._check_hint(rec.split_hint)
+        if rec.markers and not self._markers:
+            raise DataError(f"{rec.source_id}: the record carries markers; open the StoreWriter with markers=True to keep them")
+        if len(rec.markers) > 255:
+            raise DataError(f"{rec.source_id}: {len(rec.markers)} markers; the store holds at most 255 per image")
+        for m in rec.markers:
+            if m.mask.shape != rec.image.shape:
+                raise DataError(f"{rec.source_id}: marker mask size {m.mask.shape} differs from image size {rec.image.shape}")
         strs = {
             "source_id": rec.source_id, "patient_id": rec.patient_id,
             "laterality": rec.laterality or "", "view": rec.view or "", "source": rec.source,
@@ -346,6 +370,25 @@ class StoreWriter:
         mcanvas = np.zeros((H, W), bool)
         canvas[:h, :w] = shrink(img, (h, w))
         mcanvas[:h, :w] = shrink(bmask.astype(np.float32), (h, w)) >= 0.5
+        marker_rows = []
+        if self._markers:
+            labels = np.zeros((H, W), np.uint8)
+            for k, m in enumerate(rec.markers, start=1):
+                mm = m.mask[:, ::-1] if flipped else m.mask
+                ys, xs = np.nonzero(mm)
+                if not len(ys):
+                    raise DataError(f"{rec.source_id}: marker {k} ({m.kind}) has an empty mask")
+                small = np.zeros((H, W), bool)
+                small[:h, :w] = shrink(mm.astype(np.float32), (h, w)) >= 0.5
+                labels[small & (labels == 0)] = k
+                # The box scales with the image (pixel edges at -0.5 and n - 0.5), so a marker
+                # too small to keep a pixel after a large reduction still has its place.
+                bx0, bx1 = int(np.floor(xs.min() * scale)), int(np.ceil((xs.max() + 1) * scale))
+                by0, by1 = int(np.floor(ys.min() * scale)), int(np.ceil((ys.max() + 1) * scale))
+                marker_rows.append({"normal": self._n_normals, "label": k,
+                                    "bbox": np.asarray((bx0, by0, max(1, bx1 - bx0), max(1, by1 - by0)), np.int32),
+                                    "kind": storable_text("marker kind", m.kind), "text": storable_text("marker text", m.text),
+                                    "category": storable_text("marker category", m.category)})
         row = {
             "image": to_uint16(canvas),
             "breast_mask": mcanvas.astype(np.uint8),
@@ -356,7 +399,19 @@ class StoreWriter:
             "pixel_spacing_mm": np.float32(_spacing_or_nan(rec.pixel_spacing_mm)),
             **strs,
         }
+        if self._markers:
+            row["marker_mask"] = labels
         self._append_row("normals", self._n_normals, row)
+        try:
+            for k, mrow in enumerate(marker_rows):
+                self._append_row("markers", self._n_markers + k, mrow)
+        except BaseException:  # all of the normal or none: cut its row and its markers back
+            for group, n in (("normals", self._n_normals), ("markers", self._n_markers)):
+                for ds in self._h5[group].values():
+                    if ds.shape[0] > n:
+                        ds.resize(n, axis=0)
+            raise
+        self._n_markers += len(marker_rows)
         self._note_patient(rec.patient_id, rec.split_hint)
         self._n_normals += 1
 
@@ -467,6 +522,7 @@ class StoreWriter:
             "n_normals": self._n_normals,
             "n_skipped": len(self._skips),
             "n_warnings": len(self._warnings),
+            **({"n_markers": self._n_markers} if self._markers else {}),
             "vocabulary": {"shape": list(SHAPES), "margin": list(MARGINS), "pathology": list(PATHOLOGIES),
                            "morphology": list(MORPHOLOGIES), "distribution": list(DISTRIBUTIONS),
                            "lesion_type": list(LESION_TYPES)},
@@ -670,6 +726,35 @@ class Store:
             "view": g["view"].asstr()[i],
         }
 
+    @property
+    def n_markers(self) -> int:
+        """Radio-opaque markers in the store (0 for a store written without markers)."""
+        return int(self._h5["markers/normal"].shape[0]) if "markers" in self._h5 else 0
+
+    def markers(self, normal: int | None = None) -> list[dict[str, Any]]:
+        """The markers of normal ``normal`` (None = all): dicts with ``normal`` (index),
+        ``kind`` ("laterality" | "nipple"), ``text``, ``category`` ("marker"), ``bbox``
+        (x, y, w, h) in store canvas pixels and ``label`` (its value in the normal's
+        ``marker_mask``; :meth:`marker_mask`). Empty for stores written without markers.
+        Markers are never lesions: nothing that reads ``/lesions`` sees them."""
+        if "markers" not in self._h5:
+            return []
+        g = self._h5["markers"]
+        idx = g["normal"][...]
+        rows = np.arange(len(idx)) if normal is None else np.flatnonzero(idx == int(normal))
+        kind, text, cat = (g[k].asstr()[...] for k in ("kind", "text", "category"))
+        bbox, label = g["bbox"][...], g["label"][...]
+        return [{"normal": int(idx[r]), "kind": str(kind[r]), "text": str(text[r]), "category": str(cat[r]),
+                 "bbox": tuple(int(v) for v in bbox[r]), "label": int(label[r])} for r in rows]
+
+    def marker_mask(self, i: int) -> np.ndarray:
+        """(H, W) uint8 marker label map of normal ``i`` (0 = none; see :meth:`markers`);
+        all zero for a store written without markers."""
+        g = self._h5["normals"]
+        if "marker_mask" not in g:
+            return np.zeros(g["breast_mask"].shape[1:], np.uint8)
+        return g["marker_mask"][i]
+
     def _report_rows(self, name: str) -> list[tuple[str, str, str]]:
         g = self._h5.get(name)
         if g is None or "source_id" not in g:
@@ -720,6 +805,7 @@ class Store:
             "n_patients": n_patients,
             "n_skipped": len(self.skips()),
             "n_warnings": len(self.warnings()),
+            **({"n_markers": self.n_markers} if "markers" in self._h5 else {}),
             "shape": self._label_counts("shape"),
             "margin": self._label_counts("margin"),
             "pathology": self._label_counts("pathology"),
