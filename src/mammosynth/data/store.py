@@ -49,8 +49,10 @@ allows train or val. Patients with lesions and normal-only patients are split as
 pools, so each group gets every split.
 
 The writer streams: memory stays flat however many records pass through (only a few label
-counts per patient are kept). A record is appended to every column or to none: any error
-while adding one becomes a skip and the columns are rolled back to their previous length.
+counts per patient are kept, and rows are staged in batches of at most 512 rows or 32 MB
+before they are written). A record is appended to every column or to none: any error while
+adding one becomes a skip and the columns are rolled back to their previous length; an error
+writing a batch stops the writer (the file never appears).
 It writes to a temporary file beside the target and renames only on a clean close, so a
 killed ingest never leaves a half-written file under the final name.
 """
