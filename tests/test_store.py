@@ -157,3 +157,74 @@ def test_physical_sizes_are_stored_and_version_one_files_still_read(tmp_path, rn
     with Store(path) as s:
         assert s.lesion_sizes_mm().shape == (0, 2) and np.isnan(s.patch_mm_per_px()).all()
         assert np.isnan(s.normal(0)["pixel_spacing_mm"])
+
+
+def _dump(path) -> dict:
+    import h5py
+
+    out = {}
+    with h5py.File(path, "r") as f:
+        def visit(name, obj):
+            if isinstance(obj, h5py.Dataset):
+                a = obj[...]
+                out[name] = [x.tolist() if hasattr(x, "tolist") else x for x in a] if a.dtype == object else a
+        f.visititems(visit)
+    return out
+
+
+def test_batched_writes_hold_the_same_data_whatever_the_batch(tmp_path, rng, monkeypatch):
+    """Rows are staged and written in batches: a flush every 3 rows (with a skipped record
+    between) gives the same file contents as one flush at close."""
+    from mammosynth.data.records import Marker
+
+    lesions = [_lesion(i, f"P{i // 2}", rng) for i in range(8)]
+    normals = [_normal(0, "P100", "L"), _normal(1, "P101", "R")]
+    mask = np.zeros((100, 60), bool)
+    mask[2:6, 50:58] = True
+    normals[1].markers.append(Marker("laterality", "R CC", mask))
+    bad = _lesion(99, "P99", rng)
+    bad.patch[0, 0] = np.nan
+
+    def write(path):
+        with StoreWriter(path, patch_size=16, normal_size=(50, 30), markers=True) as w:
+            for i, rec in enumerate(lesions):
+                assert w.add(rec)
+                if i == 4:
+                    assert not w.add(bad)
+            for rec in normals:
+                assert w.add(rec)
+
+    write(tmp_path / "one.h5")
+    monkeypatch.setattr(StoreWriter, "FLUSH_ROWS", 3)
+    write(tmp_path / "many.h5")
+    a, b = _dump(tmp_path / "one.h5"), _dump(tmp_path / "many.h5")
+    assert a.keys() == b.keys() and len(a["lesions/patch"]) == 8
+    for k in a:  # byte for byte (NaN spacings included)
+        assert (repr(a[k]) == repr(b[k])) if isinstance(a[k], list) else a[k].tobytes() == b[k].tobytes(), k
+    with Store(tmp_path / "many.h5") as s:
+        assert s.markers() == [{"normal": 1, "kind": "laterality", "text": "R CC", "category": "marker",
+                                "bbox": (1, 1, 4, 2), "label": 1}]
+        assert s.marker_mask(1)[1:3, 1:5].all() and s.marker_mask(0).sum() == 0
+
+
+def test_a_failed_batch_write_stops_the_writer(tmp_path, rng, monkeypatch):
+    """A batch that cannot be written is not one record's fault: add() raises, close() refuses."""
+    import h5py
+
+    monkeypatch.setattr(StoreWriter, "FLUSH_ROWS", 2)
+    real = h5py.Dataset.__setitem__
+
+    def broken(self, key, value):
+        if self.name == "/lesions/patch":
+            raise OSError("disk full")
+        real(self, key, value)
+
+    monkeypatch.setattr(h5py.Dataset, "__setitem__", broken)
+    w = StoreWriter(tmp_path / "d.h5", patch_size=16)
+    assert w.add(_lesion(0, "P0", rng))
+    with pytest.raises(OSError, match="disk full"):
+        w.add(_lesion(1, "P0", rng))
+    with pytest.raises(DataError, match="earlier write"):
+        w.close()
+    w.abort()
+    assert not (tmp_path / "d.h5").exists()

@@ -132,6 +132,8 @@ def phantom_cmd(
     style: str = typer.Option("ffdm", "--style", help="Look of the images: ffdm (processed full-field digital) or film (digitised screen-film, like mini-MIAS)."),
     mass_contrast: str = typer.Option("0,0.1", "--mass-contrast", help="LO,HI range of each mass's excess attenuation over fibroglandular tissue (0.05 = 5 % denser); lower for subtler masses."),
     mass_size: str = typer.Option("8,35", "--mass-size", help="LO,HI range of mass diameters in mm (log-normal around 15 mm, clipped)."),
+    markers: bool = typer.Option(False, "--markers", help="Draw radio-opaque markers on the normal mammograms: the laterality/view letters (\"L CC\") outside the breast and a metal bead on the nipple, each labelled in the file as category 'marker' (never a lesion). Default: off (the file is what it always was)."),
+    nipple_bead: bool = typer.Option(True, "--nipple-bead/--no-nipple-bead", help="With --markers: also draw the nipple bead. Default: on."),
     as_json: bool = typer.Option(False, "--json", help="Print the dataset summary as one JSON object on stdout."),
 ) -> None:
     """Draw a procedural phantom dataset (breasts with BI-RADS-labelled masses, and calcification
@@ -144,7 +146,8 @@ def phantom_cmd(
     fractions = _split_fractions(split_fractions)
     write_phantom_store(out, lesions, normals, size, normal_size=hw, seed=seed, progress=not as_json,
                         split_fractions=fractions, style=style, mass_contrast_range=_pair(mass_contrast, "--mass-contrast"),
-                        mass_size_range_mm=_pair(mass_size, "--mass-size"), n_calcifications=calcifications)
+                        mass_size_range_mm=_pair(mass_size, "--mass-size"), n_calcifications=calcifications,
+                        markers=markers, nipple_marker=nipple_bead)
     if contact_sheet is not None:
         from mammosynth.phantom.contact_sheet import write_contact_sheet
 

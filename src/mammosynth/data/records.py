@@ -76,6 +76,19 @@ class LesionRecord:
 
 
 @dataclass
+class Marker:
+    """A radio-opaque marker on a mammogram (not a lesion): ``kind`` "laterality" (the side
+    and view in lead letters, e.g. "L CC") or "nipple" (a metal bead on the nipple), ``text``
+    what it says, ``mask`` (H, W) bool in the record image's pixels. ``category`` is always
+    "marker": stores keep markers in a table of their own, apart from the lesions."""
+
+    kind: str
+    text: str
+    mask: np.ndarray
+    category: str = "marker"
+
+
+@dataclass
 class MammogramRecord:
     """A normal (lesion-free) mammogram with its breast mask, at full or reduced size."""
 
@@ -91,6 +104,8 @@ class MammogramRecord:
     split_hint: SplitHint | None = None
     extra: dict = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    #: Radio-opaque markers drawn in ``image`` (phantom ``markers=True``); none by default.
+    markers: list[Marker] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,11 @@ Layout (N lesions, M normals, S = patch size, (H, W) = normal size)::
     /normals/scale         (M,)       float32  canvas pixels per source pixel
     /normals/pixel_spacing_mm (M,)    float32  source image spacing (mm per source pixel), NaN unknown
     /normals/split         (M,)       int8
+    /normals/marker_mask   (M, H, W)  uint8    optional (stores written with markers=True):
+                                               0 = no marker, k = the image's k-th row in /markers
+    /markers/{normal,label}        (K,) int32, uint8   the normal's index, its marker_mask value
+    /markers/{kind,text,category}  (K,) str    "laterality" ("L CC") | "nipple"; category "marker"
+    /markers/bbox                  (K, 4) int32 (x, y, w, h) in store canvas pixels
     /skips/{source_id,path,reason}      (K,) str   records that could not be used
     /warnings/{source_id,path,reason}   (K',) str  kept, but worth a look (optional group:
                                                    absent in files written before it)
@@ -44,8 +49,10 @@ allows train or val. Patients with lesions and normal-only patients are split as
 pools, so each group gets every split.
 
 The writer streams: memory stays flat however many records pass through (only a few label
-counts per patient are kept). A record is appended to every column or to none: any error
-while adding one becomes a skip and the columns are rolled back to their previous length.
+counts per patient are kept, and rows are staged in batches of at most 512 rows or 32 MB
+before they are written). A record is appended to every column or to none: any error while
+adding one becomes a skip and the columns are rolled back to their previous length; an error
+writing a batch stops the writer (the file never appears).
 It writes to a temporary file beside the target and renames only on a clean close, so a
 killed ingest never leaves a half-written file under the final name.
 """
@@ -169,6 +176,7 @@ class StoreWriter:
         provenance: dict[str, Any] | None = None,
         split_fractions: tuple[float, float, float] | str = DEFAULT_FRACTIONS,
         split_seed: int = 0,
+        markers: bool = False,
     ) -> None:
         if patch_size < 8:
             raise DataError(f"patch size must be at least 8 pixels, got {patch_size}")
@@ -193,6 +201,12 @@ class StoreWriter:
         self._split_hints: dict[str, str] = {}
         self._patients: dict[str, Patient] = {}  # lesion patients: label counts for the splits
         self._closed = False
+        self._markers = bool(markers)
+        self._n_markers = 0
+        self._staged: dict[str, dict[str, list]] = {}
+        self._staged_bytes = 0
+        self._written: dict[str, int] = {}  # rows of each group already in the file
+        self._broken = False
         S = self.patch_size
         H, W = self.normal_size
         les = self._h5.create_group("lesions")
@@ -216,6 +230,15 @@ class StoreWriter:
         nor.create_dataset("pixel_spacing_mm", (0,), maxshape=(None,), dtype=np.float32, chunks=(1024,))
         for name in self._NORMAL_STR:
             nor.create_dataset(name, (0,), maxshape=(None,), dtype=_STR, chunks=(1024,))
+        if self._markers:  # radio-opaque markers: labelled apart from the lesions (category "marker")
+            nor.create_dataset("marker_mask", (0, H, W), maxshape=(None, H, W), dtype=np.uint8,
+                               chunks=(1, min(H, 256), min(W, 256)), **_COMP)
+            mk = self._h5.create_group("markers")
+            mk.create_dataset("normal", (0,), maxshape=(None,), dtype=np.int32, chunks=(1024,))
+            mk.create_dataset("label", (0,), maxshape=(None,), dtype=np.uint8, chunks=(1024,))
+            mk.create_dataset("bbox", (0, 4), maxshape=(None, 4), dtype=np.int32, chunks=(1024, 4))
+            for name in ("kind", "text", "category"):
+                mk.create_dataset(name, (0,), maxshape=(None,), dtype=_STR, chunks=(1024,))
 
     _LESION_STR = (
         "source_id", "patient_id", "laterality", "view", "source",
@@ -234,23 +257,62 @@ class StoreWriter:
         else:
             self.abort()
 
-    @staticmethod
-    def _append(ds: h5py.Dataset, value: Any) -> None:
-        n = ds.shape[0]
-        ds.resize(n + 1, axis=0)
-        ds[n] = value
+    #: Rows are staged in memory and written a batch at a time (one resize and one write per
+    #: column instead of one per record and column: h5py's per-call overhead was a third of
+    #: the demo phantom's build time). A batch is written at this many staged bytes or rows.
+    FLUSH_BYTES = 32 << 20
+    FLUSH_ROWS = 512
 
-    def _append_row(self, group: str, n: int, row: dict[str, Any]) -> None:
-        """Append one value to each named column of ``group``; on any error every column is
-        cut back to ``n`` rows, so the store never holds half a record."""
-        g = self._h5[group]
+    @staticmethod
+    def _append(column: list, value: Any) -> None:
+        """Stage one value of one column (written by :meth:`_flush`)."""
+        column.append(value)
+
+    def _append_row(self, group: str, n: int, row: dict[str, Any], flush: bool = True) -> None:
+        """Stage one value for each named column of ``group``; on any error every column is
+        cut back to ``n`` rows, so the store never holds half a record. With ``flush``, a full
+        batch is written afterwards."""
+        staged = self._staged.setdefault(group, {})
+        keep = n - self._written.get(group, 0)  # rows of this group already staged
         try:
             for name, value in row.items():
-                self._append(g[name], value)
+                self._append(staged.setdefault(name, []), value)
+                if isinstance(value, np.ndarray):
+                    self._staged_bytes += value.nbytes
         except BaseException:
-            for ds in g.values():
-                if ds.shape[0] > n:
-                    ds.resize(n, axis=0)
+            for column in staged.values():
+                del column[keep:]
+            raise
+        if flush and (self._staged_bytes >= self.FLUSH_BYTES or keep + 1 >= self.FLUSH_ROWS):
+            self._flush()
+
+    def _flush(self) -> None:
+        """Write every staged row (one resize and one write per column). An error here is
+        not one record's: it stops the writer (``add`` re-raises it rather than skipping)."""
+        try:
+            for group, staged in self._staged.items():
+                g = self._h5[group]
+                for name, values in staged.items():
+                    if not values:
+                        continue
+                    ds = g[name]
+                    n, k = ds.shape[0], len(values)
+                    base = h5py.check_vlen_dtype(ds.dtype)
+                    ds.resize(n + k, axis=0)
+                    if base is str:  # strings: one object array
+                        data = np.empty(k, object)
+                        data[:] = values
+                        ds[n:n + k] = data
+                    elif base is not None:  # vlen arrays (h5py would broadcast equal-length ones): row by row
+                        for i, v in enumerate(values):
+                            ds[n + i] = np.asarray(v, base)
+                    else:
+                        ds[n:n + k] = np.stack([np.asarray(v, ds.dtype) for v in values])
+                    values.clear()
+                self._written[group] = g[next(iter(g))].shape[0] if len(g) else 0
+            self._staged_bytes = 0
+        except BaseException:
+            self._broken = True
             raise
 
     @staticmethod
@@ -330,6 +392,13 @@ class StoreWriter:
         if bad:
             raise DataError(f"{rec.source_id}: the image has {bad} non-finite (NaN/inf) pixels")
         self._check_hint(rec.split_hint)
+        if rec.markers and not self._markers:
+            raise DataError(f"{rec.source_id}: the record carries markers; open the StoreWriter with markers=True to keep them")
+        if len(rec.markers) > 255:
+            raise DataError(f"{rec.source_id}: {len(rec.markers)} markers; the store holds at most 255 per image")
+        for m in rec.markers:
+            if m.mask.shape != rec.image.shape:
+                raise DataError(f"{rec.source_id}: marker mask size {m.mask.shape} differs from image size {rec.image.shape}")
         strs = {
             "source_id": rec.source_id, "patient_id": rec.patient_id,
             "laterality": rec.laterality or "", "view": rec.view or "", "source": rec.source,
@@ -346,6 +415,25 @@ class StoreWriter:
         mcanvas = np.zeros((H, W), bool)
         canvas[:h, :w] = shrink(img, (h, w))
         mcanvas[:h, :w] = shrink(bmask.astype(np.float32), (h, w)) >= 0.5
+        marker_rows = []
+        if self._markers:
+            labels = np.zeros((H, W), np.uint8)
+            for k, m in enumerate(rec.markers, start=1):
+                mm = m.mask[:, ::-1] if flipped else m.mask
+                ys, xs = np.nonzero(mm)
+                if not len(ys):
+                    raise DataError(f"{rec.source_id}: marker {k} ({m.kind}) has an empty mask")
+                small = np.zeros((H, W), bool)
+                small[:h, :w] = shrink(mm.astype(np.float32), (h, w)) >= 0.5
+                labels[small & (labels == 0)] = k
+                # The box scales with the image (pixel edges at -0.5 and n - 0.5), so a marker
+                # too small to keep a pixel after a large reduction still has its place.
+                bx0, bx1 = int(np.floor(xs.min() * scale)), int(np.ceil((xs.max() + 1) * scale))
+                by0, by1 = int(np.floor(ys.min() * scale)), int(np.ceil((ys.max() + 1) * scale))
+                marker_rows.append({"normal": self._n_normals, "label": k,
+                                    "bbox": np.asarray((bx0, by0, max(1, bx1 - bx0), max(1, by1 - by0)), np.int32),
+                                    "kind": storable_text("marker kind", m.kind), "text": storable_text("marker text", m.text),
+                                    "category": storable_text("marker category", m.category)})
         row = {
             "image": to_uint16(canvas),
             "breast_mask": mcanvas.astype(np.uint8),
@@ -356,7 +444,21 @@ class StoreWriter:
             "pixel_spacing_mm": np.float32(_spacing_or_nan(rec.pixel_spacing_mm)),
             **strs,
         }
-        self._append_row("normals", self._n_normals, row)
+        if self._markers:
+            row["marker_mask"] = labels
+        # Its markers first (only staged until the normal is), so an error leaves neither.
+        staged = self._staged.get("markers", {})
+        before = {name: len(col) for name, col in staged.items()}
+        try:
+            for k, mrow in enumerate(marker_rows):
+                self._append_row("markers", self._n_markers + k, mrow, flush=False)
+            self._append_row("normals", self._n_normals, row)
+        except BaseException:
+            if not self._broken:
+                for name, col in self._staged.get("markers", {}).items():
+                    del col[before.get(name, 0):]
+            raise
+        self._n_markers += len(marker_rows)
         self._note_patient(rec.patient_id, rec.split_hint)
         self._n_normals += 1
 
@@ -387,9 +489,13 @@ class StoreWriter:
             else:
                 raise DataError(f"not a record: {type(rec).__name__}")
         except DataError as err:
+            if self._broken:
+                raise
             self.add_skip(SkipRecord(getattr(rec, "source", ""), getattr(rec, "source_id", ""), path, str(err)))
             return False
         except Exception as err:  # noqa: BLE001 - one record never stops an ingest
+            if self._broken:  # writing a batch failed: not this record's fault, and rows are lost
+                raise
             self.add_skip(SkipRecord(getattr(rec, "source", ""), getattr(rec, "source_id", ""), path,
                                      f"{path or rec.source_id}: unexpected {one_line_error(err)} while storing"))
             return False
@@ -443,6 +549,9 @@ class StoreWriter:
         """Assign splits, write the manifest and skip report, rename into place."""
         if self._closed:
             return {}
+        if self._broken:
+            raise DataError(f"{self.path}: an earlier write to the dataset file failed; nothing was written")
+        self._flush()
         mapping = self._assign_splits()
         for group in ("lesions", "normals"):
             g = self._h5[group]
@@ -467,6 +576,7 @@ class StoreWriter:
             "n_normals": self._n_normals,
             "n_skipped": len(self._skips),
             "n_warnings": len(self._warnings),
+            **({"n_markers": self._n_markers} if self._markers else {}),
             "vocabulary": {"shape": list(SHAPES), "margin": list(MARGINS), "pathology": list(PATHOLOGIES),
                            "morphology": list(MORPHOLOGIES), "distribution": list(DISTRIBUTIONS),
                            "lesion_type": list(LESION_TYPES)},
@@ -670,6 +780,35 @@ class Store:
             "view": g["view"].asstr()[i],
         }
 
+    @property
+    def n_markers(self) -> int:
+        """Radio-opaque markers in the store (0 for a store written without markers)."""
+        return int(self._h5["markers/normal"].shape[0]) if "markers" in self._h5 else 0
+
+    def markers(self, normal: int | None = None) -> list[dict[str, Any]]:
+        """The markers of normal ``normal`` (None = all): dicts with ``normal`` (index),
+        ``kind`` ("laterality" | "nipple"), ``text``, ``category`` ("marker"), ``bbox``
+        (x, y, w, h) in store canvas pixels and ``label`` (its value in the normal's
+        ``marker_mask``; :meth:`marker_mask`). Empty for stores written without markers.
+        Markers are never lesions: nothing that reads ``/lesions`` sees them."""
+        if "markers" not in self._h5:
+            return []
+        g = self._h5["markers"]
+        idx = g["normal"][...]
+        rows = np.arange(len(idx)) if normal is None else np.flatnonzero(idx == int(normal))
+        kind, text, cat = (g[k].asstr()[...] for k in ("kind", "text", "category"))
+        bbox, label = g["bbox"][...], g["label"][...]
+        return [{"normal": int(idx[r]), "kind": str(kind[r]), "text": str(text[r]), "category": str(cat[r]),
+                 "bbox": tuple(int(v) for v in bbox[r]), "label": int(label[r])} for r in rows]
+
+    def marker_mask(self, i: int) -> np.ndarray:
+        """(H, W) uint8 marker label map of normal ``i`` (0 = none; see :meth:`markers`);
+        all zero for a store written without markers."""
+        g = self._h5["normals"]
+        if "marker_mask" not in g:
+            return np.zeros(g["breast_mask"].shape[1:], np.uint8)
+        return g["marker_mask"][i]
+
     def _report_rows(self, name: str) -> list[tuple[str, str, str]]:
         g = self._h5.get(name)
         if g is None or "source_id" not in g:
@@ -720,6 +859,7 @@ class Store:
             "n_patients": n_patients,
             "n_skipped": len(self.skips()),
             "n_warnings": len(self.warnings()),
+            **({"n_markers": self.n_markers} if "markers" in self._h5 else {}),
             "shape": self._label_counts("shape"),
             "margin": self._label_counts("margin"),
             "pathology": self._label_counts("pathology"),

@@ -3,7 +3,8 @@
 ``render_breast`` draws a full-field normal mammogram (CC/MLO, L/R, density A-D);
 ``render_mass`` blends a BI-RADS mass (4 shapes x 5 margins) into it with an exact mask;
 ``render_cluster_window`` draws a calcification cluster (13 morphologies x 5 distributions)
-with exact calcification centres; ``phantom_lesion_records`` / ``phantom_calcification_records``
+with exact calcification centres; ``draw_markers`` adds radio-opaque laterality/view letters
+and a nipple bead (labelled category "marker", never lesions); ``phantom_lesion_records`` / ``phantom_calcification_records``
 / ``phantom_normal_records`` stream records for the store, and
 ``write_phantom_store`` writes the whole dataset file. See docs/phantom.md.
 """
@@ -27,6 +28,7 @@ from mammosynth.phantom.dataset import (
     write_phantom_store,
 )
 from mammosynth.phantom.lesion import mass_contour, render_mass
+from mammosynth.phantom.markers import draw_markers
 
 __all__ = [
     "DENSITIES",
@@ -34,6 +36,7 @@ __all__ = [
     "VIEWS",
     "PhantomBreast",
     "default_spacing",
+    "draw_markers",
     "malignancy_probability",
     "mass_contour",
     "phantom_calcification_records",

@@ -313,8 +313,14 @@ def phantom_calcification_records(n: int, seed: int = 0, full_shape: tuple[int, 
 
 
 def phantom_normal_records(n: int, seed: int = 0, full_shape: tuple[int, int] = (1024, 832), *,
-                           style: str = "ffdm") -> Iterator[MammogramRecord]:
+                           style: str = "ffdm", markers: bool = False,
+                           nipple_marker: bool = True) -> Iterator[MammogramRecord]:
     """Stream ``n`` normal phantom mammograms (H, W) = ``full_shape`` in ``style`` ("ffdm"/"film").
+
+    ``markers`` (default off): draw radio-opaque markers (:func:`markers.draw_markers`): the
+    laterality/view letters ("L CC") outside the breast and, with ``nipple_marker``, a metal
+    bead on the nipple; the record's ``markers`` list labels each (category "marker"). Their
+    random stream is their own, so the images are otherwise those drawn without markers.
 
     Views alternate CC/MLO every image, laterality L/R every second image, and the density
     cycles A-D every second image, so each patient ``PN0000``... is one breast seen CC and
@@ -330,17 +336,24 @@ def phantom_normal_records(n: int, seed: int = 0, full_shape: tuple[int, int] = 
         density = DENSITIES[pair % 4]
         breast_seed = int(np.random.default_rng(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, 0xB0D, i])).integers(0, 2**31 - 1))
         breast = render_breast(breast_seed, (H, W), view=view, laterality=laterality, density=density, style=style)
+        image, marks = breast.image, []
+        if markers:
+            from mammosynth.phantom.markers import draw_markers
+
+            mrng = np.random.default_rng(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, 0x3A4C, i]))
+            image, marks = draw_markers(breast, mrng, nipple_marker=nipple_marker)
         yield MammogramRecord(
             source="phantom",
             source_id=f"phantom-s{seed}-normal-{i:04d}",
             patient_id=f"PN{pair:04d}",
-            image=breast.image,
+            image=image,
             breast_mask=breast.breast_mask,
             laterality=laterality,  # type: ignore[arg-type]
             view=view,  # type: ignore[arg-type]
             density=density,
             pixel_spacing_mm=float(breast.meta["pixel_spacing_mm"]),
             extra={"breast_seed": breast_seed, "pectoral_mask": breast.pectoral_mask},
+            markers=marks,
         )
 
 
@@ -350,11 +363,17 @@ def write_phantom_store(out: str | Path, n_lesions: int = 400, n_normals: int = 
                         split_fractions: tuple[float, float, float] | str | None = None, *,
                         mass_contrast_range: tuple[float, float] = MASS_CONTRAST_RANGE,
                         mass_size_range_mm: tuple[float, float] = DIAMETER_RANGE_MM,
-                        style: str = "ffdm", n_calcifications: int = 0) -> dict[str, Any]:
+                        style: str = "ffdm", n_calcifications: int = 0, markers: bool = False,
+                        nipple_marker: bool = True) -> dict[str, Any]:
     """Draw the phantom dataset into one store file (atomic: the file appears when complete).
 
     ``n_calcifications`` calcification clusters (:func:`phantom_calcification_records`) are
     stored after the masses; with 0 (the default) the file holds what it always held.
+
+    ``markers`` (default False): the normal mammograms carry radio-opaque markers (laterality/
+    view letters outside the breast, and a nipple bead unless ``nipple_marker`` is False),
+    stored with their own labels (``/markers``, category "marker"; ``Store.markers``), never
+    as lesions. With False the file holds what it always held.
 
     ``mass_contrast_range`` (excess attenuation of mass tissue over fibroglandular tissue,
     default 0-0.10) and ``mass_size_range_mm`` (diameters, default 8-35 mm) make the masses
@@ -380,12 +399,16 @@ def write_phantom_store(out: str | Path, n_lesions: int = 400, n_normals: int = 
         "mass_contrast_range": [float(v) for v in mass_contrast_range], "style": style,
         "lesions_per_patient": list(LESIONS_PER_PATIENT), "density_mix": dict(zip(DENSITIES, DENSITY_MIX)),
     }
+    if markers:
+        provenance.update({"markers": {"laterality": True, "nipple": bool(nipple_marker), "on": "normals"}})
     if n_calcifications:
         provenance.update({"n_calcifications": int(n_calcifications), "clusters_per_patient": list(CLUSTERS_PER_PATIENT)})
     les_opts = {"contrast_range": tuple(mass_contrast_range), "size_range_mm": tuple(mass_size_range_mm), "style": style}
     size = tuple(normal_size) if normal_size is not None else (H, W)
     split_opts = {} if split_fractions is None else {"split_fractions": split_fractions}
-    writer = StoreWriter(out, patch_size=patch_size, normal_size=size, provenance=provenance, split_seed=seed, **split_opts)
+    nor_opts = {"style": style, **({"markers": True, "nipple_marker": bool(nipple_marker)} if markers else {})}
+    writer = StoreWriter(out, patch_size=patch_size, normal_size=size, provenance=provenance, split_seed=seed,
+                         markers=bool(markers), **split_opts)
     try:
         if progress:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -401,7 +424,7 @@ def write_phantom_store(out: str | Path, n_lesions: int = 400, n_normals: int = 
                         writer.add_lesion(rec)
                         bar.advance(t_calc)
                 t_nor = bar.add_task("phantom normals", total=n_normals)
-                for rec in phantom_normal_records(n_normals, seed, (H, W), style=style):
+                for rec in phantom_normal_records(n_normals, seed, (H, W), **nor_opts):
                     writer.add_normal(rec)
                     bar.advance(t_nor)
         else:
@@ -409,7 +432,7 @@ def write_phantom_store(out: str | Path, n_lesions: int = 400, n_normals: int = 
                 writer.add_lesion(rec)
             for rec in phantom_calcification_records(n_calcifications, seed, (H, W), style=style):
                 writer.add_lesion(rec)
-            for rec in phantom_normal_records(n_normals, seed, (H, W), style=style):
+            for rec in phantom_normal_records(n_normals, seed, (H, W), **nor_opts):
                 writer.add_normal(rec)
     except BaseException:
         writer.abort()
