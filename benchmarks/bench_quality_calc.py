@@ -118,8 +118,8 @@ def mias_normals(root: Path) -> list[tuple[str, Path]]:
 def calc_fold_store(source: Path, work: Path, test_idx: np.ndarray, train_idx: np.ndarray, tag: str) -> Path:
     """A store with ``source``'s clusters ``train_idx`` as train and ``test_idx`` as test (what
     lesion-dcgan trains on and what the size model is fitted to: the train split only)."""
-    from mammosynth.data.birads import DISTRIBUTIONS, MORPHOLOGIES, PATHOLOGIES, Label
-    from mammosynth.data.records import NOT_MASS, LesionRecord
+    from mammosynth.data.birads import DISTRIBUTIONS, MORPHOLOGIES, NOT_MASS, PATHOLOGIES, Label
+    from mammosynth.data.records import LesionRecord
     from mammosynth.data.store import Store, StoreWriter
 
     path = work / f"{source.stem}_{tag}.h5"
@@ -287,8 +287,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated (default: {','.join(METHODS)})")
     ap.add_argument("--label", default="", help="row label in the table")
     ap.add_argument("--folds", type=int, default=3, help="mini-MIAS cross-fitting folds, by patient (default 3)")
-    ap.add_argument("--phantom-calcifications", type=int, default=300,
-                    help="phantom clusters drawn (split 60/10/30 by patient; default 300)")
+    ap.add_argument("--phantom-calcifications", type=int, default=200,
+                    help="phantom clusters drawn (split 60/10/30 by patient; default 200)")
     ap.add_argument("--synth-per-real", type=int, default=8, help="synthetic clusters per held-out real cluster (default 8)")
     ap.add_argument("--dcgan-steps", type=int, default=300,
                     help="lesion-dcgan training steps per fold (default 300; batch = min(32, training clusters))")
