@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     span = slice(0, n_rows)
     ax = fig.add_subplot(gs[span, args.n + 1])
     ax.imshow(after, cmap="gray", vmin=0, vmax=1)
-    ax.add_patch(Rectangle((x, y), w, h, fill=False, ec="yellow", lw=1.0))
+    ax.add_patch(Rectangle((x, y), w, h, fill=False, ec="yellow", lw=1.6))
     ax.set_title(f"normal film {film.stem}, cluster boxed", fontsize=7)
     ax.set_xticks([]), ax.set_yticks([])
     cx, cy = x + w / 2, y + h / 2
