@@ -2,13 +2,13 @@
 ``insert --lesion-type calcification`` draws, and a short lesion-dcgan trained on clusters, on
 real mini-MIAS CALC rows and on the phantom's clusters? Scored with bench_quality's scorers.
 
-    # the rows of docs/calcification.md (about 15 min of one core), appended to the results file
+    # the rows of docs/calcification.md (23 min of one core; 47 min wall on 2 shared cores)
     .venv/bin/python benchmarks/bench_quality_calc.py
     # one dataset / one method
     .venv/bin/python benchmarks/bench_quality_calc.py --datasets mias --methods procedural
     # rebuild the table in docs/calcification.md from the results file (no sampling, no training)
     .venv/bin/python benchmarks/bench_quality_calc.py --table-only
-    # smoke run on a small phantom store only (about a minute; numbers meaningless)
+    # smoke run on a small phantom store only (about a minute of CPU per row; numbers meaningless)
     .venv/bin/python benchmarks/bench_quality_calc.py --smoke --datasets phantom --out /tmp/qc
 
 Protocol (docs/calcification.md):
@@ -292,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--synth-per-real", type=int, default=8, help="synthetic clusters per held-out real cluster (default 8)")
     ap.add_argument("--dcgan-steps", type=int, default=300,
                     help="lesion-dcgan training steps per fold (default 300; batch = min(32, training clusters))")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0, help="seed of folds, insertion and training (default 0)")
     ap.add_argument("--mias-root", type=Path, default=MIAS_ROOT, help=f"mini-MIAS folder (default {MIAS_ROOT})")
     ap.add_argument("--work", "--out", dest="work", type=Path, default=Path("/tmp/mammosynth_bench_quality_calc"),
                     help="stores, insert outputs, runs and pictures (default /tmp/mammosynth_bench_quality_calc)")

@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="the ingested store and insert outputs (default /tmp/mammosynth_figure_calcification)")
     ap.add_argument("--dcgan-run", type=Path, default=None, help="a lesion-dcgan run (lesion_types: calcification)")
     ap.add_argument("--n", type=int, default=8, help="tiles per row (default 8)")
-    ap.add_argument("--seed", type=int, default=3)
+    ap.add_argument("--seed", type=int, default=3, help="which normals and clusters are drawn (default 3)")
     ap.add_argument("--morphology", default="pleomorphic", help="of the cluster inserted in the overview (default pleomorphic)")
     args = ap.parse_args(argv)
 
