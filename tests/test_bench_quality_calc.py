@@ -18,6 +18,15 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def test_smoke_procedural_row_on_phantom(tmp_path):
     import bench_quality_calc as bqc
 
+    from mammosynth.errors import WeightsError
+    from mammosynth.evaluate.features import load_feature_net
+
+    try:  # the benchmark scores in ImageNet feature spaces: it needs `mammosynth weights get` first
+        load_feature_net("vgg16")
+        load_feature_net("effnet")
+    except WeightsError as err:
+        pytest.skip(f"the quality benchmark needs the pretrained weights (`mammosynth weights get`): {err}")
+
     rc = bqc.main(["--smoke", "--datasets", "phantom", "--methods", "procedural", "--phantom-calcifications", "30",
                    "--out", str(tmp_path)])
     assert rc == 0
