@@ -514,18 +514,23 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def write_table(results: Path, docs: Path) -> None:
+def write_table(results: Path, docs: Path, begin: str = TABLE_BEGIN, end: str = TABLE_END,
+                title: str = "Quality benchmark") -> str:
+    """Rebuild the table of ``results``'s rows between the ``begin``/``end`` markers of ``docs``
+    (a new file with ``title`` when the markers are missing); returns the table."""
     rows = json.loads(results.read_text()) if results.exists() else []
     table = markdown_table(rows)
     from mammosynth.io import write_text_atomic
 
-    if docs.exists() and TABLE_BEGIN in docs.read_text():
+    if docs.exists() and begin in docs.read_text():
         text = docs.read_text()
-        a, b = text.index(TABLE_BEGIN) + len(TABLE_BEGIN), text.index(TABLE_END)
+        a, b = text.index(begin) + len(begin), text.index(end)
         text = text[:a] + "\n" + table + "\n" + text[b:]
     else:
-        text = f"# Quality benchmark\n\n{TABLE_BEGIN}\n{table}\n{TABLE_END}\n"
+        text = f"# {title}\n\n{begin}\n{table}\n{end}\n"
+    docs.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(docs, text)
+    return table
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -58,12 +58,12 @@ from bench_quality import (  # noqa: E402  (scorers shared with the quality benc
     MethodSpec,
     commit,
     fmt,
-    markdown_table,
     picture,
     score_row,
     stratified_patient_folds,
     synthesize,
     train_run,
+    write_table as bq_write_table,
     make_config,
 )
 
@@ -266,19 +266,7 @@ def bench_row(dataset: str, method: str, store: Path, folds: list[tuple[np.ndarr
 
 
 def write_table(results: Path, docs: Path) -> str:
-    from mammosynth.io import write_text_atomic
-
-    rows = json.loads(results.read_text()) if results.exists() else []
-    table = markdown_table(rows)
-    if docs.exists() and TABLE_BEGIN in docs.read_text():
-        text = docs.read_text()
-        a, b = text.index(TABLE_BEGIN) + len(TABLE_BEGIN), text.index(TABLE_END)
-        text = text[:a] + "\n" + table + "\n" + text[b:]
-    else:
-        text = f"# Calcification quality\n\n{TABLE_BEGIN}\n{table}\n{TABLE_END}\n"
-    docs.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(docs, text)
-    return table
+    return bq_write_table(results, docs, TABLE_BEGIN, TABLE_END, "Calcification quality")
 
 
 def main(argv: list[str] | None = None) -> int:
