@@ -514,6 +514,15 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def append_row(results: Path, row: dict) -> None:
+    """Append one row to the results JSON (a list), written atomically."""
+    from mammosynth.io import write_json_atomic
+
+    rows = json.loads(results.read_text()) if results.exists() else []
+    rows.append(row)
+    write_json_atomic(results, rows)
+
+
 def write_table(results: Path, docs: Path, begin: str = TABLE_BEGIN, end: str = TABLE_END,
                 title: str = "Quality benchmark") -> str:
     """Rebuild the table of ``results``'s rows between the ``begin``/``end`` markers of ``docs``
@@ -598,11 +607,7 @@ def main(argv: list[str] | None = None) -> int:
             row.update({"label": args.label, "commit": commit(), "host": platform.node(), "threads": args.threads,
                         "torch": torch.__version__, "wall_seconds": time.perf_counter() - t0,
                         "time": time.strftime("%Y-%m-%d %H:%M:%S")})
-            rows = json.loads(args.results.read_text()) if args.results.exists() else []
-            rows.append(row)
-            from mammosynth.io import write_json_atomic
-
-            write_json_atomic(args.results, rows)
+            append_row(args.results, row)
             write_table(args.results, args.docs)
             ts = row["two_sample"]
             print(f"{dataset:8s} {key:15s} {args.recipe:8s} AUC {ts['auc']:.3f} FD-VGG16 ratio "

@@ -56,6 +56,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_quality import (  # noqa: E402  (scorers shared with the quality benchmark, never copied)
     MIAS_ROOT,
     MethodSpec,
+    append_row,
     commit,
     fmt,
     picture,
@@ -306,7 +307,6 @@ def main(argv: list[str] | None = None) -> int:
     bad = [m for m in methods if m not in METHODS]
     if bad:
         raise SystemExit(f"unknown method(s) {', '.join(bad)}: choose from {', '.join(METHODS)}")
-    from mammosynth.io import write_json_atomic
 
     for dataset in [d.strip() for d in args.datasets.split(",") if d.strip()]:
         if dataset == "mias":
@@ -323,9 +323,7 @@ def main(argv: list[str] | None = None) -> int:
             row.update({"label": args.label, "commit": commit(), "host": platform.node(), "threads": args.threads,
                         "torch": torch.__version__, "wall_seconds": time.perf_counter() - t0,
                         "time": time.strftime("%Y-%m-%d %H:%M:%S")})
-            rows = json.loads(args.results.read_text()) if args.results.exists() else []
-            rows.append(row)
-            write_json_atomic(args.results, rows)
+            append_row(args.results, row)
             write_table(args.results, args.docs)
             ts, v = row["two_sample"], row["features"]["VGG16"]
             ci = ts.get("auc_ci") or [float("nan")] * 2
