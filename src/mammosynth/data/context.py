@@ -196,20 +196,27 @@ def composite(generated: torch.Tensor, context: torch.Tensor, mask: torch.Tensor
 
 
 #: Immerkaer's (1996) noise kernel (a difference of two discrete Laplacians): its response to
-#: white noise of sd s has sd 6 s, and to any plane exactly 0 (phantom.realism uses the same).
+#: white noise of sd s has sd 6 s, and to any plane exactly 0.
 _IMMERKAER = torch.tensor([[1.0, -2.0, 1.0], [-2.0, 4.0, -2.0], [1.0, -2.0, 1.0]])
 
 
 def immerkaer_sd(image: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
-    """Per-image noise sd (B,) of ``image`` (B,1,H,W) inside ``region`` (B,1,H,W bool, eroded by
-    1 px so region edges do not count): sqrt(pi/2) / 6 x the mean |Immerkaer response|.
-    NaN for an image whose eroded region is empty."""
+    """Immerkaer's fast noise estimate: per-image noise sd (B,) of ``image`` (B,1,H,W) over the
+    pixels of ``region`` (B,1,H,W bool; callers erode it so edges do not count), sqrt(pi/2) / 6
+    x the mean |kernel response|. The border is padded by edge replication (for a 3x3 kernel the
+    same as scipy's "reflect"). NaN for an image whose region is empty. The phantom's realism
+    benchmark (phantom.realism.immerkaer_noise) and :func:`match_grain` both use it."""
     k = _IMMERKAER.to(image.device, image.dtype)[None, None]
-    resp = F.conv2d(F.pad(image, (1, 1, 1, 1), mode="reflect"), k).abs()
-    inner = -F.max_pool2d(-region.to(image.dtype), 3, stride=1, padding=1) > 0.5  # 3x3 erosion
-    n = inner.sum(dim=(1, 2, 3))
-    mean = (resp * inner).sum(dim=(1, 2, 3)) / n.clamp(min=1)
+    resp = F.conv2d(F.pad(image, (1, 1, 1, 1), mode="replicate"), k).abs()
+    region = region.to(torch.bool)
+    n = region.sum(dim=(1, 2, 3))
+    mean = (resp * region).sum(dim=(1, 2, 3)) / n.clamp(min=1)
     return torch.where(n > 0, mean * (np.pi / 2.0) ** 0.5 / 6.0, torch.full_like(mean, float("nan")))
+
+
+def _erode(region: torch.Tensor) -> torch.Tensor:
+    """3 x 3 binary erosion of a (B,1,H,W) mask (as bool)."""
+    return -F.max_pool2d(-region.to(torch.float32), 3, stride=1, padding=1) > 0.5
 
 
 def match_grain(composed: torch.Tensor, context: torch.Tensor, mask: torch.Tensor, factor: float = PAPER_MARGIN_FACTOR,
@@ -221,8 +228,8 @@ def match_grain(composed: torch.Tensor, context: torch.Tensor, mask: torch.Tenso
     hundred steps paints smooth lesions while quantum noise and film grain run over real ones
     (docs/quality.md: the phantom v2 row). Torch (B,1,H,W) in [-1, 1]; returns the same."""
     alpha = composite_alpha(mask, factor).to(composed.dtype)
-    sd_ctx = immerkaer_sd(context.to(composed.dtype), alpha == 0)
-    sd_fill = immerkaer_sd(composed, mask > 0.5)
+    sd_ctx = immerkaer_sd(context.to(composed.dtype), _erode(alpha == 0))
+    sd_fill = immerkaer_sd(composed, _erode(mask > 0.5))
     add = torch.nan_to_num((sd_ctx ** 2 - sd_fill ** 2).clamp(min=0.0).sqrt(), nan=0.0)
     noise = torch.randn(composed.shape, generator=generator, device=composed.device if generator is None else generator.device,
                         dtype=composed.dtype).to(composed.device)

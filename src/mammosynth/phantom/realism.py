@@ -22,18 +22,18 @@ from scipy import ndimage as ndi
 
 from mammosynth.phantom.breast import power_spectrum_slope
 
-#: Immerkaer's kernel: the difference of two discrete Laplacians; its response to a noise
-#: field of sd s has sd 6 s, and to any plane exactly 0.
-_IMMERKAER = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float64)
-
-
 def immerkaer_noise(image: np.ndarray, mask: np.ndarray) -> float:
-    """Noise sd (image units) inside ``mask`` (eroded by 2 px so edges do not count)."""
-    resp = ndi.convolve(image.astype(np.float64), _IMMERKAER, mode="reflect")
+    """Noise sd (image units) inside ``mask`` (eroded by 2 px so edges do not count), by
+    Immerkaer's estimate (data.context.immerkaer_sd, in float64)."""
+    import torch
+
+    from mammosynth.data.context import immerkaer_sd
+
     inner = ndi.binary_erosion(mask, iterations=2)
     if not inner.any():
         return float("nan")
-    return float(np.sqrt(np.pi / 2.0) / 6.0 * np.abs(resp[inner]).mean())
+    sd = immerkaer_sd(torch.from_numpy(image.astype(np.float64))[None, None], torch.from_numpy(inner)[None, None])
+    return float(sd[0])
 
 
 def skin_depth_mm(mask: np.ndarray, spacing_mm: float) -> np.ndarray:
