@@ -3,7 +3,6 @@ the breast (laterality) or on the nipple (bead), labelled as category "marker", 
 
 from __future__ import annotations
 
-import hashlib
 import json
 
 import h5py
@@ -14,7 +13,7 @@ from scipy import ndimage as ndi
 
 from mammosynth.cli import main
 from mammosynth.data.dataset import LesionDataset
-from mammosynth.data.store import Store
+from mammosynth.data.store import Store, store_digest
 from mammosynth.phantom import phantom_normal_records, render_breast, write_phantom_store
 from mammosynth.phantom.markers import MARKER_CLEARANCE_MM, NIPPLE_BEAD_MM, draw_markers
 
@@ -26,21 +25,6 @@ BEFORE_MARKERS_DIGEST = "fa1ee1c1fdda2115ad14e55d9ba86b73aee30eb1e97da0bcfdba6a9
 DIGEST_VERSIONS = ("2.4.6", "1.17.1")  # numpy, scipy
 
 
-def _store_digest(path) -> str:
-    h = hashlib.sha256()
-    with h5py.File(path, "r") as f:
-        def visit(name, obj):
-            if isinstance(obj, h5py.Dataset):
-                h.update(name.encode())
-                a = obj[...]
-                if a.dtype == object:
-                    h.update(repr([x.tolist() if hasattr(x, "tolist") else x for x in a]).encode())
-                else:
-                    h.update(np.ascontiguousarray(a).tobytes())
-        f.visititems(visit)
-    return h.hexdigest()
-
-
 def _small_store(path, **kw):
     return write_phantom_store(path, n_lesions=12, n_normals=4, patch_size=32, full_shape=(256, 208), seed=3,
                                progress=False, n_calcifications=3, **kw)
@@ -50,9 +34,9 @@ def test_markers_off_by_default_store_is_bit_identical_to_before(tmp_path):
     if (np.__version__, scipy.__version__) != DIGEST_VERSIONS:
         pytest.skip(f"digest recorded with numpy/scipy {DIGEST_VERSIONS}, here {np.__version__}/{scipy.__version__}")
     _small_store(tmp_path / "d.h5")
-    assert _store_digest(tmp_path / "d.h5") == BEFORE_MARKERS_DIGEST
+    assert store_digest(tmp_path / "d.h5") == BEFORE_MARKERS_DIGEST
     _small_store(tmp_path / "off.h5", markers=False)
-    assert _store_digest(tmp_path / "off.h5") == BEFORE_MARKERS_DIGEST
+    assert store_digest(tmp_path / "off.h5") == BEFORE_MARKERS_DIGEST
 
 
 def test_markers_off_normals_are_the_breasts_and_the_store_has_no_marker_columns(tmp_path):

@@ -160,6 +160,26 @@ def resize_mask(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return resize_image(mask.astype(np.float32), shape) >= 0.5
 
 
+def store_digest(path: str | Path) -> str:
+    """sha256 over every dataset of an HDF5 store (its path, then its bytes; string and vlen
+    columns by their values): equal digests mean the same stored data. Attributes (the
+    provenance manifest, which holds a timestamp) are left out."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with h5py.File(path, "r") as f:
+        def visit(name: str, obj: Any) -> None:
+            if isinstance(obj, h5py.Dataset):
+                h.update(name.encode())
+                a = obj[...]
+                if a.dtype == object:
+                    h.update(repr([x.tolist() if hasattr(x, "tolist") else x for x in a]).encode())
+                else:
+                    h.update(np.ascontiguousarray(a).tobytes())
+        f.visititems(visit)
+    return h.hexdigest()
+
+
 class StoreWriter:
     """Stream records into a new store file.
 
